@@ -1,0 +1,48 @@
+// Key hierarchy (docs/security.md):
+//   master secret ──HKDF──► per-device API key   (sent by the device in X-API-Key)
+//                 ──HKDF──► per-device MAC key   (never sent: authenticates manifests to that device only)
+//                 ──HKDF──► operator JWT signing key
+// Fleet API keys and operator tokens are random and stored only as SHA-256 hashes.
+import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
+
+const SALT = Buffer.from("esp32-ota/v1");
+
+export const FLEET_KEY_PREFIX = "otafleet_";
+export const DEVICE_KEY_PREFIX = "otadev_";
+
+function derive(master: Buffer, label: string, ...parts: (string | number)[]): Buffer {
+  const info = Buffer.from([label, ...parts.map(String)].join("\0"), "utf8");
+  return Buffer.from(hkdfSync("sha256", master, SALT, info, 32));
+}
+
+export function deviceApiKey(master: Buffer, deviceId: string, generation: number): string {
+  return DEVICE_KEY_PREFIX + derive(master, "device-api-key", deviceId, generation).toString("base64url");
+}
+
+export function deviceMacKey(master: Buffer, deviceId: string, generation: number): Buffer {
+  return derive(master, "device-mac-key", deviceId, generation);
+}
+
+export function operatorSigningKey(master: Buffer): Buffer {
+  return derive(master, "operator-jwt");
+}
+
+export function newFleetKey(): { key: string; id: string } {
+  const raw = randomBytes(32).toString("base64url");
+  return { key: FLEET_KEY_PREFIX + raw, id: raw.slice(0, 8) };
+}
+
+export function sha256Hex(text: string | Buffer): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** Constant-time equality for secrets of any length (lengths are compared via fixed-size digests). */
+export function safeEqual(a: string | Buffer, b: string | Buffer): boolean {
+  const da = createHash("sha256").update(a).digest();
+  const db = createHash("sha256").update(b).digest();
+  return timingSafeEqual(da, db);
+}
+
+export function hmacHex(key: Buffer, data: string | Buffer): string {
+  return createHmac("sha256", key).update(data).digest("hex");
+}

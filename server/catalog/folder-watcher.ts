@@ -1,0 +1,146 @@
+// Watches the firmware folder. A .bin is read only once it has stopped changing (chokidar's write-finish
+// wait, then a second stat around the read); a file that still parses as truncated shortly after its last
+// write is "incomplete", not refused, and is checked again. Nothing here is fatal: a bad file is logged
+// and listed for operators, and the watcher carries on.
+import fs from "node:fs";
+import path from "node:path";
+import chokidar, { type FSWatcher } from "chokidar";
+import type { Logger } from "pino";
+import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE, tooLarge } from "./analyze";
+import type { Catalog } from "./catalog";
+
+export interface WatcherOptions {
+  settleMs: number;
+  incompleteGraceMs: number;
+}
+
+export class FolderWatcher {
+  private watcher: FSWatcher | null = null;
+  private readonly queue = new Set<string>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private draining: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(
+    readonly dir: string,
+    private readonly catalog: Catalog,
+    private readonly opts: WatcherOptions,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    fs.mkdirSync(this.dir, { recursive: true });
+    const present = (await fs.promises.readdir(this.dir)).filter((n) => this.isCandidate(n));
+    this.log.info({ dir: this.dir, files: present.length }, "indexing firmware folder");
+    let done = 0;
+    for (const name of present) {
+      await this.process(name);
+      done++;
+      if (present.length >= 10 && done % 10 === 0) this.log.info({ done, total: present.length }, "indexing firmware folder");
+    }
+    const onDisk = new Set(present);
+    for (const f of this.catalog.allFiles()) {
+      if (f.status !== "removed" && !onDisk.has(f.name)) await this.catalog.markRemoved(f.name);
+    }
+
+    const watcher = chokidar.watch(this.dir, {
+      ignoreInitial: true,
+      depth: 0,
+      ignored: (p: string) => p !== this.dir && path.basename(p).startsWith("."),
+      awaitWriteFinish: { stabilityThreshold: this.opts.settleMs, pollInterval: Math.max(20, Math.min(100, this.opts.settleMs / 4)) },
+    });
+    this.watcher = watcher;
+    const onPath = (p: string) => {
+      const name = path.basename(p);
+      if (path.dirname(p) === this.dir && this.isCandidate(name)) this.schedule(name, 0);
+    };
+    watcher.on("add", onPath).on("change", onPath).on("unlink", onPath);
+    watcher.on("error", (err) => this.log.error({ err }, "firmware folder watcher error"));
+    await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
+    this.log.info({ dir: this.dir }, "watching firmware folder for new images");
+  }
+
+  private isCandidate(name: string): boolean {
+    return !name.startsWith(".") && name.toLowerCase().endsWith(".bin");
+  }
+
+  schedule(name: string, delayMs: number): void {
+    if (this.stopped) return;
+    const t = this.timers.get(name);
+    if (t) clearTimeout(t);
+    this.timers.set(
+      name,
+      setTimeout(() => {
+        this.timers.delete(name);
+        this.queue.add(name);
+        void this.drain();
+      }, delayMs),
+    );
+  }
+
+  private drain(): Promise<void> {
+    if (this.draining) return this.draining;
+    this.draining = (async () => {
+      while (this.queue.size && !this.stopped) {
+        const name = this.queue.values().next().value as string;
+        this.queue.delete(name);
+        try {
+          await this.process(name);
+        } catch (err) {
+          this.log.error({ err, file: name }, "could not index firmware file; will retry");
+          this.schedule(name, 5000);
+        }
+      }
+    })().finally(() => {
+      this.draining = null;
+    });
+    return this.draining;
+  }
+
+  /** Resolves when nothing is queued or being indexed (for tests and orderly shutdown). */
+  async idle(): Promise<void> {
+    while (this.draining) await this.draining;
+  }
+
+  private async process(name: string): Promise<void> {
+    const file = path.join(this.dir, name);
+    let st: fs.Stats;
+    try {
+      st = await fs.promises.stat(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return this.catalog.markRemoved(name);
+      throw e;
+    }
+    if (!st.isFile()) return;
+    const meta = { size: st.size, mtimeMs: st.mtimeMs, source: "folder" as const };
+    const reject = (code: "bad_name" | "too_large", reason: string) =>
+      this.catalog.setFile({ name, status: "rejected", sha256: null, ...meta, reasonCode: code, reason, updatedAt: new Date().toISOString() });
+
+    if (!FIRMWARE_NAME_RE.test(name)) {
+      this.log.warn({ file: name }, "firmware file name not accepted; rename it");
+      return reject("bad_name", `rename the file: names may use ${FIRMWARE_NAME_RULE}`);
+    }
+    if (st.size > this.catalog.maxImageSize) {
+      const r = tooLarge(st.size, this.catalog.maxImageSize);
+      this.log.warn({ file: name, size: st.size }, "firmware file too large for the OTA slots");
+      return reject("too_large", r.ok ? "" : r.message);
+    }
+    const data = await fs.promises.readFile(file);
+    const after = await fs.promises.stat(file).catch(() => null);
+    if (!after || after.size !== data.length || after.mtimeMs !== st.mtimeMs) {
+      // Still being written: look again once it settles.
+      return this.schedule(name, this.opts.settleMs);
+    }
+    const age = Date.now() - st.mtimeMs;
+    const outcome = await this.catalog.ingest(name, data, { ...meta, mayBeIncomplete: age < this.opts.incompleteGraceMs });
+    if (outcome.status === "incomplete") this.schedule(name, Math.max(50, this.opts.incompleteGraceMs - age + 50));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    await this.watcher?.close();
+    await this.idle();
+  }
+}

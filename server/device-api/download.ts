@@ -1,0 +1,141 @@
+// Firmware bytes over HTTP the way every ESP32 client needs them: always Content-Length (DeviceScript and
+// Arduino cannot read chunked bodies), ETag = the SHA-256, one Range per request (206 + Content-Range),
+// 416 for anything else, HEAD, If-None-Match and If-Range.
+import fs from "node:fs";
+import type { Request, RequestHandler, Response } from "express";
+import parseRange from "range-parser";
+import type { CatalogImage } from "../catalog/catalog";
+import type { Context } from "../context";
+import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../catalog/analyze";
+import { badRequest, HttpError, notFound, sendError } from "../http/errors";
+
+export interface ByteSource {
+  size: number;
+  etag: string;
+  filename: string;
+  md5?: string;
+  /** Whole body in memory, or a file to stream from. */
+  buffer?: Buffer;
+  file?: string;
+}
+
+function etagListMatches(header: string, etag: string, weakOk: boolean): boolean {
+  return header.split(",").some((t) => {
+    const v = t.trim();
+    return v === "*" || v === etag || (weakOk && v === `W/${etag}`);
+  });
+}
+
+/** Decides which bytes to send: null for all of them, or one satisfiable range. Throws 416. */
+function selectRange(req: Request, src: ByteSource): { start: number; end: number } | null {
+  const header = req.get("range");
+  if (!header) return null;
+  const ifRange = req.get("if-range");
+  // If-Range with anything but our exact (strong) ETag means "the copy I have is stale: send it all".
+  if (ifRange !== undefined && ifRange.trim() !== src.etag) return null;
+  if (!/^\s*bytes\s*=/i.test(header)) return null; // unknown unit: ignore the header (RFC 9110)
+  const parsed = parseRange(src.size, header, { combine: false });
+  if (parsed === -1 || parsed === -2 || parsed.length !== 1) {
+    const why =
+      parsed === -2
+        ? "the Range header is malformed"
+        : parsed === -1
+          ? `the range starts beyond the end of the ${src.size}-byte file`
+          : "only one range per request is supported";
+    throw new HttpError(416, "range_not_satisfiable", why, { "Content-Range": `bytes */${src.size}` });
+  }
+  const r = parsed[0]!;
+  return { start: r.start, end: r.end };
+}
+
+export function sendBytes(req: Request, res: Response, src: ByteSource): void {
+  res.set({
+    "Accept-Ranges": "bytes",
+    ETag: src.etag,
+    "Cache-Control": "private, max-age=0, must-revalidate",
+    "Content-Disposition": `attachment; filename="${src.filename}"`,
+  });
+  res.type("application/octet-stream");
+
+  const inm = req.get("if-none-match");
+  if (inm && etagListMatches(inm, src.etag, true)) {
+    res.status(304).end();
+    return;
+  }
+  const range = selectRange(req, src);
+  const start = range ? range.start : 0;
+  const end = range ? range.end : src.size - 1;
+  if (range) {
+    res.status(206).set("Content-Range", `bytes ${start}-${end}/${src.size}`);
+  } else {
+    res.status(200);
+    if (src.md5) res.set("x-MD5", src.md5);
+  }
+  res.set("Content-Length", String(end - start + 1));
+  if (req.method === "HEAD") {
+    res.end();
+    return;
+  }
+  if (src.buffer) {
+    res.end(src.buffer.subarray(start, end + 1));
+    return;
+  }
+  const stream = fs.createReadStream(src.file!, { start, end });
+  stream.on("error", (err) => {
+    req.log?.error({ err }, "firmware read failed mid-response");
+    res.destroy(err);
+  });
+  res.on("close", () => stream.destroy());
+  stream.pipe(res);
+}
+
+function imageSource(ctx: Context, image: CatalogImage, filename: string): ByteSource {
+  return { size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5, file: ctx.blobs.path(image.sha256) };
+}
+
+/** GET|HEAD /firmware/:file — by the name it has in the firmware folder. */
+export function byNameHandler(ctx: Context): RequestHandler {
+  return (req, res) => {
+    const name = String(req.params.file);
+    if (!FIRMWARE_NAME_RE.test(name)) throw badRequest("invalid_name", `firmware names use ${FIRMWARE_NAME_RULE}`);
+    const image = ctx.catalog.imageByName(name);
+    if (!image) throw notFound("firmware_not_found", `no valid firmware named ${name}`);
+    sendBytes(req, res, imageSource(ctx, image, name));
+  };
+}
+
+const HASH_BIN_RE = /^([0-9a-f]{64})\.bin$/;
+
+/** GET|HEAD /firmware/sha256/:file — content-addressed: the bytes are exactly those the hash names. */
+export function byHashHandler(ctx: Context): RequestHandler {
+  return (req, res) => {
+    const m = HASH_BIN_RE.exec(String(req.params.file).toLowerCase());
+    if (!m) throw badRequest("invalid_hash", "use /firmware/sha256/<64 lowercase hex>.bin");
+    const image = ctx.catalog.image(m[1]!);
+    if (!image) throw notFound("firmware_not_found", "no image with this SHA-256");
+    sendBytes(req, res, imageSource(ctx, image, `${image.project}-${image.version}.bin`.replace(/[^A-Za-z0-9._+-]/g, "_")));
+  };
+}
+
+/** GET|HEAD /firmware/sha256/:hash/blocks — the SHA-256 of every block, 32 bytes each, in order. */
+export function blockHashesHandler(ctx: Context): RequestHandler {
+  return (req, res) => {
+    const hash = String(req.params.hash).toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(hash)) throw badRequest("invalid_hash", "use /firmware/sha256/<64 lowercase hex>/blocks");
+    const image = ctx.catalog.image(hash);
+    if (!image) throw notFound("firmware_not_found", "no image with this SHA-256");
+    sendBytes(req, res, {
+      size: image.blockHashes.length,
+      etag: `"${image.blockHashesSha256}"`,
+      filename: `${hash}.blocks`,
+      buffer: image.blockHashes,
+    });
+  };
+}
+
+export function methodNotAllowed(allowed: string): RequestHandler {
+  return (_req, res) => {
+    res.set("Allow", allowed);
+    sendError(res, 405, "method_not_allowed", `this endpoint accepts ${allowed}`);
+  };
+}

@@ -1,0 +1,85 @@
+// Every error answer is JSON: {"error": {"code", "message"}} with a stable code a client can act on.
+import type { ErrorRequestHandler, RequestHandler, Response } from "express";
+import { ZodError } from "zod";
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+export const badRequest = (code: string, message: string, details?: Record<string, unknown>) =>
+  new HttpError(400, code, message, {}, details);
+export const unauthorized = (code: string, message: string) => new HttpError(401, code, message);
+export const forbidden = (code: string, message: string) => new HttpError(403, code, message);
+export const notFound = (code: string, message: string) => new HttpError(404, code, message);
+
+export function sendError(res: Response, status: number, code: string, message: string, details?: Record<string, unknown>) {
+  const body = JSON.stringify({ error: { code, message, ...(details ?? {}) } });
+  res.status(status).type("application/json").set("Cache-Control", "no-store").send(body);
+}
+
+/** Turns a zod failure into a 400 naming the first bad field. */
+export function validationError(err: ZodError, where: string): HttpError {
+  const issue = err.issues[0];
+  const field = issue && issue.path.length ? issue.path.join(".") : where;
+  return badRequest("invalid_request", `${field}: ${issue?.message ?? "invalid value"}`, {
+    fields: err.issues.slice(0, 10).map((i) => ({ path: i.path.join("."), message: i.message })),
+  });
+}
+
+export const notFoundHandler: RequestHandler = (req, _res, next) => {
+  next(new HttpError(404, "not_found", `no such endpoint: ${req.method} ${req.path.slice(0, 200)}`));
+};
+
+interface BodyParserError extends Error {
+  type?: string;
+  status?: number;
+  statusCode?: number;
+  expose?: boolean;
+}
+
+/** Maps every error to a JSON answer; only a real server fault becomes a 500 (logged, never detailed). */
+export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
+  if (res.headersSent) {
+    req.log?.warn({ err }, "error after the response started; closing the connection");
+    res.destroy();
+    return;
+  }
+  if (err instanceof HttpError) {
+    for (const [k, v] of Object.entries(err.headers)) res.set(k, v);
+    return sendError(res, err.status, err.code, err.message, err.details);
+  }
+  if (err instanceof ZodError) {
+    const e = validationError(err, "request");
+    return sendError(res, e.status, e.code, e.message, e.details);
+  }
+  const e = err as BodyParserError;
+  switch (e.type) {
+    case "entity.too.large":
+      return sendError(res, 413, "body_too_large", "request body is larger than this endpoint accepts");
+    case "entity.parse.failed":
+      return sendError(res, 400, "invalid_json", "request body is not valid JSON");
+    case "encoding.unsupported":
+    case "charset.unsupported":
+      return sendError(res, 415, "unsupported_encoding", "request body encoding is not supported; send UTF-8 JSON");
+    case "request.aborted":
+      return sendError(res, 400, "request_aborted", "the request body was not received completely");
+  }
+  if (err instanceof URIError || (e.status === 400 && /decode|URI/i.test(e.message))) {
+    return sendError(res, 400, "invalid_path", "the request path is not valid percent-encoding");
+  }
+  const status = e.status ?? e.statusCode;
+  if (typeof status === "number" && status >= 400 && status < 500) {
+    return sendError(res, status, "bad_request", e.expose ? e.message : "the request could not be processed");
+  }
+  req.log?.error({ err }, "unhandled server error");
+  sendError(res, 500, "internal_error", "the server failed to handle this request; it has been logged");
+};

@@ -1,0 +1,24 @@
+// What authentication attaches to a request.
+import type { OperatorIdentity } from "../auth/credentials";
+
+export interface DeviceIdentity {
+  /** "device": the device's own key; "fleet": a fleet API key (device id, if any, is only claimed). */
+  kind: "device" | "fleet";
+  /** The device this request speaks for, when known (X-Device-Id). */
+  id: string | null;
+  /** Key generation of a provisioned device (selects its MAC key). */
+  generation: number;
+  provisioned: boolean;
+  /** The chip the registry knows for this device, if any. */
+  chip: string | null;
+}
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      device?: DeviceIdentity;
+      operator?: OperatorIdentity;
+    }
+  }
+}

@@ -1,0 +1,41 @@
+// `npm start`: the OTA server on its embedded defaults (see docs/operations.md for every variable).
+import { ConfigError, loadConfig } from "./config/config";
+import { createLogger } from "./logging/logger";
+import { startServer } from "./server";
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`esp32-ota: ${e.message}\nFix the variable(s) above (see docs/operations.md) and start again.`);
+      process.exit(1);
+    }
+    throw e;
+  }
+  const log = createLogger(config.logLevel);
+  process.on("unhandledRejection", (err) => log.error({ err }, "unhandled promise rejection"));
+  let running;
+  try {
+    running = await startServer(config, { log });
+  } catch (err) {
+    log.fatal({ err: err instanceof Error ? { message: err.message } : err }, "server could not start");
+    console.error(`esp32-ota: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  }
+  const stop = (signal: string) => {
+    log.info({ signal }, "shutting down");
+    running.close().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGINT", () => stop("SIGINT"));
+  process.once("SIGTERM", () => stop("SIGTERM"));
+}
+
+void main();

@@ -1,0 +1,44 @@
+// Operator API authentication: "Authorization: Bearer <JWT>" with a role. Device and fleet keys are
+// refused with 403, so a device credential never reaches an operator endpoint.
+import type { RequestHandler } from "express";
+import { looksLikeJwt, roleAtLeast } from "../auth/credentials";
+import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX } from "../auth/keys";
+import type { Context } from "../context";
+import { forbidden, HttpError } from "../http/errors";
+import type { Role } from "../store/schema";
+
+const WWW = { "WWW-Authenticate": 'Bearer realm="esp32-ota operator API"' };
+
+export function operatorAuth(ctx: Context): RequestHandler {
+  return async (req, _res, next) => {
+    const header = req.get("authorization");
+    const apiKey = req.get("x-api-key");
+    if (!header) {
+      if (apiKey && (apiKey.startsWith(FLEET_KEY_PREFIX) || apiKey.startsWith(DEVICE_KEY_PREFIX))) {
+        throw forbidden("wrong_credential_kind", "device and fleet API keys cannot be used on the operator API; send an operator token as Authorization: Bearer <token>");
+      }
+      throw new HttpError(401, "missing_credential", "send an operator token as Authorization: Bearer <token>", WWW);
+    }
+    const m = /^Bearer\s+(\S{1,4096})$/i.exec(header);
+    if (!m) throw new HttpError(401, "invalid_credential", "the Authorization header must be: Bearer <operator token>", WWW);
+    const token = m[1]!;
+    if (token.startsWith(FLEET_KEY_PREFIX) || token.startsWith(DEVICE_KEY_PREFIX)) {
+      throw forbidden("wrong_credential_kind", "device and fleet API keys cannot be used on the operator API; use an operator token");
+    }
+    if (!looksLikeJwt(token)) throw new HttpError(401, "invalid_token", "the bearer token is not a valid operator token", WWW);
+    const check = await ctx.credentials.verifyOperatorToken(token);
+    if (!check.ok) throw new HttpError(401, check.code, check.message, WWW);
+    req.operator = check.identity;
+    next();
+  };
+}
+
+export function requireRole(role: Role): RequestHandler {
+  return (req, _res, next) => {
+    const have = req.operator?.role;
+    if (!have || !roleAtLeast(have, role)) {
+      throw forbidden("insufficient_role", `this action needs the ${role} role; your token has ${have ?? "none"}`);
+    }
+    next();
+  };
+}

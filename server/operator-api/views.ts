@@ -1,0 +1,76 @@
+// JSON shapes of the operator API (snake_case, like the device protocol).
+import type { CatalogFile, CatalogImage } from "../catalog/catalog";
+import type { DeviceView } from "../devices/registry";
+import type { ReportRow } from "../store/schema";
+
+export function imageView(image: CatalogImage, names: string[], offered: boolean) {
+  return {
+    sha256: image.sha256,
+    size: image.size,
+    md5: image.md5,
+    version: image.version,
+    project: image.project,
+    chip: image.chip,
+    min_chip_rev: image.minChipRev,
+    max_chip_rev: image.maxChipRev,
+    secure_version: image.secureVersion,
+    idf_version: image.idfVersion,
+    app_elf_sha256: image.appElfSha256,
+    build_date: image.buildDate,
+    build_time: image.buildTime,
+    trailing_bytes: image.trailingBytes,
+    block_size: image.blockSize,
+    block_count: image.blockCount,
+    first_ingested_at: image.firstIngestedAt,
+    last_ingested_at: image.lastIngestedAt,
+    files: names,
+    offered,
+  };
+}
+
+export function fileView(f: CatalogFile) {
+  return {
+    name: f.name,
+    status: f.status,
+    sha256: f.sha256,
+    size: f.size,
+    reason_code: f.reasonCode,
+    reason: f.reason,
+    source: f.source,
+    updated_at: f.updatedAt,
+  };
+}
+
+export function deviceView(d: DeviceView) {
+  return {
+    id: d.id,
+    chip: d.chip,
+    version: d.version,
+    state: d.state,
+    state_detail: d.state_detail,
+    target_version: d.target_version,
+    progress: d.progress_total ? { bytes: d.progress_bytes, total: d.progress_total } : null,
+    online: d.online,
+    provisioned: d.provisioned,
+    revoked: Boolean(d.revoked_at),
+    first_seen_at: d.first_seen_at,
+    last_seen_at: d.last_seen_at,
+    last_report_at: d.last_report_at,
+  };
+}
+
+export function reportView(r: ReportRow) {
+  return {
+    id: r.id,
+    status: r.status,
+    version: r.version,
+    target_version: r.target_version,
+    error: r.error,
+    reason: r.reason,
+    bytes: r.bytes,
+    total: r.total,
+    sha256: r.sha256,
+    report_id: r.report_id,
+    received_at: r.received_at,
+  };
+}

@@ -1,0 +1,128 @@
+// Builds the whole server from a configuration and starts HTTPS. Used by `npm start` and by the tests.
+import fs from "node:fs";
+import { STATUS_CODES } from "node:http";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import { createApp } from "./app";
+import { Credentials } from "./auth/credentials";
+import { ensureFirstStartCredentials } from "./auth/first-start";
+import { loadOrCreateMasterSecret } from "./auth/master-secret";
+import { BlobStore } from "./catalog/blob-store";
+import { Catalog } from "./catalog/catalog";
+import { FolderWatcher } from "./catalog/folder-watcher";
+import type { Config } from "./config/config";
+import type { Context } from "./context";
+import { NonceCache } from "./device-api/nonce-cache";
+import { DeviceRegistry } from "./devices/registry";
+import { parsePartitionsCsv, PartitionTableError, requireOtaLayout, type PartitionTable } from "./image/partitions";
+import { createLogger } from "./logging/logger";
+import { openStore } from "./store/db";
+import { ensureCertificates } from "./tls/certificates";
+
+export interface RunningServer {
+  ctx: Context;
+  server: https.Server;
+  port: number;
+  url: string;
+  /** The dev-credentials.json written at this start, if this was the first. */
+  devCredentialsFile: string | null;
+  close(): Promise<void>;
+}
+
+export function loadPartitions(file: string): PartitionTable {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`OTA_PARTITIONS: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  try {
+    const table = parsePartitionsCsv(text);
+    requireOtaLayout(table);
+    return table;
+  } catch (e) {
+    if (e instanceof PartitionTableError) throw new Error(`OTA_PARTITIONS: ${file}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Opens the data directory and catalog: what the server and the `ota` command share. */
+export async function openContextParts(config: Config, log: Logger) {
+  const master = loadOrCreateMasterSecret(config.dataDir);
+  const store = await openStore(config.dataDir, log);
+  const credentials = new Credentials(store.db, master.secret);
+  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000);
+  return { master, store, credentials, devices };
+}
+
+export async function startServer(config: Config, opts: { log?: Logger } = {}): Promise<RunningServer> {
+  const log = opts.log ?? createLogger(config.logLevel);
+  const partitions = loadPartitions(config.partitionsFile);
+  const tls = ensureCertificates(config, log);
+  const { store, credentials, devices } = await openContextParts(config, log);
+  const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, credentials, log);
+
+  const blobs = new BlobStore(config.dataDir);
+  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log);
+  await catalog.load();
+  const watcher = new FolderWatcher(
+    config.firmwareDir,
+    catalog,
+    { settleMs: config.ingestSettleMs, incompleteGraceMs: config.incompleteGraceMs },
+    log,
+  );
+  await watcher.start();
+
+  const ctx: Context = { config, log, store, credentials, devices, blobs, catalog, watcher, partitions, nonces: new NonceCache() };
+  const server = https.createServer({ cert: tls.cert, key: tls.key, minVersion: "TLSv1.2" }, createApp(ctx));
+  server.headersTimeout = 15_000;
+  server.requestTimeout = 300_000;
+  server.keepAliveTimeout = 5_000;
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || err.code === "ECONNRESET") return socket.destroy();
+    const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+    const body = JSON.stringify({
+      error: {
+        code: status === 431 ? "headers_too_large" : status === 408 ? "request_timeout" : "malformed_request",
+        message: status === 431 ? "request headers are too large" : status === 408 ? "the request took too long" : "the request is not valid HTTP",
+      },
+    });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `https://localhost:${port}`;
+  log.info({ url, firmwareDir: config.firmwareDir, dataDir: config.dataDir, maxImageSize: partitions.maxImageSize }, "OTA server listening");
+
+  let closing: Promise<void> | null = null;
+  return {
+    ctx,
+    server,
+    port,
+    url,
+    devCredentialsFile,
+    close() {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+          setTimeout(() => server.closeAllConnections(), 2000).unref();
+        });
+        await watcher.stop();
+        await devices.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

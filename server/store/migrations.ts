@@ -1,0 +1,117 @@
+// Versioned schema migrations, applied in name order at start. Never edit a released migration: add one.
+import { Kysely, Migration, MigrationProvider } from "kysely";
+
+type Dialect = "sqlite" | "postgres";
+
+function migrations(dialect: Dialect): Record<string, Migration> {
+  const serial = dialect === "postgres" ? "serial" : "integer";
+  return {
+    "0001_core": {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable("images")
+          .addColumn("sha256", "text", (c) => c.primaryKey())
+          .addColumn("size", "integer", (c) => c.notNull())
+          .addColumn("md5", "text", (c) => c.notNull())
+          .addColumn("version", "text", (c) => c.notNull())
+          .addColumn("project", "text", (c) => c.notNull())
+          .addColumn("chip", "text", (c) => c.notNull())
+          .addColumn("chip_id", "integer", (c) => c.notNull())
+          .addColumn("min_chip_rev", "integer", (c) => c.notNull())
+          .addColumn("max_chip_rev", "integer")
+          .addColumn("secure_version", "integer", (c) => c.notNull())
+          .addColumn("idf_version", "text", (c) => c.notNull())
+          .addColumn("app_elf_sha256", "text", (c) => c.notNull())
+          .addColumn("build_date", "text", (c) => c.notNull())
+          .addColumn("build_time", "text", (c) => c.notNull())
+          .addColumn("trailing_bytes", "integer", (c) => c.notNull())
+          .addColumn("first_ingested_at", "text", (c) => c.notNull())
+          .addColumn("last_ingested_at", "text", (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable("firmware_files")
+          .addColumn("name", "text", (c) => c.primaryKey())
+          .addColumn("status", "text", (c) => c.notNull())
+          .addColumn("sha256", "text")
+          .addColumn("size", "integer", (c) => c.notNull())
+          .addColumn("mtime_ms", "bigint", (c) => c.notNull())
+          .addColumn("reason_code", "text")
+          .addColumn("reason", "text")
+          .addColumn("source", "text", (c) => c.notNull())
+          .addColumn("updated_at", "text", (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable("devices")
+          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("chip", "text")
+          .addColumn("version", "text")
+          .addColumn("state", "text")
+          .addColumn("state_detail", "text")
+          .addColumn("target_version", "text")
+          .addColumn("progress_bytes", "integer")
+          .addColumn("progress_total", "integer")
+          .addColumn("first_seen_at", "text")
+          .addColumn("last_seen_at", "text")
+          .addColumn("last_report_at", "text")
+          .addColumn("last_ip", "text")
+          .addColumn("provisioned_at", "text")
+          .addColumn("key_generation", "integer", (c) => c.notNull().defaultTo(0))
+          .addColumn("revoked_at", "text")
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable("reports")
+          .addColumn("id", serial, (c) => (dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey()))
+          .addColumn("device_id", "text", (c) => c.notNull())
+          .addColumn("report_id", "text")
+          .addColumn("status", "text", (c) => c.notNull())
+          .addColumn("version", "text")
+          .addColumn("target_version", "text")
+          .addColumn("error", "text")
+          .addColumn("reason", "text")
+          .addColumn("bytes", "integer")
+          .addColumn("total", "integer")
+          .addColumn("sha256", "text")
+          .addColumn("remote_ip", "text")
+          .addColumn("received_at", "text", (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createIndex("reports_device_report_id")
+          .on("reports")
+          .columns(["device_id", "report_id"])
+          .unique()
+          .execute();
+        await db.schema.createIndex("reports_device_id").on("reports").columns(["device_id", "id"]).execute();
+
+        await db.schema
+          .createTable("api_keys")
+          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("label", "text", (c) => c.notNull())
+          .addColumn("key_hash", "text", (c) => c.notNull().unique())
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("revoked_at", "text")
+          .execute();
+
+        await db.schema
+          .createTable("operator_tokens")
+          .addColumn("jti", "text", (c) => c.primaryKey())
+          .addColumn("subject", "text", (c) => c.notNull())
+          .addColumn("role", "text", (c) => c.notNull())
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("expires_at", "text")
+          .addColumn("revoked_at", "text")
+          .execute();
+      },
+    },
+  };
+}
+
+export class StaticMigrations implements MigrationProvider {
+  constructor(private readonly dialect: Dialect) {}
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations(this.dialect);
+  }
+}

@@ -1,0 +1,108 @@
+// Table types for the query builder. Timestamps are ISO-8601 text and booleans 0/1 integers so the same
+// queries run on SQLite and PostgreSQL.
+import type { Generated, Insertable, Selectable, Updateable } from "kysely";
+
+export interface ImagesTable {
+  sha256: string;
+  size: number;
+  md5: string;
+  version: string;
+  project: string;
+  chip: string;
+  chip_id: number;
+  min_chip_rev: number;
+  max_chip_rev: number | null;
+  secure_version: number;
+  idf_version: string;
+  app_elf_sha256: string;
+  build_date: string;
+  build_time: string;
+  trailing_bytes: number;
+  first_ingested_at: string;
+  last_ingested_at: string;
+}
+
+export type FileStatus = "valid" | "rejected" | "incomplete" | "removed";
+
+export interface FirmwareFilesTable {
+  name: string;
+  status: FileStatus;
+  sha256: string | null;
+  size: number;
+  mtime_ms: number;
+  reason_code: string | null;
+  reason: string | null;
+  source: "folder" | "upload";
+  updated_at: string;
+}
+
+export interface DevicesTable {
+  id: string;
+  chip: string | null;
+  version: string | null;
+  state: string | null;
+  state_detail: string | null;
+  target_version: string | null;
+  progress_bytes: number | null;
+  progress_total: number | null;
+  first_seen_at: string | null;
+  last_seen_at: string | null;
+  last_report_at: string | null;
+  last_ip: string | null;
+  provisioned_at: string | null;
+  key_generation: number;
+  revoked_at: string | null;
+  created_at: string;
+}
+
+export interface ReportsTable {
+  id: Generated<number>;
+  device_id: string;
+  report_id: string | null;
+  status: string;
+  version: string | null;
+  target_version: string | null;
+  error: string | null;
+  reason: string | null;
+  bytes: number | null;
+  total: number | null;
+  sha256: string | null;
+  remote_ip: string | null;
+  received_at: string;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  label: string;
+  key_hash: string;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+export type Role = "viewer" | "releaser" | "admin";
+
+export interface OperatorTokensTable {
+  jti: string;
+  subject: string;
+  role: Role;
+  created_at: string;
+  expires_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface Database {
+  images: ImagesTable;
+  firmware_files: FirmwareFilesTable;
+  devices: DevicesTable;
+  reports: ReportsTable;
+  api_keys: ApiKeysTable;
+  operator_tokens: OperatorTokensTable;
+}
+
+export type ImageRow = Selectable<ImagesTable>;
+export type FirmwareFileRow = Selectable<FirmwareFilesTable>;
+export type DeviceRow = Selectable<DevicesTable>;
+export type NewDevice = Insertable<DevicesTable>;
+export type DeviceUpdate = Updateable<DevicesTable>;
+export type ReportRow = Selectable<ReportsTable>;
+export type NewReport = Insertable<ReportsTable>;

@@ -1,0 +1,118 @@
+// Starts the real HTTPS server (real TLS, real SQLite, real folder watcher) in a temporary folder and
+// talks to it with the CA pinned, as a device or operator would.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { Agent, request } from "undici";
+import { loadConfig } from "../../server/config/config";
+import { createLogger } from "../../server/logging/logger";
+import { startServer, type RunningServer } from "../../server/server";
+
+export const ROOT = path.resolve(__dirname, "../..");
+
+export interface Dirs {
+  root: string;
+  data: string;
+  firmware: string;
+  certs: string;
+}
+
+export function tempDirs(prefix = "ota-test-"): Dirs {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return {
+    root,
+    data: path.join(root, "data"),
+    firmware: path.join(root, "firmware"),
+    certs: path.join(root, "certs"),
+  };
+}
+
+export interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  json<T = any>(): T;
+  text(): string;
+}
+
+export interface TestServer {
+  url: string;
+  port: number;
+  dirs: Dirs;
+  ca: Buffer;
+  creds: { deviceApiKey: string; operatorToken: string };
+  running: RunningServer;
+  logs: string[];
+  agent: Agent;
+  req(method: string, p: string, opts?: { headers?: Record<string, string>; body?: string | Buffer }): Promise<Reply>;
+  close(opts?: { keepDirs?: boolean }): Promise<void>;
+}
+
+export async function startTestServer(env: Record<string, string> = {}, dirs: Dirs = tempDirs()): Promise<TestServer> {
+  const config = loadConfig(
+    {
+      PORT: "0",
+      HOST: "127.0.0.1",
+      OTA_DATA_DIR: dirs.data,
+      OTA_FIRMWARE_DIR: dirs.firmware,
+      OTA_CERT_DIR: dirs.certs,
+      OTA_PARTITIONS: path.join(ROOT, "partitions.csv"),
+      OTA_INGEST_SETTLE_MS: "200",
+      OTA_AUTH_FAILURE_LIMIT: "1000",
+      ...env,
+    },
+    dirs.root,
+  );
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      const s = chunk.toString();
+      logs.push(s);
+      if (process.env.OTA_TEST_LOG) process.stderr.write(s);
+      cb();
+    },
+  });
+  const running = await startServer(config, { log: createLogger(env.OTA_LOG_LEVEL ?? "info", sink) });
+  const ca = fs.readFileSync(path.join(dirs.certs, "ca.crt"));
+  const agent = new Agent({ connect: { ca } });
+  const creds = JSON.parse(fs.readFileSync(path.join(dirs.data, "dev-credentials.json"), "utf8"));
+  const url = `https://localhost:${running.port}`;
+  return {
+    url,
+    port: running.port,
+    dirs,
+    ca,
+    creds,
+    running,
+    logs,
+    agent,
+    async req(method, p, opts = {}) {
+      const r = await request(url + p, { method: method as any, headers: opts.headers, body: opts.body, dispatcher: agent });
+      const body = Buffer.from(await r.body.arrayBuffer());
+      return {
+        status: r.statusCode,
+        headers: r.headers,
+        body,
+        json: () => JSON.parse(body.toString("utf8")),
+        text: () => body.toString("utf8"),
+      };
+    },
+    async close(opts = {}) {
+      await agent.close();
+      await running.close();
+      if (!opts.keepDirs) fs.rmSync(dirs.root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls until fn returns a truthy value or the time is up. */
+export async function eventually<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 5000, stepMs = 50): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
