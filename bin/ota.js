@@ -2,10 +2,14 @@
 "use strict";
 const path = require("path");
 const entry = path.join(__dirname, "..", "dist", "server", "cli", "ota.js");
+let cli;
 try {
-  require.resolve(entry);
-} catch {
-  console.error("ota: the CLI is not built yet. Run `npm ci` (or `npm run build`) in " + path.join(__dirname, ".."));
-  process.exit(1);
+  cli = require(entry);
+} catch (e) {
+  if (e && e.code === "MODULE_NOT_FOUND" && String(e.message).includes(entry)) {
+    console.error("ota: the CLI is not built yet. Run `npm ci` (or `npm run build`) in " + path.join(__dirname, ".."));
+    process.exit(1);
+  }
+  throw e;
 }
-require(entry);
+cli.run(process.argv.slice(2)).then((code) => process.exit(code));

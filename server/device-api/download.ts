@@ -40,7 +40,7 @@ function selectRange(req: Request, src: ByteSource): { start: number; end: numbe
       parsed === -2
         ? "the Range header is malformed"
         : parsed === -1
-          ? `the range starts beyond the end of the ${src.size}-byte file`
+          ? `no part of the requested range lies within the ${src.size}-byte file`
           : "only one range per request is supported";
     throw new HttpError(416, "range_not_satisfiable", why, { "Content-Range": `bytes */${src.size}` });
   }

@@ -80,6 +80,11 @@ export function uploadHandlers(ctx: Context): RequestHandler[] {
         }
         return next(new HttpError(400, "invalid_upload", `upload refused: ${err.message}`));
       }
+      // Parser errors (busboy: "Unexpected end of form", "Malformed part header") carry no errno code;
+      // file-system errors do, and those are ours (500).
+      if (err instanceof Error && !(err as NodeJS.ErrnoException).code) {
+        return next(badRequest("invalid_upload", `the multipart body is malformed: ${err.message}`));
+      }
       next(err);
     });
   };

@@ -1,0 +1,126 @@
+// `ota`: the operator's command line. These commands work on the server's data folder directly (run them on
+// the server machine, with the same OTA_* environment as the server); they are safe while it runs.
+import fs from "node:fs";
+import path from "node:path";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { ROLES } from "../auth/credentials";
+import { ConfigError, loadConfig } from "../config/config";
+import { deviceIdSchema, DEVICE_ID_RULE } from "../devices/device-id";
+import { provisionDevice } from "../devices/provisioning";
+import { normalizeChip, CHIP_NAMES } from "../image/chips";
+import { createLogger } from "../logging/logger";
+import { openContextParts } from "../server";
+import type { Role } from "../store/schema";
+
+class UsageError extends Error {}
+
+function deviceId(value: string): string {
+  const r = deviceIdSchema.safeParse(value);
+  if (!r.success) throw new InvalidArgumentError(`device id must be ${DEVICE_ID_RULE}`);
+  return r.data;
+}
+
+function positiveInt(value: string): number {
+  if (!/^[0-9]+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError("must be a whole number of days, 1 or more");
+  return Number(value);
+}
+
+async function withParts<T>(fn: (parts: Awaited<ReturnType<typeof openContextParts>>, config: ReturnType<typeof loadConfig>) => Promise<T>) {
+  const config = loadConfig();
+  const parts = await openContextParts(config, createLogger("warn", process.stderr as never));
+  try {
+    return await fn(parts, config);
+  } finally {
+    await parts.devices.close();
+    await parts.store.close();
+  }
+}
+
+function writeSecretFile(file: string, text: string): void {
+  const target = path.resolve(file);
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  fs.writeFileSync(target, text, { mode: 0o600 });
+  fs.chmodSync(target, 0o600);
+  process.stderr.write(`ota: wrote ${target} (mode 0600)\n`);
+}
+
+export function buildProgram(): Command {
+  const program = new Command("ota")
+    .description("Operate the ESP32 OTA server: provision devices, create credentials")
+    .showHelpAfterError("(run ota --help for usage)")
+    .exitOverride();
+
+  const device = program.command("device").description("device commands");
+  device
+    .command("provision")
+    .description("register a device and print the JSON it needs: its id, its own keys, the server URL and the CA")
+    .argument("<device-id>", `the device id (${DEVICE_ID_RULE}); MAC addresses are normalised`, deviceId)
+    .option("-o, --out <file>", "write the JSON to this file (mode 0600) instead of printing it")
+    .option("--server-url <url>", "the URL the device should use (default: OTA_PUBLIC_URL or https://localhost:PORT)")
+    .option("--chip <chip>", `record the device's chip (${CHIP_NAMES.join(", ")})`)
+    .option("--rotate", "issue a new key generation: the device's previous key stops working")
+    .action(async (id: string, opts: { out?: string; serverUrl?: string; chip?: string; rotate?: boolean }) => {
+      if (opts.serverUrl && !/^https?:\/\/[^\s/]+/.test(opts.serverUrl)) throw new UsageError("--server-url must be an http(s) URL");
+      const chip = opts.chip === undefined ? undefined : normalizeChip(opts.chip);
+      if (opts.chip !== undefined && !chip) throw new UsageError(`--chip must be one of ${CHIP_NAMES.join(", ")}`);
+      const bundle = await withParts((parts, config) =>
+        provisionDevice({ config, ...parts }, id, { rotate: opts.rotate, serverUrl: opts.serverUrl, chip }),
+      );
+      const text = JSON.stringify(bundle, null, 2) + "\n";
+      if (opts.out) writeSecretFile(opts.out, text);
+      else process.stdout.write(text);
+    });
+
+  const token = program.command("token").description("operator token commands");
+  token
+    .command("create")
+    .description("create an operator token (a JWT) for the operator API")
+    .addOption(new Option("--role <role>", "what the token may do").choices(ROLES as string[]).makeOptionMandatory())
+    .option("--name <subject>", "who the token is for", "operator")
+    .option("--expires-days <days>", "expire after this many days (default: never; revoke to end it)", positiveInt)
+    .option("-o, --out <file>", "write the token to this file (mode 0600) instead of printing it")
+    .action(async (opts: { role: Role; name: string; expiresDays?: number; out?: string }) => {
+      const t = await withParts((parts) => parts.credentials.issueOperatorToken(opts.name, opts.role, opts.expiresDays));
+      if (opts.out) writeSecretFile(opts.out, t.token + "\n");
+      else process.stdout.write(t.token + "\n");
+    });
+
+  const apikey = program.command("apikey").description("fleet API key commands");
+  apikey
+    .command("create")
+    .description("create a fleet API key (X-API-Key) for devices without their own key, or for scripts")
+    .option("--label <label>", "what the key is for", "fleet")
+    .option("-o, --out <file>", "write the key to this file (mode 0600) instead of printing it")
+    .action(async (opts: { label: string; out?: string }) => {
+      const k = await withParts((parts) => parts.credentials.createFleetKey(opts.label));
+      if (opts.out) writeSecretFile(opts.out, k.key + "\n");
+      else process.stdout.write(k.key + "\n");
+    });
+  return program;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return 0;
+  } catch (e) {
+    const err = e as { code?: string; exitCode?: number; message?: string };
+    if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") return 0;
+    if (err.code?.startsWith("commander.")) return 2; // commander already printed the problem
+    if (e instanceof UsageError) {
+      process.stderr.write(`ota: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof ConfigError) {
+      process.stderr.write(`ota: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`ota: ${err.message ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  void run(process.argv.slice(2)).then((code) => process.exit(code));
+}

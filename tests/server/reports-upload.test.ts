@@ -1,0 +1,137 @@
+import { createHash, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import request from "supertest";
+import { BOOTLOADER, ESPHOME, HELLO_WORLD, HELLO_WORLD_S3, read } from "../helpers/fixtures";
+import { eventually, startTestServer, type TestServer } from "../helpers/server";
+
+describe("device reports", () => {
+  let s: TestServer;
+  const dev = () => ({ "X-API-Key": s.creds.deviceApiKey, "Content-Type": "application/json" });
+  const op = () => ({ Authorization: `Bearer ${s.creds.operatorToken}` });
+  const send = (body: object, headers = dev()) => s.req("POST", "/firmware/report", { headers, body: JSON.stringify(body) });
+
+  beforeAll(async () => {
+    s = await startTestServer();
+  });
+  afterAll(async () => s.close());
+
+  it("stores each state change, and the device shows its latest state, progress and version", async () => {
+    const id = "reporter-1";
+    expect((await send({ device_id: id, status: "checking", version: "v1.0.0", report_id: "r1" })).json()).toEqual({ ok: true, duplicate: false });
+    await send({ device_id: id, status: "downloading", version: "v1.0.0", target_version: "v2.0.0", bytes: 8192, total: 124416, report_id: "r2" });
+    const d1 = (await s.req("GET", `/api/v1/devices/${id}`, { headers: op() })).json();
+    expect(d1.device).toMatchObject({ state: "downloading", version: "v1.0.0", target_version: "v2.0.0", progress: { bytes: 8192, total: 124416 } });
+    await send({ device_id: id, status: "confirmed", version: "v2.0.0", report_id: "r3" });
+    const d2 = (await s.req("GET", `/api/v1/devices/${id}`, { headers: op() })).json();
+    expect(d2.device).toMatchObject({ state: "confirmed", version: "v2.0.0" });
+    expect(d2.reports.map((r: any) => r.status)).toEqual(["confirmed", "downloading", "checking"]);
+  });
+
+  it("is idempotent on retry: the same report_id is stored once", async () => {
+    const body = { device_id: "reporter-2", status: "failed", reason: "block_hash_mismatch", error: "block 3", report_id: "same-1" };
+    expect((await send(body)).json().duplicate).toBe(false);
+    expect((await send(body)).json().duplicate).toBe(true);
+    expect((await send(body)).json().duplicate).toBe(true);
+    const h = (await s.req("GET", "/api/v1/devices/reporter-2/reports", { headers: op() })).json();
+    expect(h.reports).toHaveLength(1);
+    expect(h.reports[0]).toMatchObject({ status: "failed", reason: "block_hash_mismatch", error: "block 3" });
+  });
+
+  it("a client without report ids retrying the same body within a minute is stored once", async () => {
+    const body = { device_id: "reporter-3", status: "SUCCESS", version: "1.2.3" };
+    await send(body);
+    expect((await send(body)).json().duplicate).toBe(true);
+  });
+
+  it("accepts the simple {device_id, status: SUCCESS|FAILED, version, error} form", async () => {
+    await send({ device_id: "simple-1", status: "FAILED", version: "1.0", error: "flash write failed" });
+    const d = (await s.req("GET", "/api/v1/devices/simple-1", { headers: op() })).json().device;
+    expect(d).toMatchObject({ state: "failed", state_detail: "flash write failed", version: "1.0" });
+  });
+
+  it("accepts exactly 8 KiB, refuses one byte more", async () => {
+    const base = { device_id: "big", status: "failed", error: "" };
+    const overhead = JSON.stringify(base).length;
+    const pad = " ".repeat(8192 - overhead);
+    const at = JSON.stringify(base).replace("{", "{" + pad);
+    expect(Buffer.byteLength(at)).toBe(8192);
+    expect((await s.req("POST", "/firmware/report", { headers: dev(), body: at })).status).toBe(200);
+    expect((await s.req("POST", "/firmware/report", { headers: dev(), body: " " + at })).status).toBe(413);
+  });
+
+  it("lists devices with last seen, version, state and online flag, paginated", async () => {
+    const r = (await s.req("GET", "/api/v1/devices?limit=2", { headers: op() })).json();
+    expect(r.devices).toHaveLength(2);
+    expect(r.next).toBe(r.devices[1].id);
+    expect(r.devices[0]).toEqual(
+      expect.objectContaining({ id: expect.any(String), last_seen_at: expect.any(String), online: true, state: expect.any(String) }),
+    );
+    const rest = (await s.req("GET", `/api/v1/devices?limit=1000&after=${encodeURIComponent(r.next)}`, { headers: op() })).json();
+    expect(rest.devices.map((d: any) => d.id)).not.toContain(r.devices[0].id);
+  });
+});
+
+describe("uploads through the operator API", () => {
+  let s: TestServer;
+  const agent = () => request(s.url).post("/api/v1/firmware").ca(s.ca).set("Authorization", `Bearer ${s.creds.operatorToken}`);
+
+  beforeAll(async () => {
+    s = await startTestServer();
+  });
+  afterAll(async () => s.close());
+
+  it("a valid image is indexed, named from its descriptor, written into the folder and offered", async () => {
+    const r = await agent().attach("file", HELLO_WORLD);
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({
+      name: "hello_world-v1.4.1-2-g0296947-dirty.bin",
+      created: true,
+      image: { version: "v1.4.1-2-g0296947-dirty", chip: "esp32", offered: true, size: 124416 },
+    });
+    const onDisk = fs.readFileSync(path.join(s.dirs.firmware, r.body.name));
+    expect(onDisk.equals(read(HELLO_WORLD))).toBe(true);
+    const m = await s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": s.creds.deviceApiKey } });
+    expect(m.json().sha256).toBe(createHash("sha256").update(read(HELLO_WORLD)).digest("hex"));
+    // The watcher sees the new file and agrees: same image, still marked as uploaded.
+    await s.running.ctx.watcher.idle();
+    await new Promise((res) => setTimeout(res, 400));
+    expect(s.running.ctx.catalog.file(r.body.name)).toMatchObject({ status: "valid", source: "upload" });
+  });
+
+  it("uploading the same image again changes nothing (200, not created)", async () => {
+    const r = await agent().attach("file", HELLO_WORLD);
+    expect(r.status).toBe(200);
+    expect(r.body.created).toBe(false);
+  });
+
+  it("a name already used by different bytes is a 409, and nothing is overwritten", async () => {
+    const r = await agent().field("name", "hello_world-v1.4.1-2-g0296947-dirty.bin").attach("file", HELLO_WORLD_S3);
+    expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe("name_taken");
+    expect(fs.readFileSync(path.join(s.dirs.firmware, "hello_world-v1.4.1-2-g0296947-dirty.bin")).equals(read(HELLO_WORLD))).toBe(true);
+  });
+
+  it("an explicit name is used", async () => {
+    const r = await agent().field("name", "s3-build.bin").attach("file", HELLO_WORLD_S3);
+    expect(r.status).toBe(201);
+    expect(fs.existsSync(path.join(s.dirs.firmware, "s3-build.bin"))).toBe(true);
+  });
+
+  it("a bootloader is refused with its reason (422), nothing is stored", async () => {
+    const r = await agent().attach("file", BOOTLOADER);
+    expect(r.status).toBe(422);
+    expect(r.body.error).toMatchObject({ code: "invalid_image", reason: "bootloader" });
+    expect(fs.readdirSync(path.join(s.dirs.data, "uploads"))).toEqual([]);
+  });
+
+  it("the 1.5 MB image fits the 1.75 MiB slot; more than the slot is 413 and leaves no temp file", async () => {
+    const ok = await agent().attach("file", ESPHOME);
+    expect(ok.status).toBe(201);
+    const tooBig = Buffer.concat([read(ESPHOME), randomBytes(0x1c0000 - read(ESPHOME).length + 1)]);
+    const r = await agent().attach("file", tooBig, "big.bin");
+    expect(r.status).toBe(413);
+    expect(r.body.error.code).toBe("image_too_large");
+    await eventually(async () => fs.readdirSync(path.join(s.dirs.data, "uploads")).length === 0);
+  });
+});
