@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import tls from "node:tls";
-import { ESPHOME, HELLO_WORLD, read } from "../helpers/fixtures";
+import { ESPHOME, HELLO_WORLD, itWithEsphome, read } from "../helpers/fixtures";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
 
 const image = read(HELLO_WORLD);
@@ -143,7 +143,7 @@ describe("firmware downloads", () => {
     }
   });
 
-  it("streams the 1.5 MB production image byte-identical", async () => {
+  itWithEsphome("streams the 1.5 MB production image byte-identical", async () => {
     const big = read(ESPHOME);
     fs.copyFileSync(ESPHOME, path.join(s.dirs.firmware, "esphome.bin"));
     const r = await eventually(async () => {

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import request from "supertest";
-import { BOOTLOADER, ESPHOME, HELLO_WORLD, HELLO_WORLD_S3, read } from "../helpers/fixtures";
+import { BOOTLOADER, ESPHOME, HELLO_WORLD, HELLO_WORLD_S3, itWithEsphome, read } from "../helpers/fixtures";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
 
 describe("device reports", () => {
@@ -125,10 +125,14 @@ describe("uploads through the operator API", () => {
     expect(fs.readdirSync(path.join(s.dirs.data, "uploads"))).toEqual([]);
   });
 
-  it("the 1.5 MB image fits the 1.75 MiB slot; more than the slot is 413 and leaves no temp file", async () => {
+  itWithEsphome("the 1.5 MB production image fits the 1.75 MiB slot", async () => {
     const ok = await agent().attach("file", ESPHOME);
     expect(ok.status).toBe(201);
-    const tooBig = Buffer.concat([read(ESPHOME), randomBytes(0x1c0000 - read(ESPHOME).length + 1)]);
+    expect(ok.body.image).toMatchObject({ size: 1545008, project: "esp32-arduino-lib-builder" });
+  });
+
+  it("more than the slot is 413 and leaves no temp file", async () => {
+    const tooBig = Buffer.concat([read(HELLO_WORLD), randomBytes(0x1c0000 - read(HELLO_WORLD).length + 1)]);
     const r = await agent().attach("file", tooBig, "big.bin");
     expect(r.status).toBe(413);
     expect(r.body.error.code).toBe("image_too_large");
