@@ -41,6 +41,17 @@ function optionalVersion(req: Request): string | null {
   return raw;
 }
 
+/** 404 when there is nothing to offer a device of this chip. */
+export function noFirmware(chip: string | null): HttpError {
+  return new HttpError(
+    404,
+    "no_firmware",
+    chip
+      ? `no firmware for ${chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
+      : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one",
+  );
+}
+
 /** Identifies an offer: changes when anything in the manifest except the per-request fields changes. */
 function offerEtag(image: CatalogImage, base: string, interval: number): string {
   const h = createHash("sha256").update(`${image.sha256}|${image.blockSize}|${interval}|${base}`).digest("hex");
@@ -114,15 +125,7 @@ export function manifestHandler(ctx: Context): RequestHandler {
     if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, version: version ?? undefined, ip: req.ip });
 
     const image = chooseImage(ctx, { deviceId, chip, version });
-    if (!image) {
-      throw new HttpError(
-        404,
-        "no_firmware",
-        chip
-          ? `no firmware for ${chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
-          : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one",
-      );
-    }
+    if (!image) throw noFirmware(chip);
     if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
       throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
     }

@@ -12,7 +12,7 @@ import type { Context } from "../context";
 import { HttpError } from "../http/errors";
 import { parseClientHeaders, type ClientHeaders } from "./client-headers";
 import { imageFilename, imageSource, sendBytes } from "./download";
-import { baseUrl, optionalChip } from "./manifest";
+import { baseUrl, noFirmware, optionalChip } from "./manifest";
 import { chooseImage } from "./offer";
 import { RunningImages } from "./running-image";
 
@@ -81,15 +81,7 @@ export function offeredDownloadHandler(ctx: Context): RequestHandler {
     }
 
     const image = await chooseImage(ctx, { deviceId: caller.id, chip, version });
-    if (!image) {
-      throw new HttpError(
-        404,
-        "no_firmware",
-        chip
-          ? `no firmware for ${chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
-          : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one",
-      );
-    }
+    if (!image) throw noFirmware(chip);
     // Never hand a device an image for another chip, whatever decided the offer.
     if (chip && image.chip !== chip) {
       throw conflict("chip_mismatch", `the image offered (${image.version}) is built for ${image.chip}, but this device is an ${chip}`);
