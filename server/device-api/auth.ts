@@ -21,14 +21,6 @@ const unauthorized = (code: string, message: string) => new HttpError(401, code,
 /** Query parameters that look like a credential: refused so nobody learns to put keys in URLs. */
 const KEY_PARAM_RE = /^(api[_-]?key|key|token|access[_-]?token|password|secret)$/i;
 
-/** Parses X-Device-Id; null when absent. */
-export function headerDeviceId(value: string | undefined): string | null {
-  if (value === undefined) return null;
-  const id = normalizeDeviceId(value);
-  if (!id) throw badRequest("invalid_device_id", `X-Device-Id must be ${DEVICE_ID_RULE}`);
-  return id;
-}
-
 /** Where a request may say which device it is, in order of precedence. */
 const ID_SOURCES = [
   { header: "x-device-id", name: "X-Device-Id" },
