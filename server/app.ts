@@ -4,7 +4,7 @@ import express from "express";
 import helmet from "helmet";
 import { pinoHttp } from "pino-http";
 import type { Context } from "./context";
-import { deviceRouter } from "./device-api/router";
+import { deviceRouter, offeredDownloadRouter } from "./device-api/router";
 import { authFailureLimiter } from "./http/auth-limiter";
 import { errorHandler, notFoundHandler } from "./http/errors";
 import { operatorRouter } from "./operator-api/router";
@@ -46,6 +46,7 @@ export function createApp(ctx: Context): express.Express {
 
   const limiter = authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs);
   app.use("/firmware", limiter, deviceRouter(ctx));
+  app.use(ctx.config.httpUpdatePath, limiter, offeredDownloadRouter(ctx));
   app.use("/api/v1", limiter, operatorRouter(ctx));
 
   app.use(notFoundHandler);

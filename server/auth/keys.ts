@@ -2,6 +2,7 @@
 //   master secret ──HKDF──► per-device API key   (sent by the device in X-API-Key)
 //                 ──HKDF──► per-device MAC key   (never sent: authenticates manifests to that device only)
 //                 ──HKDF──► operator JWT signing key
+//                 ──HKDF──► fleet manifest MAC key (optional, one for the whole fleet: weaker, off by default)
 // Fleet API keys and operator tokens are random and stored only as SHA-256 hashes.
 import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
 
@@ -21,6 +22,11 @@ export function deviceApiKey(master: Buffer, deviceId: string, generation: numbe
 
 export function deviceMacKey(master: Buffer, deviceId: string, generation: number): Buffer {
   return derive(master, "device-mac-key", deviceId, generation);
+}
+
+/** One key for every device: anyone who extracts it from one device can sign manifests for all of them. */
+export function fleetManifestMacKey(master: Buffer, generation: number): Buffer {
+  return derive(master, "fleet-manifest-mac-key", generation);
 }
 
 export function operatorSigningKey(master: Buffer): Buffer {

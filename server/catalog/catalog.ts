@@ -96,9 +96,12 @@ export class Catalog extends EventEmitter {
     super();
   }
 
-  /** Loads the catalog from the database, re-verifying every stored image against its hash. */
-  async load(): Promise<void> {
-    await this.blobs.sweep();
+  /**
+   * Loads the catalog from the database, re-verifying every stored image against its hash. A reader
+   * beside a running server (the `ota` command) passes sweep: false: the server's half-written blobs are its own.
+   */
+  async load(opts: { sweep?: boolean } = {}): Promise<void> {
+    if (opts.sweep !== false) await this.blobs.sweep();
     const rows = await this.db.selectFrom("images").selectAll().execute();
     let done = 0;
     for (const row of rows) {

@@ -4,12 +4,18 @@ import fs from "node:fs";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ROLES } from "../auth/credentials";
-import { ConfigError, loadConfig } from "../config/config";
+import { BlobStore } from "../catalog/blob-store";
+import { Catalog } from "../catalog/catalog";
+import { FolderWatcher } from "../catalog/folder-watcher";
+import { ConfigError, loadConfig, type Config } from "../config/config";
+import type { Context } from "../context";
+import { NonceCache } from "../device-api/nonce-cache";
 import { deviceIdSchema, DEVICE_ID_RULE } from "../devices/device-id";
 import { provisionDevice } from "../devices/provisioning";
 import { normalizeChip, CHIP_NAMES } from "../image/chips";
+import { ExportError, exportStatic } from "../export/static-export";
 import { createLogger } from "../logging/logger";
-import { openContextParts } from "../server";
+import { loadPartitions, openContextParts } from "../server";
 import type { Role } from "../store/schema";
 
 class UsageError extends Error {}
@@ -36,6 +42,37 @@ async function withParts<T>(fn: (parts: Awaited<ReturnType<typeof openContextPar
   }
 }
 
+/** The server's view of its data (catalog included) without serving: for commands that need what it offers. */
+async function withContext<T>(fn: (ctx: Context) => Promise<T>): Promise<T> {
+  const config: Config = loadConfig();
+  const log = createLogger("warn", process.stderr as never);
+  const partitions = loadPartitions(config.partitionsFile);
+  const { store, credentials, devices } = await openContextParts(config, log);
+  try {
+    const blobs = new BlobStore(config.dataDir);
+    const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log);
+    await catalog.load({ sweep: false });
+    // Never started: the running server owns the firmware folder.
+    const watcher = new FolderWatcher(config.firmwareDir, catalog, { settleMs: config.ingestSettleMs, incompleteGraceMs: config.incompleteGraceMs }, log);
+    return await fn({ config, log, store, credentials, devices, blobs, catalog, watcher, partitions, nonces: new NonceCache() });
+  } finally {
+    await devices.close();
+    await store.close();
+  }
+}
+
+function httpUrl(value: string): string {
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new InvalidArgumentError("must be an absolute http(s) URL such as https://bucket.example.com/ota");
+  }
+  if (u.protocol !== "https:" && u.protocol !== "http:") throw new InvalidArgumentError("must be an http(s) URL");
+  if (u.username || u.password || u.search || u.hash) throw new InvalidArgumentError("must not carry credentials, a query or a fragment");
+  return value.replace(/\/+$/, "");
+}
+
 function writeSecretFile(file: string, text: string): void {
   const target = path.resolve(file);
   fs.mkdirSync(path.dirname(target), { recursive: true });
@@ -46,7 +83,7 @@ function writeSecretFile(file: string, text: string): void {
 
 export function buildProgram(): Command {
   const program = new Command("ota")
-    .description("Operate the ESP32 OTA server: provision devices, create credentials")
+    .description("Operate the ESP32 OTA server: provision devices, create credentials, export firmware for a bucket")
     .showHelpAfterError("(run ota --help for usage)")
     .exitOverride();
 
@@ -96,6 +133,41 @@ export function buildProgram(): Command {
       if (opts.out) writeSecretFile(opts.out, k.key + "\n");
       else process.stdout.write(k.key + "\n");
     });
+  program
+    .command("manifest-hmac-key")
+    .description("print the fleet-wide manifest HMAC key (hex) for clients that verify X-Manifest-Fleet-HMAC")
+    .option("-o, --out <file>", "write the key to this file (mode 0600) instead of printing it")
+    .action(async (opts: { out?: string }) => {
+      const config = loadConfig();
+      const key = await withParts((parts) => Promise.resolve(parts.credentials.fleetManifestMacKey(config.fleetManifestKeyGeneration)));
+      if (!config.fleetManifestHmac) {
+        process.stderr.write("ota: note: OTA_FLEET_MANIFEST_HMAC is off, so the server does not send X-Manifest-Fleet-HMAC yet\n");
+      }
+      const text = key.toString("hex") + "\n";
+      if (opts.out) writeSecretFile(opts.out, text);
+      else process.stdout.write(text);
+    });
+
+  program
+    .command("export")
+    .description("write what the server offers as manifest.json (+ manifest-<chip>.json) and <sha256>.bin files, for a bucket or CDN")
+    .argument("<dir>", "the folder to write (created if needed; files already there are kept)")
+    .option("--base-url <url>", "where <dir> will be served, e.g. https://bucket.example.com/ota (default: URLs relative to the manifest)", httpUrl)
+    .action(async (dir: string, opts: { baseUrl?: string }) => {
+      const target = path.resolve(dir);
+      const manifests = await withContext((ctx) =>
+        exportStatic(ctx, {
+          dir: target,
+          baseUrl: opts.baseUrl ?? null,
+          onBinary: (file, image, written) =>
+            process.stderr.write(`ota: ${written ? "wrote" : "kept"} ${file} (${image.project} ${image.version}, ${image.chip}, ${image.size} bytes)\n`),
+        }),
+      );
+      for (const m of manifests) {
+        process.stdout.write(`${path.join(target, m.file)}: ${m.image.version} for ${m.chip ?? "any chip"} -> ${m.url}\n`);
+      }
+      if (!opts.baseUrl) process.stderr.write("ota: the manifests name their binaries relative to themselves; pass --base-url for clients that need absolute URLs\n");
+    });
   return program;
 }
 
@@ -111,6 +183,10 @@ export async function run(argv: string[]): Promise<number> {
     if (e instanceof UsageError) {
       process.stderr.write(`ota: ${e.message}\n`);
       return 2;
+    }
+    if (e instanceof ExportError) {
+      process.stderr.write(`ota: ${e.message}\n`);
+      return 1;
     }
     if (e instanceof ConfigError) {
       process.stderr.write(`ota: ${e.message}\n`);

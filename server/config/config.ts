@@ -22,6 +22,17 @@ const int = (min: number, max: number) =>
 
 const nonEmpty = z.string().trim().min(1, "must not be empty");
 
+/** A URL path the server answers on besides its own; it must not shadow /firmware, /api/v1 or /healthz. */
+const extraPath = z
+  .string()
+  .trim()
+  .regex(/^(\/[A-Za-z0-9._~-]+)+$/, "must be a path such as /api/ota/download (letters, digits, . _ ~ -)")
+  .refine((p) => !p.split("/").some((seg) => seg === "." || seg === ".."), "must not contain . or .. segments")
+  .refine(
+    (p) => !/^\/(firmware|healthz)(\/|$)/.test(p) && !/^\/api\/v1(\/|$)/.test(p),
+    "must not be under /firmware, /api/v1 or /healthz",
+  );
+
 export const envSchema = z.object({
   PORT: int(0, 65535).default(8443),
   HOST: nonEmpty.default("0.0.0.0"),
@@ -46,6 +57,10 @@ export const envSchema = z.object({
   OTA_INGEST_SETTLE_MS: int(50, 60000).default(500),
   OTA_INCOMPLETE_GRACE: int(1, 3600).default(30),
   OTA_TRUST_PROXY: bool.default(false),
+  OTA_HTTPUPDATE_PATH: extraPath.default("/api/ota/download"),
+  OTA_OFFER_REDIRECT: z.enum(["off", "hash"], { message: "must be off or hash" }).default("off"),
+  OTA_FLEET_MANIFEST_HMAC: bool.default(false),
+  OTA_FLEET_MANIFEST_KEY_GENERATION: int(0, 1_000_000).default(0),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -67,6 +82,13 @@ export interface Config {
   ingestSettleMs: number;
   incompleteGraceMs: number;
   trustProxy: boolean;
+  /** Where Arduino HTTPUpdate and esp_https_ota clients fetch the image offered to them. */
+  httpUpdatePath: string;
+  /** off: serve the offered image's bytes; hash: answer 302 to its content-addressed URL on this server. */
+  offerRedirect: "off" | "hash";
+  /** Sign manifests with one fleet-wide key as well (weaker than per-device keys; off by default). */
+  fleetManifestHmac: boolean;
+  fleetManifestKeyGeneration: number;
 }
 
 export class ConfigError extends Error {
@@ -123,5 +145,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     ingestSettleMs: e.OTA_INGEST_SETTLE_MS,
     incompleteGraceMs: e.OTA_INCOMPLETE_GRACE * 1000,
     trustProxy: e.OTA_TRUST_PROXY,
+    httpUpdatePath: e.OTA_HTTPUPDATE_PATH,
+    offerRedirect: e.OTA_OFFER_REDIRECT,
+    fleetManifestHmac: e.OTA_FLEET_MANIFEST_HMAC,
+    fleetManifestKeyGeneration: e.OTA_FLEET_MANIFEST_KEY_GENERATION,
   };
 }

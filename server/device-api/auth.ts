@@ -1,43 +1,126 @@
-// Device API authentication: X-API-Key carries either a device's own key (with X-Device-Id) or a fleet key.
-// Operator tokens are refused here with 403, so an operator credential cannot act as a device.
-import type { RequestHandler } from "express";
+// Device API authentication: a device's own key (for its device id) or a fleet key, sent in X-API-Key or,
+// for clients that can only do that (Arduino HTTPUpdate, esp_http_client), as HTTP Basic with the key as
+// the password. Operator tokens are refused here with 403, so an operator credential cannot act as a device.
+// A key in the query string is refused outright: URLs end up in proxy and server logs.
+import type { Request, RequestHandler } from "express";
+import parseBasic from "basic-auth";
 import { looksLikeJwt } from "../auth/credentials";
 import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX, safeEqual } from "../auth/keys";
 import type { Context } from "../context";
 import { normalizeDeviceId, DEVICE_ID_RULE } from "../devices/device-id";
-import { badRequest, forbidden, HttpError, unauthorized } from "../http/errors";
+import { badRequest, forbidden, HttpError } from "../http/errors";
+import type { DeviceIdentity } from "../http/express-types";
 
 const MAX_KEY_LEN = 256;
 
-/** Parses X-Device-Id; null when absent. */
-export function headerDeviceId(value: string | undefined): string | null {
-  if (value === undefined) return null;
-  const id = normalizeDeviceId(value);
-  if (!id) throw badRequest("invalid_device_id", `X-Device-Id must be ${DEVICE_ID_RULE}`);
-  return id;
+/** Lets a client that waits for a challenge (esp_http_client without auth_type set) send Basic. */
+const CHALLENGE = { "WWW-Authenticate": 'Basic realm="esp32-ota devices", charset="UTF-8"' };
+
+const unauthorized = (code: string, message: string) => new HttpError(401, code, message, CHALLENGE);
+
+/** Query parameters that look like a credential: refused so nobody learns to put keys in URLs. */
+const KEY_PARAM_RE = /^(api[_-]?key|key|token|access[_-]?token|password|secret)$/i;
+
+/** Where a request may say which device it is, in order of precedence. */
+const ID_SOURCES = [
+  { header: "x-device-id", name: "X-Device-Id" },
+  { header: "x-esp32-sta-mac", name: "x-ESP32-STA-MAC" },
+] as const;
+
+type IdSource = NonNullable<DeviceIdentity["idSource"]>;
+
+interface Presented {
+  key: string;
+  /** The Basic user name: the device id, when the key came that way and a name was given. */
+  basicUser: string | null;
+}
+
+function presentedKey(req: Request): Presented | null {
+  const header = req.get("x-api-key");
+  if (header) return { key: header, basicUser: null };
+  const basic = /^\s*basic\s/i.test(req.get("authorization") ?? "") ? parseBasic(req) : undefined;
+  if (basic && basic.pass) return { key: basic.pass, basicUser: basic.name || null };
+  return null;
+}
+
+function refuseQueryCredentials(req: Request): void {
+  const q = req.url.indexOf("?");
+  if (q < 0) return;
+  for (const [name, value] of new URLSearchParams(req.url.slice(q + 1))) {
+    if (KEY_PARAM_RE.test(name) || value.startsWith(DEVICE_KEY_PREFIX) || value.startsWith(FLEET_KEY_PREFIX)) {
+      throw badRequest(
+        "credential_in_query",
+        "credentials are not accepted in the URL (they would be logged); send the key in X-API-Key or as the HTTP Basic password, and replace it if it was real",
+      );
+    }
+  }
+}
+
+/** The device this request speaks for: every place that names one must agree. */
+function claimedDeviceId(req: Request, basicUser: string | null): { id: string; source: IdSource } | null {
+  const claims: { id: string; from: string; source: IdSource }[] = [];
+  for (const src of ID_SOURCES) {
+    const raw = req.get(src.header);
+    if (raw === undefined) continue;
+    const id = normalizeDeviceId(raw);
+    if (!id) throw badRequest("invalid_device_id", `${src.name} must be ${DEVICE_ID_RULE}`);
+    claims.push({ id, from: src.name, source: src.name });
+  }
+  if (basicUser !== null) {
+    const id = normalizeDeviceId(basicUser);
+    if (!id) {
+      throw badRequest(
+        "invalid_device_id",
+        `the HTTP Basic user name is the device id and must be ${DEVICE_ID_RULE} (write a MAC without colons, e.g. 246f28aabbcc); leave it empty with a fleet key`,
+      );
+    }
+    claims.push({ id, from: "the HTTP Basic user name", source: "basic-user" });
+  }
+  const first = claims[0];
+  if (!first) return null;
+  const other = claims.find((c) => c.id !== first.id);
+  if (other) {
+    throw badRequest("conflicting_device_id", `${first.from} names device ${first.id} but ${other.from} names ${other.id}`);
+  }
+  return { id: first.id, source: first.source };
+}
+
+async function isOperatorToken(ctx: Context, s: string | undefined): Promise<boolean> {
+  return Boolean(s && looksLikeJwt(s) && (await ctx.credentials.verifyOperatorToken(s)).ok);
 }
 
 export function deviceAuth(ctx: Context): RequestHandler {
-  return async (req, _res, next) => {
-    const key = req.get("x-api-key");
-    const bearer = /^Bearer\s+(\S+)$/i.exec(req.get("authorization") ?? "")?.[1];
-    if (!key) {
-      if (bearer && looksLikeJwt(bearer) && (await ctx.credentials.verifyOperatorToken(bearer)).ok) {
+  return async (req, res, next) => {
+    refuseQueryCredentials(req);
+    const presented = presentedKey(req);
+    if (!presented) {
+      const bearer = /^Bearer\s+(\S+)$/i.exec(req.get("authorization") ?? "")?.[1];
+      if (await isOperatorToken(ctx, bearer)) {
         throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
       }
-      throw new HttpError(401, "missing_credential", "send a device or fleet API key in the X-API-Key header");
+      // Nothing was presented, so nothing was guessed: this 401 is a challenge and is not counted as a failure.
+      res.locals.authChallengeOnly = true;
+      throw unauthorized("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
     }
+    const { key } = presented;
     if (key.length > MAX_KEY_LEN) throw unauthorized("invalid_credential", "the API key is not valid");
-    const deviceId = headerDeviceId(req.get("x-device-id"));
+    const claim = claimedDeviceId(req, presented.basicUser);
+    const deviceId = claim?.id ?? null;
+    const idSource = claim?.source;
 
     if (key.startsWith(DEVICE_KEY_PREFIX)) {
-      if (!deviceId) throw badRequest("device_id_required", "a device key must be sent with the X-Device-Id it belongs to");
+      if (!deviceId) {
+        throw badRequest(
+          "device_id_required",
+          "a device key must be sent with the device id it belongs to (X-Device-Id, x-ESP32-STA-MAC or the HTTP Basic user name)",
+        );
+      }
       const device = await ctx.devices.get(deviceId);
       if (!device?.provisioned_at || !safeEqual(key, ctx.credentials.deviceApiKey(deviceId, device.key_generation))) {
         throw unauthorized("invalid_credential", "the API key is not valid for this device");
       }
       if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision it again");
-      req.device = { kind: "device", id: deviceId, generation: device.key_generation, provisioned: true, chip: device.chip };
+      req.device = { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip };
       return next();
     }
 
@@ -53,11 +136,11 @@ export function deviceAuth(ctx: Context): RequestHandler {
         generation = device?.key_generation ?? 0;
         chip = device?.chip ?? null;
       }
-      req.device = { kind: "fleet", id: deviceId, generation, provisioned: false, chip };
+      req.device = { kind: "fleet", id: deviceId, idSource, generation, provisioned: false, chip };
       return next();
     }
 
-    if (looksLikeJwt(key) && (await ctx.credentials.verifyOperatorToken(key)).ok) {
+    if (await isOperatorToken(ctx, key)) {
       throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
     }
     throw unauthorized("invalid_credential", "the API key is not valid");

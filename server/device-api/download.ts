@@ -1,6 +1,7 @@
 // Firmware bytes over HTTP the way every ESP32 client needs them: always Content-Length (DeviceScript and
 // Arduino cannot read chunked bodies), ETag = the SHA-256, one Range per request (206 + Content-Range),
-// 416 for anything else, HEAD, If-None-Match and If-Range.
+// 416 for anything else, HEAD, If-None-Match and If-Range. Full answers carry x-MD5 (checked by Arduino's
+// Update) and x-SHA256 (checked by newer arduino-esp32 HTTPUpdate releases).
 import fs from "node:fs";
 import type { Request, RequestHandler, Response } from "express";
 import parseRange from "range-parser";
@@ -8,12 +9,15 @@ import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
 import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../catalog/analyze";
 import { badRequest, HttpError, notFound, sendError } from "../http/errors";
+import { optionalChip } from "./manifest";
+import { chooseImage } from "./offer";
 
 export interface ByteSource {
   size: number;
   etag: string;
   filename: string;
   md5?: string;
+  sha256?: string;
   /** Whole body in memory, or a file to stream from. */
   buffer?: Buffer;
   file?: string;
@@ -70,6 +74,7 @@ export function sendBytes(req: Request, res: Response, src: ByteSource): void {
   } else {
     res.status(200);
     if (src.md5) res.set("x-MD5", src.md5);
+    if (src.sha256) res.set("x-SHA256", src.sha256);
   }
   res.set("Content-Length", String(end - start + 1));
   if (req.method === "HEAD") {
@@ -89,17 +94,51 @@ export function sendBytes(req: Request, res: Response, src: ByteSource): void {
   stream.pipe(res);
 }
 
-function imageSource(ctx: Context, image: CatalogImage, filename: string): ByteSource {
-  return { size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5, file: ctx.blobs.path(image.sha256) };
+export function imageSource(ctx: Context, image: CatalogImage, filename: string): ByteSource {
+  return {
+    size: image.size,
+    etag: `"${image.sha256}"`,
+    filename,
+    md5: image.md5,
+    sha256: image.sha256,
+    file: ctx.blobs.path(image.sha256),
+  };
 }
 
-/** GET|HEAD /firmware/:file — by the name it has in the firmware folder. */
+/** A download name for an image: what it is, never anything taken from the request. */
+export function imageFilename(image: CatalogImage): string {
+  return `${image.project}-${image.version}.bin`.replace(/[^A-Za-z0-9._+-]/g, "_");
+}
+
+/**
+ * The offered image with this version (`esp_app_desc_t.version`), for clients that build their URL from a
+ * version. One version built for several chips needs the chip (X-Device-Chip, ?chip= or the registry).
+ */
+async function imageByVersion(ctx: Context, req: Request, version: string): Promise<CatalogImage | undefined> {
+  const chip = optionalChip(req) ?? req.device?.chip ?? null;
+  const candidates = ctx.catalog.offered().filter((i) => i.version === version && (!chip || i.chip === chip));
+  if (candidates.length <= 1) return candidates[0];
+  const chips = [...new Set(candidates.map((i) => i.chip))];
+  if (chips.length > 1) {
+    throw new HttpError(
+      409,
+      "ambiguous_version",
+      `version ${version} exists for ${chips.join(", ")}: say which chip with X-Device-Chip or ?chip=`,
+    );
+  }
+  // The same version rebuilt for one chip: the one offered to this device, else the newest.
+  const offer = await chooseImage(ctx, { deviceId: req.device?.id ?? null, chip, version: null });
+  return candidates.find((i) => i === offer) ?? candidates[0];
+}
+
+/** GET|HEAD /firmware/:file — by the name it has in the firmware folder, else <version>.bin by version. */
 export function byNameHandler(ctx: Context): RequestHandler {
-  return (req, res) => {
+  return async (req, res) => {
     const name = String(req.params.file);
     if (!FIRMWARE_NAME_RE.test(name)) throw badRequest("invalid_name", `firmware names use ${FIRMWARE_NAME_RULE}`);
-    const image = ctx.catalog.imageByName(name);
-    if (!image) throw notFound("firmware_not_found", `no valid firmware named ${name}`);
+    const version = name.slice(0, -".bin".length);
+    const image = ctx.catalog.imageByName(name) ?? (await imageByVersion(ctx, req, version));
+    if (!image) throw notFound("firmware_not_found", `no valid firmware named ${name}, and none with version ${version}`);
     sendBytes(req, res, imageSource(ctx, image, name));
   };
 }
@@ -113,7 +152,7 @@ export function byHashHandler(ctx: Context): RequestHandler {
     if (!m) throw badRequest("invalid_hash", "use /firmware/sha256/<64 lowercase hex>.bin");
     const image = ctx.catalog.image(m[1]!);
     if (!image) throw notFound("firmware_not_found", "no image with this SHA-256");
-    sendBytes(req, res, imageSource(ctx, image, `${image.project}-${image.version}.bin`.replace(/[^A-Za-z0-9._+-]/g, "_")));
+    sendBytes(req, res, imageSource(ctx, image, imageFilename(image)));
   };
 }
 

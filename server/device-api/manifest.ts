@@ -15,6 +15,8 @@ const VERSION_RE = /^[\x20-\x7e]{1,32}$/;
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
 
 export const MAC_HEADER = "X-Manifest-HMAC";
+/** HMAC under the one fleet-wide key, for simple clients that verify one (OTA_FLEET_MANIFEST_HMAC). */
+export const FLEET_MAC_HEADER = "X-Manifest-Fleet-HMAC";
 
 /** The base URL put into manifests: OTA_PUBLIC_URL, else the host the client used (if well-formed). */
 export function baseUrl(ctx: Context, req: Request): string {
@@ -23,7 +25,8 @@ export function baseUrl(ctx: Context, req: Request): string {
   return `https://${host && HOST_RE.test(host) ? host : `localhost:${ctx.config.port}`}`;
 }
 
-function optionalChip(req: Request): string | null {
+/** The chip a request names (X-Device-Chip, else ?chip=); null when it names none. */
+export function optionalChip(req: Request): string | null {
   const raw = req.get("x-device-chip") ?? (typeof req.query.chip === "string" ? req.query.chip : undefined);
   if (raw === undefined) return null;
   const chip = normalizeChip(raw);
@@ -36,6 +39,17 @@ function optionalVersion(req: Request): string | null {
   if (raw === undefined) return null;
   if (!VERSION_RE.test(raw)) throw badRequest("invalid_version", "X-Device-Version must be 1-32 printable ASCII characters");
   return raw;
+}
+
+/** 404 when there is nothing to offer a device of this chip. */
+export function noFirmware(chip: string | null): HttpError {
+  return new HttpError(
+    404,
+    "no_firmware",
+    chip
+      ? `no firmware for ${chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
+      : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one",
+  );
 }
 
 /** Identifies an offer: changes when anything in the manifest except the per-request fields changes. */
@@ -101,7 +115,8 @@ export function manifestHandler(ctx: Context): RequestHandler {
       throw badRequest("invalid_nonce", "X-Nonce must be 16-64 characters of A-Z a-z 0-9 _ -, fresh for every request");
     }
     const nonce = nonceHeader ?? null;
-    if (deviceId && !nonce) {
+    // The agent (X-Device-Id) must send a nonce; a simple client identified by its MAC or Basic user name need not.
+    if (deviceId && caller.idSource === "X-Device-Id" && !nonce) {
       throw badRequest("nonce_required", "with X-Device-Id, send a fresh random X-Nonce (16-64 characters) with every manifest request");
     }
     const chip = optionalChip(req) ?? caller.chip;
@@ -109,17 +124,8 @@ export function manifestHandler(ctx: Context): RequestHandler {
 
     if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, version: version ?? undefined, ip: req.ip });
 
-
     const image = chooseImage(ctx, { deviceId, chip, version });
-    if (!image) {
-      throw new HttpError(
-        404,
-        "no_firmware",
-        chip
-          ? `no firmware for ${chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
-          : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one",
-      );
-    }
+    if (!image) throw noFirmware(chip);
     if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
       throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
     }
@@ -137,6 +143,9 @@ export function manifestHandler(ctx: Context): RequestHandler {
     }
     const body = manifestBody(image, base, interval, deviceId, nonce);
     if (macKey) res.set(MAC_HEADER, hmacHex(macKey, body));
+    if (ctx.config.fleetManifestHmac) {
+      res.set(FLEET_MAC_HEADER, hmacHex(ctx.credentials.fleetManifestMacKey(ctx.config.fleetManifestKeyGeneration), body));
+    }
     res.status(200).type("application/json").send(body);
   };
 }

@@ -1,9 +1,11 @@
-// The device-facing API (docs/protocol.md): manifest, firmware bytes, reports. Device credentials only.
+// The device-facing API (docs/protocol.md): manifest, firmware bytes, reports, and the offered image for
+// clients we do not control (docs/clients.md). Device credentials only.
 import { Router } from "express";
 import type { Context } from "../context";
 import { deviceAuth } from "./auth";
 import { blockHashesHandler, byHashHandler, byNameHandler, methodNotAllowed } from "./download";
 import { manifestHandler } from "./manifest";
+import { offeredDownloadHandler } from "./offered-download";
 import { reportBodyParser, reportHandler } from "./report";
 
 export function deviceRouter(ctx: Context): Router {
@@ -17,5 +19,13 @@ export function deviceRouter(ctx: Context): Router {
   r.get("/sha256/:hash/blocks", auth, blockHashesHandler(ctx));
   r.get("/sha256/:file", auth, byHashHandler(ctx));
   r.get("/:file", auth, byNameHandler(ctx));
+  return r;
+}
+
+/** Mounted at OTA_HTTPUPDATE_PATH: the image offered to the asking device (Arduino HTTPUpdate, esp_https_ota). */
+export function offeredDownloadRouter(ctx: Context): Router {
+  const r = Router();
+  r.get("/", deviceAuth(ctx), offeredDownloadHandler(ctx));
+  r.all("/", methodNotAllowed("GET, HEAD"));
   return r;
 }

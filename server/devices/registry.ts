@@ -10,6 +10,42 @@ export interface Sighting {
   chip?: string | undefined;
   version?: string | undefined;
   ip?: string | undefined;
+  /** What a client we do not control says about itself (Arduino HTTPUpdate headers). */
+  client?: ClientInfo | undefined;
+}
+
+export interface ClientInfo {
+  kind?: string | undefined;
+  sketchSize?: number | undefined;
+  freeSpace?: number | undefined;
+  flashSize?: number | undefined;
+  runningSha256?: string | undefined;
+  runningMd5?: string | undefined;
+  sdkVersion?: string | undefined;
+}
+
+/** Later values win, field by field: a request that omits a header does not erase what an earlier one said. */
+function mergeClient(prev: ClientInfo | undefined, next: ClientInfo | undefined): ClientInfo | undefined {
+  if (!prev) return next;
+  if (!next) return prev;
+  const merged: ClientInfo = { ...prev };
+  for (const [k, v] of Object.entries(next) as [keyof ClientInfo, never][]) if (v !== undefined) merged[k] = v;
+  return merged;
+}
+
+/** The device columns a client's self-description sets (only the fields it gave). */
+function clientColumns(c: ClientInfo | undefined) {
+  if (!c) return {};
+  const cols = {
+    client: c.kind,
+    sketch_size: c.sketchSize,
+    free_space: c.freeSpace,
+    flash_size: c.flashSize,
+    running_sha256: c.runningSha256,
+    running_md5: c.runningMd5,
+    sdk_version: c.sdkVersion,
+  };
+  return Object.fromEntries(Object.entries(cols).filter(([, v]) => v !== undefined)) as Partial<typeof cols>;
 }
 
 export interface ReportInput {
@@ -57,6 +93,7 @@ export class DeviceRegistry {
       chip: s.chip ?? prev?.chip,
       version: s.version ?? prev?.version,
       ip: s.ip ?? prev?.ip,
+      client: mergeClient(prev?.client, s.client),
     });
     if (!this.timer) {
       this.timer = setTimeout(() => {
@@ -87,6 +124,7 @@ export class DeviceRegistry {
                 last_seen_at: s.at,
                 created_at: s.at,
                 key_generation: 0,
+                ...clientColumns(s.client),
               })
               .onConflict((oc) =>
                 oc.column("id").doUpdateSet((eb) => ({
@@ -95,6 +133,7 @@ export class DeviceRegistry {
                   chip: s.chip ?? eb.ref("devices.chip"),
                   version: s.version ?? eb.ref("devices.version"),
                   last_ip: s.ip ?? eb.ref("devices.last_ip"),
+                  ...clientColumns(s.client),
                 })),
               )
               .execute();
@@ -210,7 +249,13 @@ export class DeviceRegistry {
   view(row: DeviceRow): DeviceView {
     const pending = this.pending.get(row.id);
     const merged = pending
-      ? { ...row, last_seen_at: pending.at, chip: pending.chip ?? row.chip, version: pending.version ?? row.version }
+      ? {
+          ...row,
+          last_seen_at: pending.at,
+          chip: pending.chip ?? row.chip,
+          version: pending.version ?? row.version,
+          ...clientColumns(pending.client),
+        }
       : row;
     const seen = merged.last_seen_at ? Date.parse(merged.last_seen_at) : 0;
     return { ...merged, online: Date.now() - seen <= this.onlineWindowMs, provisioned: Boolean(row.provisioned_at) };

@@ -4,8 +4,10 @@ import type { OperatorIdentity } from "../auth/credentials";
 export interface DeviceIdentity {
   /** "device": the device's own key; "fleet": a fleet API key (device id, if any, is only claimed). */
   kind: "device" | "fleet";
-  /** The device this request speaks for, when known (X-Device-Id). */
+  /** The device this request speaks for, when known (X-Device-Id, x-ESP32-STA-MAC or the Basic user name). */
   id: string | null;
+  /** Where the id came from: only an agent sending X-Device-Id is held to the nonce protocol. */
+  idSource?: "X-Device-Id" | "x-ESP32-STA-MAC" | "basic-user";
   /** Key generation of a provisioned device (selects its MAC key). */
   generation: number;
   provisioned: boolean;

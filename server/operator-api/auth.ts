@@ -10,13 +10,14 @@ import type { Role } from "../store/schema";
 const WWW = { "WWW-Authenticate": 'Bearer realm="esp32-ota operator API"' };
 
 export function operatorAuth(ctx: Context): RequestHandler {
-  return async (req, _res, next) => {
+  return async (req, res, next) => {
     const header = req.get("authorization");
     const apiKey = req.get("x-api-key");
     if (!header) {
       if (apiKey && (apiKey.startsWith(FLEET_KEY_PREFIX) || apiKey.startsWith(DEVICE_KEY_PREFIX))) {
         throw forbidden("wrong_credential_kind", "device and fleet API keys cannot be used on the operator API; send an operator token as Authorization: Bearer <token>");
       }
+      res.locals.authChallengeOnly = true; // nothing presented, nothing guessed: not counted as a failure
       throw new HttpError(401, "missing_credential", "send an operator token as Authorization: Bearer <token>", WWW);
     }
     const m = /^Bearer\s+(\S{1,4096})$/i.exec(header);

@@ -56,6 +56,22 @@ export function deviceView(d: DeviceView) {
     first_seen_at: d.first_seen_at,
     last_seen_at: d.last_seen_at,
     last_report_at: d.last_report_at,
+    client: clientView(d),
+  };
+}
+
+/** What a device's update client told us about itself (null for clients that say nothing). */
+function clientView(d: DeviceView) {
+  const known = [d.client, d.sketch_size, d.free_space, d.flash_size, d.running_sha256, d.running_md5, d.sdk_version].some((v) => v != null);
+  if (!known) return null;
+  return {
+    kind: d.client,
+    sketch_size: d.sketch_size,
+    free_space: d.free_space,
+    flash_size: d.flash_size,
+    running_sha256: d.running_sha256,
+    running_md5: d.running_md5,
+    sdk_version: d.sdk_version,
   };
 }
 

@@ -106,6 +106,22 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    // What clients we do not control tell us about themselves (Arduino HTTPUpdate's x-ESP32-* headers).
+    "0003_client_info": {
+      async up(db: Kysely<any>) {
+        // One column per statement: SQLite's ALTER TABLE adds a single column at a time.
+        const columns: [string, "text" | "integer"][] = [
+          ["client", "text"],
+          ["sketch_size", "integer"],
+          ["free_space", "integer"],
+          ["flash_size", "integer"],
+          ["running_sha256", "text"],
+          ["running_md5", "text"],
+          ["sdk_version", "text"],
+        ];
+        for (const [name, type] of columns) await db.schema.alterTable("devices").addColumn(name, type).execute();
+      },
+    },
   };
 }
 

@@ -53,6 +53,18 @@ export interface DevicesTable {
   key_generation: number;
   revoked_at: string | null;
   created_at: string;
+  /** Which kind of client last asked: "arduino-httpupdate", "esp-http-client" (esp_https_ota), or null. */
+  client: string | null;
+  /** x-ESP32-sketch-size: bytes of the image the device runs. */
+  sketch_size: number | null;
+  /** x-ESP32-free-space: bytes of the OTA slot the next image goes to. */
+  free_space: number | null;
+  /** x-ESP32-chip-size: flash size in bytes. */
+  flash_size: number | null;
+  /** SHA-256 of the running app as the device reports it (x-ESP32-sketch-sha256), lower-case hex. */
+  running_sha256: string | null;
+  running_md5: string | null;
+  sdk_version: string | null;
 }
 
 export interface ReportsTable {

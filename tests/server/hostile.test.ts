@@ -139,6 +139,18 @@ describe("hostile and malformed requests", () => {
     { name: "a thousand ranges", path: "/firmware/hello.bin", headers: () => ({ ...dev(), Range: "bytes=" + Array.from({ length: 1000 }, (_, i) => `${i}-${i}`).join(",") }), status: 416 },
     { name: "range with trailing junk", path: "/firmware/hello.bin", headers: () => ({ ...dev(), Range: "bytes=0-1x" }), status: 416 },
     { name: "block list with a bad hash", path: "/firmware/sha256/abc/blocks", headers: dev, status: 400 },
+    // clients we do not control: Basic, x-ESP32-* headers, the offered-image path
+    { name: "key in the query string", path: "/firmware/manifest?api_key=x", headers: dev, status: 400, code: "credential_in_query" },
+    { name: "fleet key as a query value", path: "/firmware/manifest?k=otafleet_x", status: 400, code: "credential_in_query" },
+    { name: "Basic with garbage", path: "/firmware/manifest", headers: () => ({ Authorization: "Basic %%%" }), status: 401, code: "missing_credential" },
+    { name: "Basic with a wrong key", path: "/api/ota/download", headers: () => ({ Authorization: `Basic ${Buffer.from(":otafleet_nope").toString("base64")}` }), status: 401, code: "invalid_credential" },
+    { name: "Basic user name with traversal", path: "/api/ota/download", headers: () => ({ Authorization: `Basic ${Buffer.from(`../x:${s.creds.deviceApiKey}`).toString("base64")}` }), status: 400, code: "invalid_device_id" },
+    { name: "X-Device-Id and x-ESP32-STA-MAC disagree", path: "/api/ota/download", headers: () => ({ ...dev(), "X-Device-Id": "aa:bb:cc:dd:ee:ff", "x-ESP32-STA-MAC": "AA:BB:CC:DD:EE:00" }), status: 400, code: "conflicting_device_id" },
+    { name: "negative free space", path: "/api/ota/download", headers: () => ({ ...dev(), "x-ESP32-free-space": "-1" }), status: 400, code: "invalid_header" },
+    { name: "11-digit sketch size", path: "/api/ota/download", headers: () => ({ ...dev(), "x-ESP32-sketch-size": "99999999999" }), status: 400, code: "invalid_header" },
+    { name: "offered image for an unknown chip", path: "/api/ota/download?chip=z80", headers: dev, status: 400, code: "unknown_chip" },
+    { name: "DELETE on the offered image", method: "DELETE", path: "/api/ota/download", headers: dev, status: 405 },
+    { name: "version download with traversal", path: "/firmware/..%2f..%2fmaster.key.bin", headers: dev, status: 400, code: "invalid_name" },
     // operator API
     { name: "operator API without a token", path: "/api/v1/devices", status: 401, code: "missing_credential" },
     { name: "bearer garbage", path: "/api/v1/devices", headers: () => ({ Authorization: "Bearer garbage" }), status: 401, code: "invalid_token" },
