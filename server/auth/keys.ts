@@ -2,6 +2,7 @@
 //   master secret ──HKDF──► per-device API key   (sent by the device in X-API-Key)
 //                 ──HKDF──► per-device MAC key   (never sent: authenticates manifests to that device only)
 //                 ──HKDF──► operator JWT signing key
+//                 ──HKDF──► rollout bucket key     (places devices in rollout stages)
 // Fleet API keys and operator tokens are random and stored only as SHA-256 hashes.
 import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
 
@@ -25,6 +26,11 @@ export function deviceMacKey(master: Buffer, deviceId: string, generation: numbe
 
 export function operatorSigningKey(master: Buffer): Buffer {
   return derive(master, "operator-jwt");
+}
+
+/** Keys the hash that places devices in rollout stages (server/rollouts/bucket.ts). */
+export function rolloutBucketKey(master: Buffer): Buffer {
+  return derive(master, "rollout-bucket");
 }
 
 export function newFleetKey(): { key: string; id: string } {
