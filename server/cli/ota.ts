@@ -1,6 +1,9 @@
-// `ota`: the operator's command line. These commands work on the server's data folder directly (run them on
-// the server machine, with the same OTA_* environment as the server); they are safe while it runs.
+// `ota`: the operator's command line. `device provision`, `token create` and `apikey create` work on the
+// server's data folder directly (run them on the server machine, with the same OTA_* environment as the
+// server; they are safe while it runs). Everything else talks to a server's operator API over HTTPS after
+// `ota login` (remote.ts). Exit codes: errors.ts.
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ROLES } from "../auth/credentials";
@@ -11,8 +14,19 @@ import { normalizeChip, CHIP_NAMES } from "../image/chips";
 import { createLogger } from "../logging/logger";
 import { openContextParts } from "../server";
 import type { Role } from "../store/schema";
+import { CliError, EXIT, UsageError } from "./errors";
+import { addAuditCommand, addRemoteCommands, addRemoteDeviceCommands, provisionRemote } from "./remote";
 
-class UsageError extends Error {}
+/** Who ran a local command, for the audit log. */
+function localActor() {
+  let user = "unknown";
+  try {
+    user = os.userInfo().username;
+  } catch {
+    /* no passwd entry: keep "unknown" */
+  }
+  return { actor: `local:${user}`, source: "cli" as const };
+}
 
 function deviceId(value: string): string {
   const r = deviceIdSchema.safeParse(value);
@@ -46,7 +60,7 @@ function writeSecretFile(file: string, text: string): void {
 
 export function buildProgram(): Command {
   const program = new Command("ota")
-    .description("Operate the ESP32 OTA server: provision devices, create credentials")
+    .description("Operate the ESP32 OTA server: credentials and provisioning on the server machine; firmware, releases, rollouts and devices through the operator API")
     .showHelpAfterError("(run ota --help for usage)")
     .exitOverride();
 
@@ -59,13 +73,19 @@ export function buildProgram(): Command {
     .option("--server-url <url>", "the URL the device should use (default: OTA_PUBLIC_URL or https://localhost:PORT)")
     .option("--chip <chip>", `record the device's chip (${CHIP_NAMES.join(", ")})`)
     .option("--rotate", "issue a new key generation: the device's previous key stops working")
-    .action(async (id: string, opts: { out?: string; serverUrl?: string; chip?: string; rotate?: boolean }) => {
+    .option("--remote", "provision through the operator API of the server you logged in to (ota login), not the local data folder")
+    .action(async (id: string, opts: { out?: string; serverUrl?: string; chip?: string; rotate?: boolean; remote?: boolean }) => {
       if (opts.serverUrl && !/^https?:\/\/[^\s/]+/.test(opts.serverUrl)) throw new UsageError("--server-url must be an http(s) URL");
       const chip = opts.chip === undefined ? undefined : normalizeChip(opts.chip);
       if (opts.chip !== undefined && !chip) throw new UsageError(`--chip must be one of ${CHIP_NAMES.join(", ")}`);
-      const bundle = await withParts((parts, config) =>
-        provisionDevice({ config, ...parts }, id, { rotate: opts.rotate, serverUrl: opts.serverUrl, chip }),
-      );
+      if (opts.remote && chip) throw new UsageError("--chip is for local provisioning; with --remote, set it afterwards: ota device set ID --chip CHIP");
+      const bundle = opts.remote
+        ? await provisionRemote(id, { rotate: opts.rotate, serverUrl: opts.serverUrl })
+        : await withParts(async (parts, config) => {
+            const b = await provisionDevice({ config, ...parts }, id, { rotate: opts.rotate, serverUrl: opts.serverUrl, chip });
+            await parts.audit.record({ ...localActor(), action: "device.provision", target: id, details: { rotate: Boolean(opts.rotate), key_generation: b.keyGeneration } });
+            return b;
+          });
       const text = JSON.stringify(bundle, null, 2) + "\n";
       if (opts.out) writeSecretFile(opts.out, text);
       else process.stdout.write(text);
@@ -80,7 +100,11 @@ export function buildProgram(): Command {
     .option("--expires-days <days>", "expire after this many days (default: never; revoke to end it)", positiveInt)
     .option("-o, --out <file>", "write the token to this file (mode 0600) instead of printing it")
     .action(async (opts: { role: Role; name: string; expiresDays?: number; out?: string }) => {
-      const t = await withParts((parts) => parts.credentials.issueOperatorToken(opts.name, opts.role, opts.expiresDays));
+      const t = await withParts(async (parts) => {
+        const issued = await parts.credentials.issueOperatorToken(opts.name, opts.role, opts.expiresDays);
+        await parts.audit.record({ ...localActor(), action: "token.create", target: opts.name, details: { role: opts.role, token_id: issued.jti, expires_days: opts.expiresDays ?? null } });
+        return issued;
+      });
       if (opts.out) writeSecretFile(opts.out, t.token + "\n");
       else process.stdout.write(t.token + "\n");
     });
@@ -92,10 +116,18 @@ export function buildProgram(): Command {
     .option("--label <label>", "what the key is for", "fleet")
     .option("-o, --out <file>", "write the key to this file (mode 0600) instead of printing it")
     .action(async (opts: { label: string; out?: string }) => {
-      const k = await withParts((parts) => parts.credentials.createFleetKey(opts.label));
+      const k = await withParts(async (parts) => {
+        const created = await parts.credentials.createFleetKey(opts.label);
+        await parts.audit.record({ ...localActor(), action: "apikey.create", target: opts.label, details: { key_id: created.id } });
+        return created;
+      });
       if (opts.out) writeSecretFile(opts.out, k.key + "\n");
       else process.stdout.write(k.key + "\n");
     });
+
+  addRemoteDeviceCommands(device);
+  addRemoteCommands(program);
+  addAuditCommand(program);
   return program;
 }
 
@@ -107,17 +139,17 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     const err = e as { code?: string; exitCode?: number; message?: string };
     if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") return 0;
-    if (err.code?.startsWith("commander.")) return 2; // commander already printed the problem
-    if (e instanceof UsageError) {
+    if (err.code?.startsWith("commander.")) return EXIT.usage; // commander already printed the problem
+    if (e instanceof CliError) {
       process.stderr.write(`ota: ${e.message}\n`);
-      return 2;
+      return e.exitCode;
     }
     if (e instanceof ConfigError) {
       process.stderr.write(`ota: ${e.message}\n`);
-      return 2;
+      return EXIT.usage;
     }
     process.stderr.write(`ota: ${err.message ?? String(e)}\n`);
-    return 1;
+    return EXIT.failure;
   }
 }
 
