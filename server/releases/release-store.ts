@@ -52,7 +52,7 @@ export interface CompiledRelease extends Release {
   deviceSet: ReadonlySet<string>;
 }
 
-function compile(r: Release): CompiledRelease {
+export function compileRelease(r: Release): CompiledRelease {
   const t = r.targets;
   return {
     ...r,
@@ -102,7 +102,7 @@ export class ReleaseStore extends EventEmitter {
 
   async load(): Promise<void> {
     const rows = await this.db.selectFrom("releases").selectAll().orderBy("id").execute();
-    for (const row of rows) this.byName.set(row.name, compile(fromRow(row, this.imageFacts(row.image_sha256))));
+    for (const row of rows) this.byName.set(row.name, compileRelease(fromRow(row, this.imageFacts(row.image_sha256))));
     this.reindex();
   }
 
@@ -166,7 +166,7 @@ export class ReleaseStore extends EventEmitter {
       })
       .returningAll()
       .executeTakeFirstOrThrow();
-    const release = compile(fromRow(inserted, n.image));
+    const release = compileRelease(fromRow(inserted, n.image));
     this.byName.set(release.name, release);
     this.reindex();
     this.emit("changed");

@@ -412,7 +412,7 @@ export class RolloutManager extends EventEmitter {
   }
 
   private live(id: string): Live {
-    const live = this.byId.get(id);
+    const live = this.byId.get(id) ?? this.byRelease.get(id);
     if (!live) throw new RolloutError("rollout_not_found", `no rollout ${id}`);
     return live;
   }
@@ -517,7 +517,7 @@ export class RolloutManager extends EventEmitter {
     const rows = await this.db
       .selectFrom("rollout_devices")
       .select((eb) => ["stage", "status", eb.fn.countAll<number>().as("n")])
-      .where("rollout_id", "=", id)
+      .where("rollout_id", "=", live.rollout.id)
       .groupBy(["stage", "status"])
       .execute();
     const r = live.rollout;
