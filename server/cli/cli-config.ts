@@ -32,7 +32,13 @@ export function loadCliConfig(file = configPath()): CliConfig {
     }
     throw e;
   }
-  const parsed = cliConfigSchema.safeParse(JSON.parse(text));
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  const parsed = cliConfigSchema.safeParse(json);
   if (!parsed.success) throw new CliError(`${file} is damaged: run \`ota login\` again`, EXIT.auth);
   return parsed.data;
 }

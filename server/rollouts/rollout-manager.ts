@@ -6,7 +6,7 @@
 // The poll path asks includes() and noteOffer(): memory only (a keyed hash and a map lookup). Members (devices
 // offered the release) are written behind, batched once a second; state changes are written before they are
 // acknowledged and audited.
-import { randomBytes } from "node:crypto";
+import { createHmac } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
@@ -377,7 +377,9 @@ export class RolloutManager extends EventEmitter {
       }
       const at = new Date().toISOString();
       const rollout: Rollout = {
-        id: `ro_${randomBytes(6).toString("hex")}`,
+        // A release is rolled out once, so its name makes a unique id; keyed, so ids (and the stages they
+        // seed) cannot be predicted from outside.
+        id: `ro_${createHmac("sha256", this.bucketKey).update(`rollout-id\n${releaseName}`).digest("hex").slice(0, 12)}`,
         releaseName,
         state: "running",
         stage: 0,

@@ -163,5 +163,8 @@ describe("ota: the operator flow over the API", () => {
     const r = await ota("release", "list");
     expect(r.status).toBe(3);
     expect(r.stderr).toMatch(/not logged in: run `ota login/);
+    fs.writeFileSync(env.OTA_CONFIG!, "{not json");
+    const damaged = await ota("whoami");
+    expect([damaged.status, damaged.stderr]).toEqual([3, expect.stringMatching(/config.json is damaged: run `ota login` again/)]);
   });
 });
