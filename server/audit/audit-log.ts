@@ -1,7 +1,7 @@
 // The audit log: every operator action (who, what, when, from where, with what outcome), and every action the
 // server takes on its own (a rollout pausing itself). Append-only; written before the action is acknowledged.
 import type { Kysely } from "kysely";
-import type { Database } from "../store/schema";
+import type { AuditRow, Database } from "../store/schema";
 
 export type AuditSource = "api" | "cli" | "system";
 export type AuditOutcome = "ok" | "denied";
@@ -20,20 +20,8 @@ export interface AuditEntry {
   details?: Record<string, unknown> | undefined;
 }
 
-export interface AuditRecord {
-  id: number;
-  at: string;
-  actor: string;
-  role: string | null;
-  token_id: string | null;
-  source: string;
-  ip: string | null;
-  request_id: string | null;
-  action: string;
-  target: string | null;
-  outcome: string;
-  details: Record<string, unknown>;
-}
+/** A stored entry, with its details parsed. */
+export type AuditRecord = Omit<AuditRow, "details"> & { details: Record<string, unknown> };
 
 export class AuditLog {
   constructor(private readonly db: Kysely<Database>) {}
