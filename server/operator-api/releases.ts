@@ -50,17 +50,24 @@ export function createRelease(ctx: Context): RequestHandler {
       }
     }
     const devices = [...new Set(b.targets.devices)];
-    const release = await ctx.releases.create({
-      name: b.name,
-      channel: b.channel,
-      image,
-      notes: b.notes,
-      targets: { groups: [...new Set(b.targets.groups)], tags: [...new Set(b.targets.tags)], devices },
-      minVersion: b.min_version ?? null,
-      via: b.via ?? null,
-      allowDowngrade: b.allow_downgrade,
-      createdBy: req.operator!.subject,
-    });
+    const release = await ctx.releases
+      .create({
+        name: b.name,
+        channel: b.channel,
+        image,
+        notes: b.notes,
+        targets: { groups: [...new Set(b.targets.groups)], tags: [...new Set(b.targets.tags)], devices },
+        minVersion: b.min_version ?? null,
+        via: b.via ?? null,
+        allowDowngrade: b.allow_downgrade,
+        createdBy: req.operator!.subject,
+      })
+      .catch((e: unknown) => {
+        // Two requests for one name at once: the unique index decides, the loser hears why.
+        const code = (e as { code?: string }).code;
+        if (code === "SQLITE_CONSTRAINT_UNIQUE" || code === "23505") throw new HttpError(409, "release_exists", `a release named ${b.name} already exists`);
+        throw e;
+      });
     await ctx.audit.record({
       ...actorOf(req),
       action: "release.create",

@@ -87,6 +87,11 @@ describe("operator API: releases, rollouts, devices, audit", () => {
       expect([raw.status, raw.json().error.code]).toEqual([400, "invalid_json"]);
     });
 
+    it("two creates of one name at once: one wins, the other is a 409", async () => {
+      const both = await Promise.all([1, 2].map(() => admin.call("POST", "/releases", { name: "race", image: "hello.bin" })));
+      expect(both.map((r) => r.status).sort()).toEqual([201, 409]);
+    });
+
     it("refuses bad rollout plans and impossible transitions", async () => {
       await admin.ok("POST", "/releases", { name: "v-ok", image: "hello.bin" });
       await bad("POST", "/releases", { name: "v-ok", image: "hello.bin" }, 409, "release_exists");
