@@ -25,7 +25,9 @@ const CONCURRENCY = 32;
 
 const ids = Array.from({ length: DEVICES }, (_, i) => `be:00:00:${((i >> 16) & 255).toString(16).padStart(2, "0")}:${((i >> 8) & 255).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`);
 
-async function pollRate(url, agent, key, label) {
+/** A fresh connection pool per measurement: idle connections from the previous one may have been closed. */
+async function pollRate(url, ca, key, label) {
+  const agent = new Agent({ connect: { ca }, connections: CONCURRENCY });
   const until = Date.now() + SECONDS * 1000;
   let n = 0;
   let next = 0;
@@ -44,6 +46,7 @@ async function pollRate(url, agent, key, label) {
       }
     }),
   );
+  await agent.close();
   const rate = n / SECONDS;
   process.stderr.write(`${label}: ${Math.round(rate)} polls/s (${[...statuses].map(([s, c]) => `${s}×${c}`).join(", ")})\n`);
   return rate;
@@ -80,8 +83,7 @@ async function startOne(root) {
   await ctx.devices.flush();
   for (const id of ids.slice(0, DEVICES / 2)) await ctx.devices.changeTags(id, ["north"], []);
   const creds = JSON.parse(fs.readFileSync(path.join(root, "data", "dev-credentials.json"), "utf8"));
-  const agent = new Agent({ connect: { ca: fs.readFileSync(path.join(root, "certs", "ca.crt")) }, connections: CONCURRENCY });
-  return { server, ctx, key: creds.deviceApiKey, agent, url: `https://localhost:${server.port}` };
+  return { server, ctx, key: creds.deviceApiKey, ca: fs.readFileSync(path.join(root, "certs", "ca.crt")), url: `https://localhost:${server.port}` };
 }
 
 async function addReleases(ctx) {
@@ -108,14 +110,14 @@ async function main() {
   const rel = await startOne(roots[1]);
   try {
     await addReleases(rel.ctx);
-    await pollRate(base.url, base.agent, base.key, "warm-up folder mode");
-    await pollRate(rel.url, rel.agent, rel.key, "warm-up releases");
+    await pollRate(base.url, base.ca, base.key, "warm-up folder mode");
+    await pollRate(rel.url, rel.ca, rel.key, "warm-up releases");
     // Alternate the two so load from elsewhere on the machine hits both alike; compare medians.
     const https = { base: [], rel: [] };
     const offers = { base: [], rel: [] };
     for (let round = 1; round <= 3; round++) {
-      https.base.push(await pollRate(base.url, base.agent, base.key, `round ${round} folder mode (baseline)`));
-      https.rel.push(await pollRate(rel.url, rel.agent, rel.key, `round ${round} releases + rollout at 10 %`));
+      https.base.push(await pollRate(base.url, base.ca, base.key, `round ${round} folder mode (baseline)`));
+      https.rel.push(await pollRate(rel.url, rel.ca, rel.key, `round ${round} releases + rollout at 10 %`));
       offers.base.push(await offerRate(chooseImage, base.ctx, `round ${round} chooseImage, folder mode (baseline)`));
       offers.rel.push(await offerRate(chooseImage, rel.ctx, `round ${round} chooseImage, releases`));
     }
@@ -134,10 +136,7 @@ async function main() {
     process.stdout.write(JSON.stringify(result) + "\n");
     if (result.https_polls_per_s.ratio < 0.8) process.exitCode = 1;
   } finally {
-    for (const x of [base, rel]) {
-      await x.agent.close();
-      await x.server.close();
-    }
+    for (const x of [base, rel]) await x.server.close();
     for (const r of roots) fs.rmSync(r, { recursive: true, force: true });
   }
 }
