@@ -15,3 +15,8 @@ export function projectRoot(): string {
     dir = up;
   }
 }
+
+/** The version in package.json. */
+export function packageVersion(): string {
+  return (JSON.parse(fs.readFileSync(path.join(projectRoot(), "package.json"), "utf8")) as { version: string }).version;
+}

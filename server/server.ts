@@ -5,6 +5,7 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { createApp } from "./app";
+import { AuditLog } from "./audit/audit-log";
 import { Credentials } from "./auth/credentials";
 import { ensureFirstStartCredentials } from "./auth/first-start";
 import { loadOrCreateMasterSecret } from "./auth/master-secret";
@@ -17,6 +18,8 @@ import { NonceCache } from "./device-api/nonce-cache";
 import { DeviceRegistry } from "./devices/registry";
 import { parsePartitionsCsv, PartitionTableError, requireOtaLayout, type PartitionTable } from "./image/partitions";
 import { createLogger } from "./logging/logger";
+import { ReleaseStore } from "./releases/release-store";
+import { RolloutManager } from "./rollouts/rollout-manager";
 import { openStore } from "./store/db";
 import { ensureCertificates } from "./tls/certificates";
 
@@ -53,28 +56,66 @@ export async function openContextParts(config: Config, log: Logger) {
   const store = await openStore(config.dataDir, log);
   const credentials = new Credentials(store.db, master.secret);
   const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000);
-  return { master, store, credentials, devices };
+  const audit = new AuditLog(store.db);
+  return { master, store, credentials, devices, audit };
 }
 
-export async function startServer(config: Config, opts: { log?: Logger } = {}): Promise<RunningServer> {
-  const log = opts.log ?? createLogger(config.logLevel);
+/**
+ * Builds the whole server context from the data folder. `serving` starts the firmware-folder watcher and
+ * sweeps temp files; the `ota` command opens the same context without either (the running server owns them).
+ */
+export async function openContext(config: Config, log: Logger, opts: { serving: boolean }) {
   const partitions = loadPartitions(config.partitionsFile);
-  const tls = ensureCertificates(config, log);
-  const { store, credentials, devices } = await openContextParts(config, log);
-  const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, credentials, log);
-
+  const { store, credentials, devices, audit } = await openContextParts(config, log);
   const blobs = new BlobStore(config.dataDir);
   const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log);
-  await catalog.load();
+  await catalog.load({ sweep: opts.serving });
   const watcher = new FolderWatcher(
     config.firmwareDir,
     catalog,
     { settleMs: config.ingestSettleMs, incompleteGraceMs: config.incompleteGraceMs },
     log,
   );
-  await watcher.start();
+  if (opts.serving) await watcher.start();
 
-  const ctx: Context = { config, log, store, credentials, devices, blobs, catalog, watcher, partitions, nonces: new NonceCache() };
+  const releases = new ReleaseStore(store.db, (sha) => catalog.image(sha));
+  await releases.load();
+  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log);
+  await rollouts.load();
+  // Every recorded report, from whichever endpoint, moves its device along in its rollout.
+  devices.on("report", (r) => rollouts.onReport(r));
+
+  const ctx: Context = {
+    config,
+    log,
+    store,
+    credentials,
+    devices,
+    blobs,
+    catalog,
+    watcher,
+    partitions,
+    nonces: new NonceCache(),
+    audit,
+    releases,
+    rollouts,
+  };
+  const close = async () => {
+    await watcher.stop();
+    await devices.close();
+    await rollouts.close();
+    await store.close();
+  };
+  return { ctx, close };
+}
+
+export async function startServer(config: Config, opts: { log?: Logger } = {}): Promise<RunningServer> {
+  const log = opts.log ?? createLogger(config.logLevel);
+  loadPartitions(config.partitionsFile); // a bad table stops the start before anything is created
+  const tls = ensureCertificates(config, log);
+  const { ctx, close: closeContext } = await openContext(config, log, { serving: true });
+  const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, ctx.credentials, log);
+  const partitions = ctx.partitions;
   const server = https.createServer({ cert: tls.cert, key: tls.key, minVersion: "TLSv1.2" }, createApp(ctx));
   server.headersTimeout = 15_000;
   server.requestTimeout = 300_000;
@@ -118,9 +159,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
           server.closeIdleConnections();
           setTimeout(() => server.closeAllConnections(), 2000).unref();
         });
-        await watcher.stop();
-        await devices.close();
-        await store.close();
+        await closeContext();
       })();
       return closing;
     },

@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import jwt from "jsonwebtoken";
 import type { Kysely } from "kysely";
 import type { Database, Role } from "../store/schema";
-import { deviceApiKey, deviceMacKey, fleetManifestMacKey, newFleetKey, operatorSigningKey, safeEqual, sha256Hex } from "./keys";
+import { deviceApiKey, deviceMacKey, fleetManifestMacKey, newFleetKey, operatorSigningKey, rolloutBucketKey, safeEqual, sha256Hex } from "./keys";
 
 export const ROLES: readonly Role[] = ["viewer", "releaser", "admin"];
 const ISSUER = "esp32-ota";
@@ -126,6 +126,10 @@ export class Credentials {
 
   fleetManifestMacKey(generation: number): Buffer {
     return fleetManifestMacKey(this.master, generation);
+  }
+
+  rolloutBucketKey(): Buffer {
+    return rolloutBucketKey(this.master);
   }
 
   async hasAny(): Promise<boolean> {

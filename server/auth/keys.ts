@@ -3,6 +3,7 @@
 //                 ──HKDF──► per-device MAC key   (never sent: authenticates manifests to that device only)
 //                 ──HKDF──► operator JWT signing key
 //                 ──HKDF──► fleet manifest MAC key (optional, one for the whole fleet: weaker, off by default)
+//                 ──HKDF──► rollout bucket key     (places devices in rollout stages)
 // Fleet API keys and operator tokens are random and stored only as SHA-256 hashes.
 import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
 
@@ -31,6 +32,11 @@ export function fleetManifestMacKey(master: Buffer, generation: number): Buffer 
 
 export function operatorSigningKey(master: Buffer): Buffer {
   return derive(master, "operator-jwt");
+}
+
+/** Keys the hash that places devices in rollout stages (server/rollouts/bucket.ts). */
+export function rolloutBucketKey(master: Buffer): Buffer {
+  return derive(master, "rollout-bucket");
 }
 
 export function newFleetKey(): { key: string; id: string } {

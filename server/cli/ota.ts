@@ -1,24 +1,34 @@
-// `ota`: the operator's command line. These commands work on the server's data folder directly (run them on
-// the server machine, with the same OTA_* environment as the server); they are safe while it runs.
+// `ota`: the operator's command line. `device provision`, `token create` and `apikey create` work on the
+// server's data folder directly (run them on the server machine, with the same OTA_* environment as the
+// server; they are safe while it runs). Everything else talks to a server's operator API over HTTPS after
+// `ota login` (remote.ts). Exit codes: errors.ts.
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ROLES } from "../auth/credentials";
-import { BlobStore } from "../catalog/blob-store";
-import { Catalog } from "../catalog/catalog";
-import { FolderWatcher } from "../catalog/folder-watcher";
-import { ConfigError, loadConfig, type Config } from "../config/config";
+import { ConfigError, loadConfig } from "../config/config";
 import type { Context } from "../context";
-import { NonceCache } from "../device-api/nonce-cache";
 import { deviceIdSchema, DEVICE_ID_RULE } from "../devices/device-id";
 import { provisionDevice } from "../devices/provisioning";
 import { normalizeChip, CHIP_NAMES } from "../image/chips";
 import { ExportError, exportStatic } from "../export/static-export";
 import { createLogger } from "../logging/logger";
-import { loadPartitions, openContextParts } from "../server";
+import { openContext, openContextParts } from "../server";
 import type { Role } from "../store/schema";
+import { CliError, EXIT, UsageError } from "./errors";
+import { addAuditCommand, addRemoteCommands, addRemoteDeviceCommands, provisionRemote } from "./remote";
 
-class UsageError extends Error {}
+/** Who ran a local command, for the audit log. */
+function localActor() {
+  let user = "unknown";
+  try {
+    user = os.userInfo().username;
+  } catch {
+    /* no passwd entry: keep "unknown" */
+  }
+  return { actor: `local:${user}`, source: "cli" as const };
+}
 
 function deviceId(value: string): string {
   const r = deviceIdSchema.safeParse(value);
@@ -42,22 +52,13 @@ async function withParts<T>(fn: (parts: Awaited<ReturnType<typeof openContextPar
   }
 }
 
-/** The server's view of its data (catalog included) without serving: for commands that need what it offers. */
+/** The server's view of its data (catalog, releases, rollouts) without serving: for commands that need what it offers. */
 async function withContext<T>(fn: (ctx: Context) => Promise<T>): Promise<T> {
-  const config: Config = loadConfig();
-  const log = createLogger("warn", process.stderr as never);
-  const partitions = loadPartitions(config.partitionsFile);
-  const { store, credentials, devices } = await openContextParts(config, log);
+  const { ctx, close } = await openContext(loadConfig(), createLogger("warn", process.stderr as never), { serving: false });
   try {
-    const blobs = new BlobStore(config.dataDir);
-    const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log);
-    await catalog.load({ sweep: false });
-    // Never started: the running server owns the firmware folder.
-    const watcher = new FolderWatcher(config.firmwareDir, catalog, { settleMs: config.ingestSettleMs, incompleteGraceMs: config.incompleteGraceMs }, log);
-    return await fn({ config, log, store, credentials, devices, blobs, catalog, watcher, partitions, nonces: new NonceCache() });
+    return await fn(ctx);
   } finally {
-    await devices.close();
-    await store.close();
+    await close();
   }
 }
 
@@ -83,7 +84,9 @@ function writeSecretFile(file: string, text: string): void {
 
 export function buildProgram(): Command {
   const program = new Command("ota")
-    .description("Operate the ESP32 OTA server: provision devices, create credentials, export firmware for a bucket")
+    .description(
+      "Operate the ESP32 OTA server: credentials, provisioning and static export on the server machine; firmware, releases, rollouts and devices through the operator API",
+    )
     .showHelpAfterError("(run ota --help for usage)")
     .exitOverride();
 
@@ -96,13 +99,19 @@ export function buildProgram(): Command {
     .option("--server-url <url>", "the URL the device should use (default: OTA_PUBLIC_URL or https://localhost:PORT)")
     .option("--chip <chip>", `record the device's chip (${CHIP_NAMES.join(", ")})`)
     .option("--rotate", "issue a new key generation: the device's previous key stops working")
-    .action(async (id: string, opts: { out?: string; serverUrl?: string; chip?: string; rotate?: boolean }) => {
+    .option("--remote", "provision through the operator API of the server you logged in to (ota login), not the local data folder")
+    .action(async (id: string, opts: { out?: string; serverUrl?: string; chip?: string; rotate?: boolean; remote?: boolean }) => {
       if (opts.serverUrl && !/^https?:\/\/[^\s/]+/.test(opts.serverUrl)) throw new UsageError("--server-url must be an http(s) URL");
       const chip = opts.chip === undefined ? undefined : normalizeChip(opts.chip);
       if (opts.chip !== undefined && !chip) throw new UsageError(`--chip must be one of ${CHIP_NAMES.join(", ")}`);
-      const bundle = await withParts((parts, config) =>
-        provisionDevice({ config, ...parts }, id, { rotate: opts.rotate, serverUrl: opts.serverUrl, chip }),
-      );
+      if (opts.remote && chip) throw new UsageError("--chip is for local provisioning; with --remote, set it afterwards: ota device set ID --chip CHIP");
+      const bundle = opts.remote
+        ? await provisionRemote(id, { rotate: opts.rotate, serverUrl: opts.serverUrl })
+        : await withParts(async (parts, config) => {
+            const b = await provisionDevice({ config, ...parts }, id, { rotate: opts.rotate, serverUrl: opts.serverUrl, chip });
+            await parts.audit.record({ ...localActor(), action: "device.provision", target: id, details: { rotate: Boolean(opts.rotate), key_generation: b.keyGeneration } });
+            return b;
+          });
       const text = JSON.stringify(bundle, null, 2) + "\n";
       if (opts.out) writeSecretFile(opts.out, text);
       else process.stdout.write(text);
@@ -117,7 +126,11 @@ export function buildProgram(): Command {
     .option("--expires-days <days>", "expire after this many days (default: never; revoke to end it)", positiveInt)
     .option("-o, --out <file>", "write the token to this file (mode 0600) instead of printing it")
     .action(async (opts: { role: Role; name: string; expiresDays?: number; out?: string }) => {
-      const t = await withParts((parts) => parts.credentials.issueOperatorToken(opts.name, opts.role, opts.expiresDays));
+      const t = await withParts(async (parts) => {
+        const issued = await parts.credentials.issueOperatorToken(opts.name, opts.role, opts.expiresDays);
+        await parts.audit.record({ ...localActor(), action: "token.create", target: opts.name, details: { role: opts.role, token_id: issued.jti, expires_days: opts.expiresDays ?? null } });
+        return issued;
+      });
       if (opts.out) writeSecretFile(opts.out, t.token + "\n");
       else process.stdout.write(t.token + "\n");
     });
@@ -129,7 +142,11 @@ export function buildProgram(): Command {
     .option("--label <label>", "what the key is for", "fleet")
     .option("-o, --out <file>", "write the key to this file (mode 0600) instead of printing it")
     .action(async (opts: { label: string; out?: string }) => {
-      const k = await withParts((parts) => parts.credentials.createFleetKey(opts.label));
+      const k = await withParts(async (parts) => {
+        const created = await parts.credentials.createFleetKey(opts.label);
+        await parts.audit.record({ ...localActor(), action: "apikey.create", target: opts.label, details: { key_id: created.id } });
+        return created;
+      });
       if (opts.out) writeSecretFile(opts.out, k.key + "\n");
       else process.stdout.write(k.key + "\n");
     });
@@ -168,6 +185,10 @@ export function buildProgram(): Command {
       }
       if (!opts.baseUrl) process.stderr.write("ota: the manifests name their binaries relative to themselves; pass --base-url for clients that need absolute URLs\n");
     });
+
+  addRemoteDeviceCommands(device);
+  addRemoteCommands(program);
+  addAuditCommand(program);
   return program;
 }
 
@@ -179,21 +200,21 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     const err = e as { code?: string; exitCode?: number; message?: string };
     if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") return 0;
-    if (err.code?.startsWith("commander.")) return 2; // commander already printed the problem
-    if (e instanceof UsageError) {
+    if (err.code?.startsWith("commander.")) return EXIT.usage; // commander already printed the problem
+    if (e instanceof CliError) {
       process.stderr.write(`ota: ${e.message}\n`);
-      return 2;
+      return e.exitCode;
     }
     if (e instanceof ExportError) {
       process.stderr.write(`ota: ${e.message}\n`);
-      return 1;
+      return EXIT.failure;
     }
     if (e instanceof ConfigError) {
       process.stderr.write(`ota: ${e.message}\n`);
-      return 2;
+      return EXIT.usage;
     }
     process.stderr.write(`ota: ${err.message ?? String(e)}\n`);
-    return 1;
+    return EXIT.failure;
   }
 }
 

@@ -4,14 +4,14 @@
 import { createHash } from "node:crypto";
 import type { Request, RequestHandler } from "express";
 import { hmacHex } from "../auth/keys";
-import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
 import { normalizeChip, CHIP_NAMES } from "../image/chips";
 import { badRequest, HttpError } from "../http/errors";
-import { chooseImage } from "./offer";
+import { chooseImage, noOfferMessage, type Asker, type Offer } from "./offer";
 
 const NONCE_RE = /^[A-Za-z0-9_-]{16,64}$/;
 const VERSION_RE = /^[\x20-\x7e]{1,32}$/;
+const CHIP_REV_RE = /^[0-9]{1,5}$/;
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
 
 export const MAC_HEADER = "X-Manifest-HMAC";
@@ -34,6 +34,15 @@ export function optionalChip(req: Request): string | null {
   return chip;
 }
 
+/** X-Device-Chip-Rev: the full chip revision, major * 100 + minor (ESP-IDF efuse_hal_chip_revision()). */
+function optionalChipRev(req: Request): number | null {
+  const raw = req.get("x-device-chip-rev");
+  if (raw === undefined) return null;
+  const n = CHIP_REV_RE.test(raw) ? Number(raw) : NaN;
+  if (!(n <= 65535)) throw badRequest("invalid_chip_rev", "X-Device-Chip-Rev must be a whole number 0-65535 (major * 100 + minor, e.g. 301 for v3.1)");
+  return n;
+}
+
 function optionalVersion(req: Request): string | null {
   const raw = req.get("x-device-version");
   if (raw === undefined) return null;
@@ -41,20 +50,16 @@ function optionalVersion(req: Request): string | null {
   return raw;
 }
 
-/** 404 when there is nothing to offer a device of this chip. */
-export function noFirmware(chip: string | null): HttpError {
-  return new HttpError(
-    404,
-    "no_firmware",
-    chip
-      ? `no firmware for ${chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
-      : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one",
-  );
+/** 404 when there is nothing to offer this device, saying why. */
+export function noFirmware(ctx: Context, asker: Asker): HttpError {
+  return new HttpError(404, "no_firmware", noOfferMessage(ctx, asker));
 }
 
 /** Identifies an offer: changes when anything in the manifest except the per-request fields changes. */
-function offerEtag(image: CatalogImage, base: string, interval: number): string {
-  const h = createHash("sha256").update(`${image.sha256}|${image.blockSize}|${interval}|${base}`).digest("hex");
+function offerEtag(image: Offer, base: string, interval: number): string {
+  const h = createHash("sha256")
+    .update(`${image.sha256}|${image.blockSize}|${interval}|${base}|${image.release ?? ""}|${image.allowDowngrade ? 1 : 0}`)
+    .digest("hex");
   return `"${h.slice(0, 40)}"`;
 }
 
@@ -67,7 +72,7 @@ function etagMatches(header: string | undefined, etag: string): boolean {
 }
 
 export function manifestBody(
-  image: CatalogImage,
+  image: Offer,
   base: string,
   interval: number,
   deviceId: string | null,
@@ -91,7 +96,8 @@ export function manifestBody(
       block_count: image.blockCount,
       block_hashes_url: `${base}/firmware/sha256/${image.sha256}/blocks`,
       block_hashes_sha256: image.blockHashesSha256,
-      allow_downgrade: false,
+      allow_downgrade: image.allowDowngrade,
+      release: image.release,
       interval,
       device_id: deviceId,
       nonce,
@@ -107,7 +113,7 @@ export function notModifiedMacInput(deviceId: string, nonce: string, etag: strin
 }
 
 export function manifestHandler(ctx: Context): RequestHandler {
-  return (req, res) => {
+  return async (req, res) => {
     const caller = req.device!;
     const deviceId = caller.id;
     const nonceHeader = req.get("x-nonce");
@@ -121,11 +127,13 @@ export function manifestHandler(ctx: Context): RequestHandler {
     }
     const chip = optionalChip(req) ?? caller.chip;
     const version = optionalVersion(req);
+    const chipRev = optionalChipRev(req);
 
-    if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, version: version ?? undefined, ip: req.ip });
+    if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, chipRev: chipRev ?? undefined, version: version ?? undefined, ip: req.ip });
 
-    const image = chooseImage(ctx, { deviceId, chip, version });
-    if (!image) throw noFirmware(chip);
+    const asker = { deviceId, chip, version, chipRev };
+    const image = await chooseImage(ctx, asker);
+    if (!image) throw noFirmware(ctx, asker);
     if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
       throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
     }
@@ -134,7 +142,7 @@ export function manifestHandler(ctx: Context): RequestHandler {
     const interval = ctx.config.pollInterval;
     const etag = offerEtag(image, base, interval);
     const macKey = deviceId ? ctx.credentials.deviceMacKey(deviceId, caller.generation) : null;
-    res.set({ ETag: etag, "Cache-Control": "no-store", Vary: "X-Device-Id, X-Nonce, X-Device-Chip" });
+    res.set({ ETag: etag, "Cache-Control": "no-store", Vary: "X-Device-Id, X-Nonce, X-Device-Chip, X-Device-Chip-Rev, X-Device-Version" });
 
     if (etagMatches(req.get("if-none-match"), etag)) {
       if (macKey && deviceId && nonce) res.set(MAC_HEADER, hmacHex(macKey, notModifiedMacInput(deviceId, nonce, etag)));

@@ -1,14 +1,77 @@
-// Which image a device is offered. Until releases exist this is the most recently ingested valid image
-// for the device's chip (or for any chip, when the chip is not known).
+// Which image a device is offered: the one place that decides, for every endpoint that offers firmware.
+//
+// Until the first release exists the server offers the most recently ingested valid image for the device's
+// chip (any chip when unknown): drop a .bin in the folder and devices get it. From the first release on, a
+// device gets only what a release assigns it (server/releases/assign.ts): targeting, hardware compatibility,
+// the release's rollout stage, its upgrade path and pins. The poll path reads memory plus at most two indexed
+// lookups (the device's row, and its tags when some release on its channel targets tags).
 import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
+import { assign, type DeviceFacts } from "../releases/assign";
+
+export const DEFAULT_CHANNEL = "stable";
 
 export interface Asker {
   deviceId: string | null;
   chip: string | null;
   version: string | null;
+  /** Full chip revision (major * 100 + minor), when the device says it. */
+  chipRev?: number | null | undefined;
 }
 
-export function chooseImage(ctx: Context, asker: Asker): CatalogImage | undefined {
-  return ctx.catalog.latest(asker.chip);
+/** An image as offered to one device: with the release it comes from, which decides allow_downgrade. */
+export interface Offer extends CatalogImage {
+  release: string | null;
+  allowDowngrade: boolean;
+}
+
+export async function chooseImage(ctx: Context, asker: Asker): Promise<Offer | undefined> {
+  if (ctx.releases.size === 0) {
+    const image = ctx.catalog.latest(asker.chip);
+    return image && { ...image, release: null, allowDowngrade: false };
+  }
+  const facts = await deviceFacts(ctx, asker);
+  const a = assign(facts, {
+    channel: (c) => ctx.releases.channel(c),
+    get: (n) => ctx.releases.get(n),
+    includes: (r, d) => ctx.rollouts.includes(r, d.id, d.version),
+  });
+  if (!a) return undefined;
+  const image = ctx.catalog.image(a.release.imageSha256);
+  if (!image) {
+    ctx.log.error({ release: a.release.name, sha256: a.release.imageSha256 }, "a release's image is missing from the store; ingest its file again");
+    return undefined;
+  }
+  if (!a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id);
+  return { ...image, release: a.release.name, allowDowngrade: a.release.allowDowngrade };
+}
+
+/** What the registry and the request together say about the asking device. */
+export async function deviceFacts(ctx: Context, asker: Asker): Promise<DeviceFacts> {
+  const row = asker.deviceId ? await ctx.devices.get(asker.deviceId) : undefined;
+  const known = row ? ctx.devices.view(row) : undefined;
+  const channel = known?.channel ?? DEFAULT_CHANNEL;
+  return {
+    id: asker.deviceId,
+    chip: asker.chip ?? known?.chip ?? null,
+    chipRev: asker.chipRev ?? known?.chip_rev ?? null,
+    version: asker.version ?? known?.version ?? null,
+    channel,
+    group: known?.group_name ?? null,
+    pinned: known?.pinned_release ?? null,
+    tags: asker.deviceId && ctx.releases.channelUsesTags(channel) ? await ctx.devices.tags(asker.deviceId) : null,
+  };
+}
+
+/** Why nothing was offered, in words that say what to do. */
+export function noOfferMessage(ctx: Context, asker: Asker): string {
+  if (ctx.releases.size === 0) {
+    return asker.chip
+      ? `no firmware for ${asker.chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
+      : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one";
+  }
+  if (!asker.chip) {
+    return "no release for this device: its chip is unknown, so hardware compatibility cannot be checked; send X-Device-Chip";
+  }
+  return "no release is assigned to this device now";
 }

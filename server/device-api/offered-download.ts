@@ -80,8 +80,17 @@ export function offeredDownloadHandler(ctx: Context): RequestHandler {
       );
     }
 
-    const image = await chooseImage(ctx, { deviceId: caller.id, chip, version });
-    if (!image) throw noFirmware(chip);
+    const asker = { deviceId: caller.id, chip, version };
+    const image = await chooseImage(ctx, asker);
+    if (!image) {
+      // Under releases, "no release is for this device now" is not an error: to HTTPUpdate and esp_https_ota
+      // only 304 means "nothing to do". Nothing ingested yet, or a chip we cannot tell, is one (404).
+      if (ctx.releases.size > 0 && chip) {
+        res.set("Cache-Control", "no-store").status(304).end();
+        return;
+      }
+      throw noFirmware(ctx, asker);
+    }
     // Never hand a device an image for another chip, whatever decided the offer.
     if (chip && image.chip !== chip) {
       throw conflict("chip_mismatch", `the image offered (${image.version}) is built for ${image.chip}, but this device is an ${chip}`);

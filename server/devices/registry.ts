@@ -2,12 +2,15 @@
 // Poll sightings are written behind (batched once a second) so the poll path never waits on the disk;
 // reports are committed before they are acknowledged.
 import { createHash } from "node:crypto";
+import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Database, DeviceRow, ReportRow } from "../store/schema";
 
 export interface Sighting {
   chip?: string | undefined;
+  /** Full chip revision (major * 100 + minor). */
+  chipRev?: number | undefined;
   version?: string | undefined;
   ip?: string | undefined;
   /** What a client we do not control says about itself (Arduino HTTPUpdate headers). */
@@ -48,6 +51,23 @@ function clientColumns(c: ClientInfo | undefined) {
   return Object.fromEntries(Object.entries(cols).filter(([, v]) => v !== undefined)) as Partial<typeof cols>;
 }
 
+/** What an operator may change about a device (undefined: unchanged; null: cleared). */
+export interface DevicePatch {
+  group?: string | null | undefined;
+  channel?: string | undefined;
+  pinnedRelease?: string | null | undefined;
+  chip?: string | undefined;
+  chipRev?: number | null | undefined;
+}
+
+export interface DeviceFilter {
+  tag?: string | undefined;
+  group?: string | undefined;
+  channel?: string | undefined;
+  /** true: seen within the online window; false: not (or never). */
+  online?: boolean | undefined;
+}
+
 export interface ReportInput {
   deviceId: string;
   reportId?: string | undefined;
@@ -69,7 +89,11 @@ export interface DeviceView extends DeviceRow {
 
 const now = () => new Date().toISOString();
 
-export class DeviceRegistry {
+/**
+ * Emits "report" (a ReportInput) after a new report is committed, so rollouts can count outcomes from every
+ * endpoint that records reports.
+ */
+export class DeviceRegistry extends EventEmitter {
   private pending = new Map<string, Sighting & { at: string }>();
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
@@ -79,7 +103,9 @@ export class DeviceRegistry {
     private readonly log: Logger,
     private readonly onlineWindowMs: number,
     private readonly flushMs = 1000,
-  ) {}
+  ) {
+    super();
+  }
 
   async get(id: string): Promise<DeviceRow | undefined> {
     return this.db.selectFrom("devices").selectAll().where("id", "=", id).executeTakeFirst();
@@ -91,6 +117,7 @@ export class DeviceRegistry {
     this.pending.set(id, {
       at: now(),
       chip: s.chip ?? prev?.chip,
+      chipRev: s.chipRev ?? prev?.chipRev,
       version: s.version ?? prev?.version,
       ip: s.ip ?? prev?.ip,
       client: mergeClient(prev?.client, s.client),
@@ -118,6 +145,7 @@ export class DeviceRegistry {
               .values({
                 id,
                 chip: s.chip ?? null,
+                chip_rev: s.chipRev ?? null,
                 version: s.version ?? null,
                 last_ip: s.ip ?? null,
                 first_seen_at: s.at,
@@ -131,6 +159,7 @@ export class DeviceRegistry {
                   last_seen_at: s.at,
                   first_seen_at: eb.fn.coalesce("devices.first_seen_at", eb.val(s.at)),
                   chip: s.chip ?? eb.ref("devices.chip"),
+                  chip_rev: s.chipRev ?? eb.ref("devices.chip_rev"),
                   version: s.version ?? eb.ref("devices.version"),
                   last_ip: s.ip ?? eb.ref("devices.last_ip"),
                   ...clientColumns(s.client),
@@ -193,7 +222,7 @@ export class DeviceRegistry {
           .update(String(Math.floor(Date.now() / 60000)))
           .digest("hex")
           .slice(0, 32);
-    return this.db.transaction().execute(async (trx) => {
+    const outcome = await this.db.transaction().execute(async (trx) => {
       const inserted = await trx
         .insertInto("reports")
         .values({
@@ -244,6 +273,54 @@ export class DeviceRegistry {
         .execute();
       return { duplicate: false };
     });
+    if (!outcome.duplicate) this.emit("report", r);
+    return outcome;
+  }
+
+  /** Applies an operator's change; returns the updated row, or undefined for an unknown device. */
+  async update(id: string, p: DevicePatch): Promise<DeviceRow | undefined> {
+    const set: Record<string, unknown> = {};
+    if (p.group !== undefined) set.group_name = p.group;
+    if (p.channel !== undefined) set.channel = p.channel;
+    if (p.pinnedRelease !== undefined) set.pinned_release = p.pinnedRelease;
+    if (p.chip !== undefined) set.chip = p.chip;
+    if (p.chipRev !== undefined) set.chip_rev = p.chipRev;
+    if (Object.keys(set).length > 0) {
+      const r = await this.db.updateTable("devices").set(set).where("id", "=", id).executeTakeFirst();
+      if (Number(r.numUpdatedRows) === 0) return undefined;
+    }
+    return this.get(id);
+  }
+
+  async tags(id: string): Promise<string[]> {
+    const rows = await this.db.selectFrom("device_tags").select("tag").where("device_id", "=", id).orderBy("tag").execute();
+    return rows.map((r) => r.tag);
+  }
+
+  /** Tags of many devices at once (one query), for lists. */
+  async tagsOf(ids: string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>(ids.map((id) => [id, []]));
+    if (ids.length === 0) return out;
+    const rows = await this.db
+      .selectFrom("device_tags")
+      .select(["device_id", "tag"])
+      .where("device_id", "in", ids)
+      .orderBy("device_id")
+      .orderBy("tag")
+      .execute();
+    for (const r of rows) out.get(r.device_id)?.push(r.tag);
+    return out;
+  }
+
+  /** Adds and removes tags (removals first); returns the device's tags afterwards. */
+  async changeTags(id: string, add: readonly string[], remove: readonly string[]): Promise<string[]> {
+    await this.db.transaction().execute(async (trx) => {
+      if (remove.length) await trx.deleteFrom("device_tags").where("device_id", "=", id).where("tag", "in", [...remove]).execute();
+      for (const tag of add) {
+        await trx.insertInto("device_tags").values({ device_id: id, tag }).onConflict((oc) => oc.columns(["device_id", "tag"]).doNothing()).execute();
+      }
+    });
+    return this.tags(id);
   }
 
   view(row: DeviceRow): DeviceView {
@@ -253,6 +330,7 @@ export class DeviceRegistry {
           ...row,
           last_seen_at: pending.at,
           chip: pending.chip ?? row.chip,
+          chip_rev: pending.chipRev ?? row.chip_rev,
           version: pending.version ?? row.version,
           ...clientColumns(pending.client),
         }
@@ -261,10 +339,24 @@ export class DeviceRegistry {
     return { ...merged, online: Date.now() - seen <= this.onlineWindowMs, provisioned: Boolean(row.provisioned_at) };
   }
 
-  async list(opts: { limit: number; after?: string | undefined }): Promise<DeviceView[]> {
+  async list(opts: { limit: number; after?: string | undefined } & DeviceFilter): Promise<DeviceView[]> {
     await this.flush();
-    let q = this.db.selectFrom("devices").selectAll().orderBy("id").limit(opts.limit);
-    if (opts.after) q = q.where("id", ">", opts.after);
+    let q = this.db.selectFrom("devices").selectAll("devices").orderBy("devices.id").limit(opts.limit);
+    if (opts.after) q = q.where("devices.id", ">", opts.after);
+    if (opts.tag) {
+      const tag = opts.tag;
+      q = q.where((eb) =>
+        eb.exists(eb.selectFrom("device_tags").select("device_tags.tag").whereRef("device_tags.device_id", "=", "devices.id").where("device_tags.tag", "=", tag)),
+      );
+    }
+    if (opts.group) q = q.where("devices.group_name", "=", opts.group);
+    if (opts.channel) q = q.where("devices.channel", "=", opts.channel);
+    if (opts.online !== undefined) {
+      const since = new Date(Date.now() - this.onlineWindowMs).toISOString();
+      q = opts.online
+        ? q.where("devices.last_seen_at", ">=", since)
+        : q.where((eb) => eb.or([eb("devices.last_seen_at", "is", null), eb("devices.last_seen_at", "<", since)]));
+    }
     return (await q.execute()).map((r) => this.view(r));
   }
 

@@ -1,11 +1,13 @@
 // Operator API authentication: "Authorization: Bearer <JWT>" with a role. Device and fleet keys are
 // refused with 403, so a device credential never reaches an operator endpoint.
 import type { RequestHandler } from "express";
+import type { AuditLog } from "../audit/audit-log";
 import { looksLikeJwt, roleAtLeast } from "../auth/credentials";
 import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX } from "../auth/keys";
 import type { Context } from "../context";
 import { forbidden, HttpError } from "../http/errors";
 import type { Role } from "../store/schema";
+import { actorOf } from "./actor";
 
 const WWW = { "WWW-Authenticate": 'Bearer realm="esp32-ota operator API"' };
 
@@ -34,10 +36,15 @@ export function operatorAuth(ctx: Context): RequestHandler {
   };
 }
 
-export function requireRole(role: Role): RequestHandler {
-  return (req, _res, next) => {
+/** Refuses a token below `role`; a refused change (anything but GET) is written to the audit log. */
+export function requireRole(role: Role, audit?: AuditLog): RequestHandler {
+  return async (req, _res, next) => {
     const have = req.operator?.role;
     if (!have || !roleAtLeast(have, role)) {
+      if (audit && req.method !== "GET" && req.method !== "HEAD") {
+        const path = req.originalUrl.split("?")[0]!.slice(0, 200);
+        await audit.record({ ...actorOf(req), action: "denied", target: path, outcome: "denied", details: { method: req.method, needs: role } });
+      }
       throw forbidden("insufficient_role", `this action needs the ${role} role; your token has ${have ?? "none"}`);
     }
     next();

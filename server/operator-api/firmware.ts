@@ -4,11 +4,12 @@ import fs from "node:fs";
 import path from "node:path";
 import type { RequestHandler } from "express";
 import multer from "multer";
-import { z } from "zod";
-import { analyzeImage, FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../catalog/analyze";
+import { analyzeImage, FIRMWARE_NAME_RE } from "../catalog/analyze";
 import type { Context } from "../context";
 import { badRequest, HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
+import { actorOf } from "./actor";
+import { params, uploadFields } from "./schemas";
 import { fileView, imageView } from "./views";
 
 export function listImages(ctx: Context): RequestHandler {
@@ -25,7 +26,7 @@ export function listImages(ctx: Context): RequestHandler {
 export function getImage(ctx: Context): RequestHandler {
   return (req, res) => {
     const sha = String(req.params.sha256).toLowerCase();
-    if (!/^[0-9a-f]{64}$/.test(sha)) throw badRequest("invalid_hash", "sha256 must be 64 hex characters");
+    if (!params.sha256.safeParse({ sha256: sha }).success) throw badRequest("invalid_hash", "sha256 must be 64 hex characters");
     const image = ctx.catalog.image(sha);
     if (!image) throw notFound("firmware_not_found", "no image with this SHA-256");
     const offered = ctx.catalog.offered().some((i) => i.sha256 === sha);
@@ -42,10 +43,6 @@ export function listFiles(ctx: Context, only?: "problems"): RequestHandler {
     res.json({ files });
   };
 }
-
-const uploadFields = z.object({
-  name: z.string().regex(FIRMWARE_NAME_RE, `must use ${FIRMWARE_NAME_RULE}`).optional(),
-});
 
 function defaultName(project: string, version: string, sha256: string): string {
   const n = `${project}-${version}.bin`.replace(/[^A-Za-z0-9._+-]/g, "_").replace(/^[^A-Za-z0-9]+/, "");
@@ -119,6 +116,12 @@ export function uploadHandlers(ctx: Context): RequestHandler[] {
       await fs.promises.writeFile(tmp, data, { mode: 0o644 });
       await fs.promises.rename(tmp, target);
     }
+    await ctx.audit.record({
+      ...actorOf(req),
+      action: "firmware.upload",
+      target: name,
+      details: { sha256: facts.sha256, version: facts.version, chip: facts.chip, size: facts.size, created: outcome.changed },
+    });
     req.log?.info({ file: name, sha256: facts.sha256, operator: req.operator?.subject }, "firmware uploaded");
     const offered = ctx.catalog.offered().some((i) => i.sha256 === facts.sha256);
     res.status(outcome.changed ? 201 : 200).json({

@@ -1,27 +1,22 @@
-// The operator API under /api/v1 (bearer tokens with roles: viewer < releaser < admin).
+// The operator API under /api/v1 (bearer tokens with roles: viewer < releaser < admin). Routes come from
+// routes.ts; the OpenAPI document describing them is public (it holds no data).
 import express, { Router } from "express";
 import type { Context } from "../context";
+import { packageVersion } from "../paths";
 import { operatorAuth, requireRole } from "./auth";
-import { deviceReports, getDevice, listDevices, provision } from "./devices";
-import { getImage, listFiles, listImages, uploadHandlers } from "./firmware";
+import { buildOpenApi } from "./openapi";
+import { ROUTES } from "./routes";
 
 export function operatorRouter(ctx: Context): Router {
   const r = Router();
+  const doc = JSON.stringify(buildOpenApi(packageVersion()));
+  r.get("/openapi.json", (_req, res) => {
+    res.type("application/json").set("Cache-Control", "no-cache").send(doc);
+  });
   r.use(operatorAuth(ctx));
   const json = express.json({ limit: "64kb", strict: true });
-  const viewer = requireRole("viewer");
-
-  r.get("/whoami", viewer, (req, res) => {
-    res.json({ subject: req.operator!.subject, role: req.operator!.role });
-  });
-  r.get("/firmware", viewer, listImages(ctx));
-  r.post("/firmware", requireRole("releaser"), ...uploadHandlers(ctx));
-  r.get("/firmware/files", viewer, listFiles(ctx));
-  r.get("/firmware/rejected", viewer, listFiles(ctx, "problems"));
-  r.get("/firmware/:sha256", viewer, getImage(ctx));
-  r.get("/devices", viewer, listDevices(ctx));
-  r.get("/devices/:id", viewer, getDevice(ctx));
-  r.get("/devices/:id/reports", viewer, deviceReports(ctx));
-  r.post("/devices/:id/provision", requireRole("admin"), json, provision(ctx));
+  for (const def of ROUTES) {
+    r[def.method](def.path, requireRole(def.role, ctx.audit), ...(def.body ? [json] : []), ...def.handlers(ctx));
+  }
   return r;
 }

@@ -1,6 +1,8 @@
 // JSON shapes of the operator API (snake_case, like the device protocol).
 import type { CatalogFile, CatalogImage } from "../catalog/catalog";
 import type { DeviceView } from "../devices/registry";
+import type { CompiledRelease } from "../releases/release-store";
+import type { Rollout } from "../rollouts/rollout-manager";
 import type { ReportRow } from "../store/schema";
 
 export function imageView(image: CatalogImage, names: string[], offered: boolean) {
@@ -41,10 +43,15 @@ export function fileView(f: CatalogFile) {
   };
 }
 
-export function deviceView(d: DeviceView) {
+export function deviceView(d: DeviceView, tags: string[] = []) {
   return {
     id: d.id,
     chip: d.chip,
+    chip_rev: d.chip_rev,
+    channel: d.channel,
+    group: d.group_name,
+    tags,
+    pinned_release: d.pinned_release,
     version: d.version,
     state: d.state,
     state_detail: d.state_detail,
@@ -88,5 +95,36 @@ export function reportView(r: ReportRow) {
     sha256: r.sha256,
     report_id: r.report_id,
     received_at: r.received_at,
+  };
+}
+
+export function releaseView(r: CompiledRelease, rollout: Rollout | undefined) {
+  return {
+    name: r.name,
+    channel: r.channel,
+    image: { sha256: r.imageSha256, version: r.version, chip: r.chip, min_chip_rev: r.minChipRev, max_chip_rev: r.maxChipRev },
+    notes: r.notes,
+    targets: r.targets,
+    min_version: r.minVersion,
+    via: r.via,
+    allow_downgrade: r.allowDowngrade,
+    created_at: r.createdAt,
+    created_by: r.createdBy,
+    rollout: rollout ? { id: rollout.id, state: rollout.state, stage_percent: rollout.policy.stages[rollout.stage] } : null,
+  };
+}
+
+export function rolloutView(r: Rollout) {
+  return {
+    id: r.id,
+    release: r.releaseName,
+    state: r.state,
+    stage: { index: r.stage, percent: r.policy.stages[r.stage] },
+    policy: r.policy,
+    reason: r.reason,
+    window_started_at: r.windowStartedAt,
+    created_at: r.createdAt,
+    created_by: r.createdBy,
+    updated_at: r.updatedAt,
   };
 }

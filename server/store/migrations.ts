@@ -106,6 +106,87 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    "0002_releases_rollouts": {
+      async up(db: Kysely<any>) {
+        // What targeting and hardware checks need to know about a device (one column per statement: SQLite).
+        await db.schema.alterTable("devices").addColumn("chip_rev", "integer").execute();
+        await db.schema.alterTable("devices").addColumn("channel", "text", (c) => c.notNull().defaultTo("stable")).execute();
+        await db.schema.alterTable("devices").addColumn("group_name", "text").execute();
+        await db.schema.alterTable("devices").addColumn("pinned_release", "text").execute();
+        await db.schema.createIndex("devices_group_name").on("devices").columns(["group_name", "id"]).execute();
+        await db.schema.createIndex("devices_channel").on("devices").columns(["channel", "id"]).execute();
+
+        await db.schema
+          .createTable("device_tags")
+          .addColumn("device_id", "text", (c) => c.notNull())
+          .addColumn("tag", "text", (c) => c.notNull())
+          .addPrimaryKeyConstraint("device_tags_pk", ["device_id", "tag"])
+          .execute();
+        await db.schema.createIndex("device_tags_tag").on("device_tags").columns(["tag", "device_id"]).execute();
+
+        await db.schema
+          .createTable("releases")
+          .addColumn("id", serial, (c) => (dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey()))
+          .addColumn("name", "text", (c) => c.notNull().unique())
+          .addColumn("channel", "text", (c) => c.notNull())
+          .addColumn("image_sha256", "text", (c) => c.notNull())
+          .addColumn("version", "text", (c) => c.notNull())
+          .addColumn("chip", "text", (c) => c.notNull())
+          .addColumn("notes", "text", (c) => c.notNull())
+          .addColumn("target_groups", "text", (c) => c.notNull()) // JSON arrays
+          .addColumn("target_tags", "text", (c) => c.notNull())
+          .addColumn("target_devices", "text", (c) => c.notNull())
+          .addColumn("min_version", "text")
+          .addColumn("via_release", "text")
+          .addColumn("allow_downgrade", "integer", (c) => c.notNull().defaultTo(0))
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("created_by", "text", (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable("rollouts")
+          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("release_name", "text", (c) => c.notNull().unique())
+          .addColumn("state", "text", (c) => c.notNull())
+          .addColumn("stage", "integer", (c) => c.notNull())
+          .addColumn("policy", "text", (c) => c.notNull()) // JSON
+          .addColumn("window_started_at", "text", (c) => c.notNull())
+          .addColumn("state_reason", "text")
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("created_by", "text", (c) => c.notNull())
+          .addColumn("updated_at", "text", (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable("rollout_devices")
+          .addColumn("rollout_id", "text", (c) => c.notNull())
+          .addColumn("device_id", "text", (c) => c.notNull())
+          .addColumn("stage", "integer", (c) => c.notNull())
+          .addColumn("status", "text", (c) => c.notNull())
+          .addColumn("joined_at", "text", (c) => c.notNull())
+          .addColumn("updated_at", "text", (c) => c.notNull())
+          .addColumn("finished_at", "text")
+          .addPrimaryKeyConstraint("rollout_devices_pk", ["rollout_id", "device_id"])
+          .execute();
+
+        await db.schema
+          .createTable("audit_log")
+          .addColumn("id", serial, (c) => (dialect === "sqlite" ? c.primaryKey().autoIncrement() : c.primaryKey()))
+          .addColumn("at", "text", (c) => c.notNull())
+          .addColumn("actor", "text", (c) => c.notNull())
+          .addColumn("role", "text")
+          .addColumn("token_id", "text")
+          .addColumn("source", "text", (c) => c.notNull())
+          .addColumn("ip", "text")
+          .addColumn("request_id", "text")
+          .addColumn("action", "text", (c) => c.notNull())
+          .addColumn("target", "text")
+          .addColumn("outcome", "text", (c) => c.notNull())
+          .addColumn("details", "text", (c) => c.notNull()) // JSON
+          .execute();
+        await db.schema.createIndex("audit_log_action").on("audit_log").columns(["action", "id"]).execute();
+      },
+    },
     // What clients we do not control tell us about themselves (Arduino HTTPUpdate's x-ESP32-* headers).
     "0003_client_info": {
       async up(db: Kysely<any>) {

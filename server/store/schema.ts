@@ -65,6 +65,76 @@ export interface DevicesTable {
   running_sha256: string | null;
   running_md5: string | null;
   sdk_version: string | null;
+  /** Full chip revision (major * 100 + minor), as the image header's min/max_chip_rev_full. */
+  chip_rev: Generated<number | null>;
+  channel: Generated<string>;
+  group_name: Generated<string | null>;
+  pinned_release: Generated<string | null>;
+}
+
+export interface DeviceTagsTable {
+  device_id: string;
+  tag: string;
+}
+
+export interface ReleasesTable {
+  id: Generated<number>;
+  name: string;
+  channel: string;
+  image_sha256: string;
+  version: string;
+  chip: string;
+  notes: string;
+  /** JSON arrays of strings. */
+  target_groups: string;
+  target_tags: string;
+  target_devices: string;
+  min_version: string | null;
+  via_release: string | null;
+  allow_downgrade: number;
+  created_at: string;
+  created_by: string;
+}
+
+export type RolloutState = "running" | "paused" | "completed" | "aborted";
+
+export interface RolloutsTable {
+  id: string;
+  release_name: string;
+  state: RolloutState;
+  stage: number;
+  /** JSON: the RolloutPolicy. */
+  policy: string;
+  window_started_at: string;
+  state_reason: string | null;
+  created_at: string;
+  created_by: string;
+  updated_at: string;
+}
+
+export interface RolloutDevicesTable {
+  rollout_id: string;
+  device_id: string;
+  stage: number;
+  status: string;
+  joined_at: string;
+  updated_at: string;
+  finished_at: string | null;
+}
+
+export interface AuditLogTable {
+  id: Generated<number>;
+  at: string;
+  actor: string;
+  role: string | null;
+  token_id: string | null;
+  source: string;
+  ip: string | null;
+  request_id: string | null;
+  action: string;
+  target: string | null;
+  outcome: string;
+  details: string;
 }
 
 export interface ReportsTable {
@@ -109,6 +179,11 @@ export interface Database {
   reports: ReportsTable;
   api_keys: ApiKeysTable;
   operator_tokens: OperatorTokensTable;
+  device_tags: DeviceTagsTable;
+  releases: ReleasesTable;
+  rollouts: RolloutsTable;
+  rollout_devices: RolloutDevicesTable;
+  audit_log: AuditLogTable;
 }
 
 export type ImageRow = Selectable<ImagesTable>;
@@ -118,3 +193,7 @@ export type NewDevice = Insertable<DevicesTable>;
 export type DeviceUpdate = Updateable<DevicesTable>;
 export type ReportRow = Selectable<ReportsTable>;
 export type NewReport = Insertable<ReportsTable>;
+export type ReleaseRow = Selectable<ReleasesTable>;
+export type RolloutRow = Selectable<RolloutsTable>;
+export type RolloutDeviceRow = Selectable<RolloutDevicesTable>;
+export type AuditRow = Selectable<AuditLogTable>;

@@ -1,0 +1,83 @@
+// Which release a device gets: the one decision behind every offer. Pure and in memory, so it can run on
+// every poll: candidates are the releases of the device's channel, newest first; the first one that targets
+// the device, fits its hardware, whose rollout includes it and whose upgrade path it can take, wins. A pin
+// overrides all of that except hardware and the upgrade path.
+import type { CompiledRelease } from "./release-store";
+import { atLeast, compareVersions } from "./version";
+
+export interface DeviceFacts {
+  /** null: the client did not say who it is (only finished, fleet-wide releases apply). */
+  id: string | null;
+  chip: string | null;
+  chipRev: number | null;
+  version: string | null;
+  channel: string;
+  group: string | null;
+  /** null when no release on the channel targets tags (then they were not loaded). */
+  tags: readonly string[] | null;
+  pinned: string | null;
+}
+
+export interface Assignment {
+  /** What the device should install now (the release itself, or a step on its upgrade path). */
+  release: CompiledRelease;
+  /** The release the device is headed for. */
+  target: CompiledRelease;
+  pinned: boolean;
+}
+
+export interface AssignDeps {
+  channel(channel: string): readonly CompiledRelease[];
+  get(name: string): CompiledRelease | undefined;
+  /** Whether the target's rollout offers it to this device now. */
+  includes(release: CompiledRelease, device: DeviceFacts): boolean;
+}
+
+export function targets(r: CompiledRelease, d: DeviceFacts): boolean {
+  if (r.everyone) return true;
+  if (d.id === null) return false;
+  if (r.deviceSet.has(d.id)) return true;
+  if (d.group !== null && r.groupSet.has(d.group)) return true;
+  return d.tags !== null && d.tags.some((t) => r.tagSet.has(t));
+}
+
+/** Chip must be known and equal; the chip revision, when the device told it, must be in the image's range. */
+export function fitsHardware(r: CompiledRelease, d: DeviceFacts): boolean {
+  if (d.chip === null || d.chip !== r.chip) return false;
+  if (d.chipRev === null) return true;
+  return d.chipRev >= r.minChipRev && (r.maxChipRev === null || d.chipRev <= r.maxChipRev);
+}
+
+/** No release replaces a newer version unless it says so (allow_downgrade). */
+export function downgradeAllowed(r: CompiledRelease, d: DeviceFacts): boolean {
+  if (r.allowDowngrade || d.version === null) return true;
+  const c = compareVersions(r.version, d.version);
+  return c === null || c >= 0;
+}
+
+/** Follows the upgrade path: a device below min_version gets the intermediate release first. */
+export function throughPath(r: CompiledRelease, d: DeviceFacts, deps: Pick<AssignDeps, "get">): CompiledRelease | null {
+  let step: CompiledRelease | undefined = r;
+  for (let depth = 0; step && depth < 8; depth++) {
+    if (!fitsHardware(step, d)) return null;
+    if (d.version !== null && d.version === step.version) return step;
+    if (!step.minVersion || atLeast(d.version, step.minVersion)) return step;
+    step = step.via ? deps.get(step.via) : undefined;
+  }
+  return null;
+}
+
+export function assign(d: DeviceFacts, deps: AssignDeps): Assignment | null {
+  if (d.pinned !== null) {
+    const pin = deps.get(d.pinned);
+    const release = pin ? throughPath(pin, d, deps) : null;
+    return pin && release && downgradeAllowed(release, d) ? { release, target: pin, pinned: true } : null;
+  }
+  for (const r of deps.channel(d.channel)) {
+    if (!targets(r, d) || !fitsHardware(r, d) || !deps.includes(r, d)) continue;
+    const release = throughPath(r, d, deps);
+    if (!release || !downgradeAllowed(release, d)) continue;
+    return { release, target: r, pinned: false };
+  }
+  return null;
+}
