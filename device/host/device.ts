@@ -11,6 +11,7 @@ import { Flash } from "./esp/flash";
 import { chipByName, type Chip } from "./esp/image-check";
 import { OtaOps } from "./esp/ota-ops";
 import { Otadata, stateName } from "./esp/otadata";
+import { VmClockScheduler } from "./vm/loader";
 import { VmInstance, type SocketEvent, type VmFlash } from "./vm/vm";
 import { OtaWriterServer, parseLargeFrame, type WriterOp } from "./writer-service";
 
@@ -146,7 +147,12 @@ export class EmulatedDevice extends EventEmitter {
       return;
     }
     const ops = new OtaOps(this.flash, this.o.partitions, this.chip, booted);
-    const bus = new jd.JDBus([], { services: this.o.services as never[], disableRoleManager: true, client: false });
+    const bus = new jd.JDBus([], {
+      services: this.o.services as never[],
+      disableRoleManager: true,
+      client: false,
+      scheduler: new VmClockScheduler(),
+    });
     this.bus = bus;
     const writer = new OtaWriterServer(
       ops,
@@ -160,10 +166,11 @@ export class EmulatedDevice extends EventEmitter {
       this.o.bulkWriteMax ?? 4096,
     );
     jd.addServer(bus, "otaWriter", writer);
+    let vm: VmInstance | null = null;
     const bridge = jd.createProxyBridge((data: Uint8Array) => {
       const frame = Uint8Array.from(data);
       setImmediate(() => {
-        if (this.vm === vm) vm.deliver(frame);
+        if (vm && this.vm === vm) vm.deliver(frame);
       });
     });
     bridge.bus = bus;
@@ -172,7 +179,7 @@ export class EmulatedDevice extends EventEmitter {
       if (lf && this.bus === bus) writer.handleLargeFrame(lf.topic, lf.data);
     });
 
-    const vm = await VmInstance.start({
+    vm = await VmInstance.start({
       deviceId: vmDeviceId(this.deviceId),
       flash: this.vmFlash,
       ca: this.o.ca ?? this.o.provisioning.ca ?? undefined,
@@ -182,7 +189,7 @@ export class EmulatedDevice extends EventEmitter {
       trackHeap: this.o.trackHeap,
       sendFrame: (frame) =>
         setImmediate(() => {
-          if (this.vm === vm && this.bus === bus) bridge.receiveFrameOrPacket(frame);
+          if (vm && this.vm === vm && this.bus === bus) bridge.receiveFrameOrPacket(frame);
         }),
       onConsole: (line) => this.onConsole(line),
       onDmesg: (line) => this.emit("dmesg", line),

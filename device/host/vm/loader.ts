@@ -41,6 +41,33 @@ export class VmClock {
 /** One clock for every VM in this process. */
 export const vmClock = new VmClock();
 
+/**
+ * A jacdac-ts scheduler on the VM clock, so the host's Jacdac bus (announces, device timeouts) and the VM
+ * keep the same time even when the clock runs faster.
+ */
+export class VmClockScheduler {
+  private readonly start = vmClock.now();
+
+  get timestamp(): number {
+    return vmClock.now() - this.start;
+  }
+  resetTime(): void {
+    // the VM clock is never reset
+  }
+  setTimeout(handler: (...args: unknown[]) => void, delay: number, ...args: unknown[]): NodeJS.Timeout {
+    return setTimeout(handler, vmClock.realDelay(delay), ...args);
+  }
+  clearTimeout(handle: NodeJS.Timeout): void {
+    clearTimeout(handle);
+  }
+  setInterval(handler: (...args: unknown[]) => void, delay: number, ...args: unknown[]): NodeJS.Timeout {
+    return setInterval(handler, vmClock.realDelay(delay), ...args);
+  }
+  clearInterval(handle: NodeJS.Timeout): void {
+    clearInterval(handle);
+  }
+}
+
 /** An instance of the emscripten module (the fields the harness uses). */
 export interface VmModule {
   HEAPU8: Uint8Array;

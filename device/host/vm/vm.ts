@@ -93,11 +93,17 @@ export class VmInstance {
   stop(): void {
     if (this.dead) return;
     this.dead = true;
-    try {
-      this.inst.devsStop();
-    } catch {
-      // already stopped by an exit
-    }
+    const halt = () => {
+      try {
+        this.inst.devsStop();
+      } catch {
+        // already stopped by an exit
+      }
+    };
+    halt();
+    // Called from inside a VM step (an event the agent printed), the VM's loop re-arms its timer when the
+    // step returns: stop it again once it has.
+    setImmediate(halt);
     this.sock?.destroy();
     this.sock = null;
   }
@@ -134,6 +140,7 @@ export class VmInstance {
     const o = this.o;
     const step = inst._jd_em_process.bind(inst);
     inst._jd_em_process = () => {
+      if (this.dead) return 1e6; // powered off: run nothing more (stop() clears the timer)
       const r = step();
       this.sampleHeap();
       return r;

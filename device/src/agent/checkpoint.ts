@@ -40,8 +40,12 @@ export async function loadCheckpoint(store: Store): Promise<Checkpoint> {
     return c as Checkpoint
 }
 
-export async function saveCheckpoint(store: Store, c: Checkpoint): Promise<void> {
-    await store.write(KEY, c)
+/**
+ * `durable` for stage changes, which must survive a reset that follows at once; the per-block offset need
+ * not be (losing the last one only means a block is fetched again).
+ */
+export async function saveCheckpoint(store: Store, c: Checkpoint, durable: boolean): Promise<void> {
+    await store.write(KEY, c, durable)
 }
 
 export async function clearCheckpoint(store: Store): Promise<void> {

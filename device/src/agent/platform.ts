@@ -77,7 +77,8 @@ export interface Writer {
 /** Settings that survive resets and power cuts. Values are JSON. */
 export interface Store {
     read(key: string): Promise<any>
-    write(key: string, value: any): Promise<void>
+    /** `durable`: resolve only once the value is in flash (a reset right after keeps it). */
+    write(key: string, value: any, durable: boolean): Promise<void>
     remove(key: string): Promise<void>
 }
 

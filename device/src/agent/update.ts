@@ -60,8 +60,9 @@ export class Updater {
         this.ck = ck
     }
 
-    private async save(): Promise<void> {
-        await saveCheckpoint(this.p.store, this.ck)
+    /** Saves the checkpoint, durably unless it only moved the download offset on. */
+    private async save(durable = true): Promise<void> {
+        await saveCheckpoint(this.p.store, this.ck, durable)
     }
 
     private fields(): ReportFields {
@@ -216,7 +217,9 @@ export class Updater {
             }
             let nextProgress = (Math.floor(resumeAt / cfg.progressBytes) + 1) * cfg.progressBytes
             let block: Buffer = null
-            for (let i = Math.floor(resumeAt / m.blockSize); i < m.blockCount; i++) {
+            // The checkpoint is block aligned, except when the whole image is written (resumeAt = size).
+            const first = resumeAt >= m.size ? m.blockCount : Math.floor(resumeAt / m.blockSize)
+            for (let i = first; i < m.blockCount; i++) {
                 block = await this.withRetries(m, i, hashes)
                 try {
                     await w.write(block, i * m.blockSize)
@@ -226,7 +229,7 @@ export class Updater {
                 // Let go of this block before the next one is allocated: one block in memory, never two.
                 block = null
                 ck.offset = Math.min(m.size, (i + 1) * m.blockSize)
-                await this.save()
+                await this.save(false)
                 if (ck.offset >= nextProgress && ck.offset < m.size) {
                     const pf = this.fields()
                     pf.bytes = ck.offset

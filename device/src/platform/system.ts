@@ -41,8 +41,11 @@ export class SettingsStore implements Store {
     async read(key: string): Promise<any> {
         return await readSetting(key, undefined)
     }
-    async write(key: string, value: any): Promise<void> {
+    async write(key: string, value: any, durable: boolean): Promise<void> {
         await writeSetting(key, value)
+        // The settings service writes flash when it handles the command, in order: once a read of the same
+        // key is answered, the write is in flash.
+        if (durable) await readSetting(key, undefined)
     }
     async remove(key: string): Promise<void> {
         await deleteSetting(key)
