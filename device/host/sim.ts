@@ -97,6 +97,10 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
     if (err.code === "commander.helpDisplayed" || err.code === "commander.help") return 0;
     return 2;
   }
+  if (o.device.length === 0) {
+    process.stderr.write("device:sim: --device <provisioning json> is required (make one with: npx ota device provision <id> --out device.json)\n");
+    return 2;
+  }
   let devices: EmulatedDevice[];
   try {
     const settings = Object.fromEntries(o.setting.map(parseSetting));

@@ -133,6 +133,9 @@ export async function waitForConfig(p: Platform): Promise<Config> {
 export async function runAgent(p: Platform, cfg: Config): Promise<void> {
     const sys = p.sys
     if (cfg.ballast > 0) ballast = Buffer.alloc(cfg.ballast)
+    // The VM's heap does not compact: the large buffers are allocated first and kept, so that later
+    // fragmentation can never leave no room for them.
+    const block = Buffer.alloc(cfg.blockBuffer)
     await p.writer.ready()
     const info = await p.writer.info()
     sys.emit({
@@ -143,7 +146,7 @@ export async function runAgent(p: Platform, cfg: Config): Promise<void> {
         sha256: info.runningSha256,
     })
     const reporter = new Reporter(cfg, p)
-    const updater = new Updater(cfg, p, reporter, info, await loadCheckpoint(p.store))
+    const updater = new Updater(cfg, p, reporter, info, await loadCheckpoint(p.store), block)
     const agent = new Agent(cfg, p, info, reporter, updater)
     await updater.afterBoot()
     for (;;) {

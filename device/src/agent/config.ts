@@ -29,6 +29,8 @@ export interface Config {
     writeMode: string
     /** Bytes between progress reports while downloading. */
     progressBytes: number
+    /** Size of the block buffer, allocated once at start: the largest block_size the agent accepts. */
+    blockBuffer: number
     /** Bytes set aside at start and never used: proves the agent fits in what is left of the heap. */
     ballast: number
     /** Socket timeout, milliseconds. */
@@ -86,6 +88,7 @@ export async function loadConfig(store: Store, sys: System): Promise<Config> {
         attempts: await num(store, "attempts", 3, 1, 100, sys),
         writeMode: writeMode,
         progressBytes: await num(store, "progress", 65536, 1024, 16777216, sys),
+        blockBuffer: await num(store, "block_buf", 8192, 1024, 16384, sys),
         ballast: await num(store, "ballast", 0, 0, 57000, sys),
         timeoutMs: await num(store, "timeout", 20000, 500, 600000, sys),
     }

@@ -21,18 +21,23 @@ export async function fetchBlockHashes(cfg: Config, p: Platform, m: Manifest): P
     return list
 }
 
-/** Block `i`, fetched with one Range request; throws block_hash_mismatch if its SHA-256 is not the listed one. */
-export async function fetchBlock(cfg: Config, p: Platform, m: Manifest, i: number, hashes: Buffer): Promise<Buffer> {
+/**
+ * Block `i`, fetched with one Range request into `block` (the agent's one block buffer, at least block_size
+ * bytes); returns its length. Throws block_hash_mismatch if its SHA-256 is not the listed one.
+ */
+export async function fetchBlock(cfg: Config, p: Platform, m: Manifest, i: number, hashes: Buffer, block: Buffer): Promise<number> {
     const start = i * m.blockSize
     const last = Math.min(m.size, start + m.blockSize) - 1
-    const block = Buffer.alloc(last - start + 1)
+    const n = last - start + 1
     const headers = authHeaders(cfg)
     headers.push("Range: bytes=" + start + "-" + last)
-    const res = await p.http.request({ method: "GET", url: m.url, headers: headers, into: block })
+    const res = await p.http.request({ method: "GET", url: m.url, headers: headers, into: block, intoLength: n })
     if (res.status !== 206) fail("server_error", "block " + i + " answered HTTP " + res.status + ", not 206")
     if (res.contentRange !== "bytes " + start + "-" + last + "/" + m.size)
         fail("server_error", "block " + i + " came with Content-Range " + res.contentRange)
-    if (!equalBytes(p.sys.sha256([block]), blockHashAt(hashes, i)))
+    // A block shorter than the buffer (the image's last one) is copied for hashing.
+    const digest = p.sys.sha256([n === block.length ? block : block.slice(0, n)])
+    if (!equalBytes(digest, blockHashAt(hashes, i)))
         fail("block_hash_mismatch", "block " + i + " (bytes " + start + "-" + last + ") failed its SHA-256 check")
-    return block
+    return n
 }

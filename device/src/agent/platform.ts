@@ -9,8 +9,10 @@ export interface HttpRequest {
     /** Extra header lines, "Name: value". */
     headers: string[]
     body?: string
-    /** Read the body into this buffer; the response must be exactly this long. */
+    /** Read the body into this buffer; the response must be exactly `intoLength` bytes long. */
     into?: Buffer
+    /** Bytes to read into `into` (default: all of it). */
+    intoLength?: number
     /** Largest body accepted when `into` is not given. */
     maxBody?: number
 }
@@ -66,8 +68,8 @@ export interface Writer {
     info(): Promise<WriterInfo>
     begin(size: number): Promise<number>
     resume(size: number, offset: number): Promise<number>
-    /** Writes `data` at `offset`, several pieces in flight; resolves once all of it is acknowledged. */
-    write(data: Buffer, offset: number): Promise<void>
+    /** Writes the first `length` bytes of `data` at `offset`, several pieces in flight; resolves once all of it is acknowledged. */
+    write(data: Buffer, offset: number, length: number): Promise<void>
     end(sha256: Buffer): Promise<EndResult>
     setBoot(): Promise<number>
     markValid(): Promise<number>

@@ -31,6 +31,12 @@ export function decide(m: Manifest, info: WriterInfo, cfg: Config, ck: Checkpoin
             "chip_mismatch",
             "image needs chip revision " + m.minChipRev + " to " + m.maxChipRev + ", this chip is " + info.chipRevision
         )
+    if (m.blockSize > cfg.blockBuffer)
+        return decision(
+            REFUSE,
+            "block_too_large",
+            "block_size " + m.blockSize + " is larger than the agent's block buffer (" + cfg.blockBuffer + ", setting block_buf)"
+        )
     if (m.size > info.slotSize)
         return decision(REFUSE, "image_too_large", m.size + " bytes do not fit the " + info.slotSize + "-byte slot")
     if (!m.allowDowngrade) {

@@ -51,13 +51,16 @@ export class Updater {
     ck: Checkpoint
     /** SHA-256 of the image reported confirmed during this boot. */
     confirmed = ""
+    /** The one block buffer (block_buf bytes), allocated at start. */
+    block: Buffer
 
-    constructor(cfg: Config, p: Platform, reporter: Reporter, info: WriterInfo, ck: Checkpoint) {
+    constructor(cfg: Config, p: Platform, reporter: Reporter, info: WriterInfo, ck: Checkpoint, block: Buffer) {
         this.cfg = cfg
         this.p = p
         this.reporter = reporter
         this.info = info
         this.ck = ck
+        this.block = block
     }
 
     /** Saves the checkpoint, durably unless it only moved the download offset on. */
@@ -199,7 +202,15 @@ export class Updater {
         f.total = m.size
         await this.reporter.send("downloading", f, true)
         try {
-            const hashes = await this.withRetries(m, -1, null)
+            let hashes: Buffer = null
+            for (let attempt = 1; !hashes; attempt++) {
+                try {
+                    hashes = await fetchBlockHashes(cfg, p, m)
+                } catch (e) {
+                    await this.retryOrThrow(e, attempt, m, "block-hash list")
+                }
+            }
+            const block = this.block
             let st = W_OK
             if (resumeAt > 0) {
                 st = await w.resume(m.size, resumeAt)
@@ -216,18 +227,22 @@ export class Updater {
                 await this.save()
             }
             let nextProgress = (Math.floor(resumeAt / cfg.progressBytes) + 1) * cfg.progressBytes
-            let block: Buffer = null
             // The checkpoint is block aligned, except when the whole image is written (resumeAt = size).
             const first = resumeAt >= m.size ? m.blockCount : Math.floor(resumeAt / m.blockSize)
             for (let i = first; i < m.blockCount; i++) {
-                block = await this.withRetries(m, i, hashes)
+                let n = 0
+                for (let attempt = 1; n === 0; attempt++) {
+                    try {
+                        n = await fetchBlock(cfg, p, m, i, hashes, block)
+                    } catch (e) {
+                        await this.retryOrThrow(e, attempt, m, "block " + i)
+                    }
+                }
                 try {
-                    await w.write(block, i * m.blockSize)
+                    await w.write(block, i * m.blockSize, n)
                 } catch (e) {
                     fail("write_failed", messageOf(e))
                 }
-                // Let go of this block before the next one is allocated: one block in memory, never two.
-                block = null
                 ck.offset = Math.min(m.size, (i + 1) * m.blockSize)
                 await this.save(false)
                 if (ck.offset >= nextProgress && ck.offset < m.size) {
@@ -285,32 +300,26 @@ export class Updater {
     }
 
     /**
-     * The block-hash list (i = -1) or block i, with bounded retries: a block that fails its hash is reported
-     * and fetched again at once; a network failure waits with backoff.
+     * Bounded retries of a download request: a block that failed its hash is reported and fetched again at
+     * once; a network failure waits with backoff. Throws once `retries` tries are used up, or for any other
+     * failure.
      */
-    private async withRetries(m: Manifest, i: number, hashes: Buffer): Promise<Buffer> {
+    private async retryOrThrow(e: any, attempt: number, m: Manifest, what: string): Promise<void> {
         const cfg = this.cfg
         const p = this.p
-        for (let attempt = 1; ; attempt++) {
-            try {
-                if (i < 0) return await fetchBlockHashes(cfg, p, m)
-                return await fetchBlock(cfg, p, m, i, hashes)
-            } catch (e) {
-                const reason = reasonOf(e)
-                if (attempt >= cfg.retries) throw e
-                if (reason === "block_hash_mismatch" || reason === "block_list_mismatch") {
-                    const f = this.fields()
-                    f.reason = reason
-                    f.error = detailOf(e) + "; fetching it again"
-                    f.bytes = this.ck.offset
-                    f.total = m.size
-                    await this.reporter.send("downloading", f, true)
-                } else if (reason === "network" || reason === "server_error") {
-                    p.sys.log("block " + i + ": " + messageOf(e))
-                    await p.http.close()
-                    await p.sys.sleep(backoffDelay(cfg, p.sys, attempt))
-                } else throw e
-            }
-        }
+        const reason = reasonOf(e)
+        if (attempt >= cfg.retries) throw e
+        if (reason === "block_hash_mismatch" || reason === "block_list_mismatch") {
+            const f = this.fields()
+            f.reason = reason
+            f.error = detailOf(e) + "; fetching it again"
+            f.bytes = this.ck.offset
+            f.total = m.size
+            await this.reporter.send("downloading", f, true)
+        } else if (reason === "network" || reason === "server_error") {
+            p.sys.log(what + ": " + messageOf(e))
+            await p.http.close()
+            await p.sys.sleep(backoffDelay(cfg, p.sys, attempt))
+        } else throw e
     }
 }

@@ -98,14 +98,15 @@ export class SocketHttp implements Http {
             if (!(res.contentLength >= 0)) throw new Error("response without Content-Length")
             const ok = status === 200 || status === 206
             if (req.into && ok) {
-                if (res.contentLength !== req.into.length)
-                    throw new Error("expected " + req.into.length + " bytes, the server sends " + res.contentLength)
-                await this.readBody(s, req.into)
+                const want = req.intoLength !== undefined ? req.intoLength : req.into.length
+                if (res.contentLength !== want)
+                    throw new Error("expected " + want + " bytes, the server sends " + res.contentLength)
+                await this.readBody(s, req.into, want)
             } else {
                 const max = req.maxBody ? req.maxBody : 2048
                 if (res.contentLength > max) throw new Error("response body of " + res.contentLength + " bytes is too large")
                 const b = Buffer.alloc(res.contentLength)
-                await this.readBody(s, b)
+                await this.readBody(s, b, b.length)
                 res.body = b
             }
         }
@@ -113,13 +114,13 @@ export class SocketHttp implements Http {
         return res
     }
 
-    private async readBody(s: Socket, into: Buffer): Promise<void> {
+    private async readBody(s: Socket, into: Buffer, length: number): Promise<void> {
         let got = 0
-        while (got < into.length) {
+        while (got < length) {
             const piece = await s.recv(this.timeoutMs)
-            if (piece === undefined) throw new Error("read timed out after " + got + " of " + into.length + " bytes")
-            if (piece === null) throw new Error("connection closed after " + got + " of " + into.length + " bytes")
-            if (piece.length > into.length - got) throw new Error("the server sent more than Content-Length")
+            if (piece === undefined) throw new Error("read timed out after " + got + " of " + length + " bytes")
+            if (piece === null) throw new Error("connection closed after " + got + " of " + length + " bytes")
+            if (piece.length > length - got) throw new Error("the server sent more than Content-Length")
             into.blitAt(got, piece, 0, piece.length)
             got += piece.length
         }

@@ -21,8 +21,8 @@ const CMD_MARK_INVALID = 0x86
 
 const COMMAND_PIECE = 232
 const COMMAND_WINDOW = 8 // pieces in flight: fits the runtime's transmit queue
-const BULK_PIECE = 2048 // small enough that a piece and its frame copy stay cheap on the heap
-const BULK_WINDOW = 4
+const BULK_PIECE = 512 // a piece and its frame copy are what a bulk write adds to the heap
+const BULK_WINDOW = 16
 const ACK_TIMEOUT_MS = 1500
 const MAX_STALLS = 8
 
@@ -40,6 +40,7 @@ export class OtaWriterClient implements Writer {
     private error = 0
     private bulkMax = 0
     private useBulk: boolean
+    private pieceBuf: Buffer = null
 
     constructor(useBulk: boolean) {
         this.useBulk = useBulk
@@ -88,6 +89,7 @@ export class OtaWriterClient implements Writer {
             bulkWriteMax: await r.bulkWriteMax.read(),
         }
         this.bulkMax = this.useBulk ? Math.min(info.bulkWriteMax, BULK_PIECE) : 0
+        this.pieceBuf = Buffer.alloc(this.bulkMax > 0 ? this.bulkMax : COMMAND_PIECE) // at start, kept
         return info
     }
 
@@ -122,10 +124,12 @@ export class OtaWriterClient implements Writer {
         return d[1]
     }
 
-    async write(data: Buffer, offset: number): Promise<void> {
-        const end = offset + data.length
+    async write(data: Buffer, offset: number, length: number): Promise<void> {
+        const end = offset + length
         const piece = this.bulkMax > 0 ? this.bulkMax : COMMAND_PIECE
         const window = piece * (this.bulkMax > 0 ? BULK_WINDOW : COMMAND_WINDOW)
+        // Pieces are copied into one reused buffer (a fresh one only for a short last piece).
+        if (!this.pieceBuf || this.pieceBuf.length !== piece) this.pieceBuf = Buffer.alloc(piece)
         let sent = offset
         let stalls = 0
         this.error = 0
@@ -135,7 +139,9 @@ export class OtaWriterClient implements Writer {
             const seen = this.reports
             while (sent < end && sent - this.acked < window) {
                 const n = Math.min(piece, end - sent)
-                const chunk = data.slice(sent - offset, sent - offset + n)
+                let chunk = this.pieceBuf
+                if (n === piece) chunk.blitAt(0, data, sent - offset, n)
+                else chunk = data.slice(sent - offset, sent - offset + n)
                 if (this.bulkMax > 0) await ds._twinMessage("otawriter/write/" + sent, chunk)
                 else await this.role.write(sent, chunk)
                 sent += n
