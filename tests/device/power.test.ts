@@ -7,6 +7,8 @@ import { foreignWrites, HELLO, HELLO_VERSION, makeDevice, offerHelloWorld, repor
 import { Relay } from "../helpers/relay";
 import { startTestServer, type TestServer } from "../helpers/server";
 
+jest.setTimeout(60_000);
+
 const BLOCK = 8192;
 
 describe("device agent: power cuts during an update", () => {

@@ -7,6 +7,8 @@ import { foreignWrites, HELLO, HELLO_VERSION, makeDevice, offerHelloWorld, repor
 import { Relay } from "../helpers/relay";
 import { startTestServer, type TestServer } from "../helpers/server";
 
+jest.setTimeout(60_000);
+
 const HELLO_SHA = createHash("sha256").update(HELLO).digest("hex");
 const BLOCK = 8192;
 

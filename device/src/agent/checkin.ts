@@ -76,18 +76,26 @@ export function parseManifest(m: any, etag: string): Manifest {
     const minRev = isInt(m.min_chip_rev) ? m.min_chip_rev : 0
     const maxRev = isInt(m.max_chip_rev) ? m.max_chip_rev : -1
     const interval = isInt(m.interval) && m.interval >= 10 && m.interval <= 86400 ? m.interval : 0
+    let url: Url = null
+    let listUrl: Url = null
+    try {
+        url = parseUrl(m.url)
+        listUrl = parseUrl(m.block_hashes_url)
+    } catch (e) {
+        fail("invalid_manifest", "url and block_hashes_url must be https:// URLs")
+    }
     return {
         version: m.version,
         size: m.size,
         sha256: m.sha256.toLowerCase(),
-        url: parseUrl(m.url),
+        url: url,
         chip: m.chip,
         minChipRev: minRev,
         maxChipRev: maxRev,
         secureVersion: m.secure_version,
         blockSize: bs,
         blockCount: m.block_count,
-        blockHashesUrl: parseUrl(m.block_hashes_url),
+        blockHashesUrl: listUrl,
         blockHashesSha256: m.block_hashes_sha256.toLowerCase(),
         allowDowngrade: m.allow_downgrade,
         interval: interval,
