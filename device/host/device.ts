@@ -47,6 +47,8 @@ export interface DeviceOptions {
   gcStress?: boolean;
   readPiece?: number;
   paceMs?: number;
+  /** Fault injection for tests: writes to lose between the VM and the writer. */
+  dropWrite?: (offset: number, length: number, bulk: boolean) => boolean;
 }
 
 export interface AgentEvent {
@@ -162,6 +164,7 @@ export class EmulatedDevice extends EventEmitter {
           this.emit("writer", op);
         },
         reset: () => this.scheduleReset(),
+        dropWrite: this.o.dropWrite,
       },
       this.o.bulkWriteMax ?? 4096,
     );

@@ -38,6 +38,8 @@ export interface WriterOp {
 export interface WriterHooks {
   /** Every command, after it was carried out (tests cut power here). */
   onOp?: (op: WriterOp) => void;
+  /** Fault injection: a write for which this returns true is lost on the way (not carried out, not answered). */
+  dropWrite?: (offset: number, length: number, bulk: boolean) => boolean;
   /** mark_invalid_and_reboot succeeded: reset the chip. */
   reset: () => void;
 }
@@ -118,6 +120,7 @@ export class OtaWriterServer extends jd.JDServiceServer {
   }
 
   private write(offset: number, data: Uint8Array, bulk: boolean): void {
+    if (this.hooks.dropWrite?.(offset, data.length, bulk)) return;
     const r = this.ops.write(offset, data);
     this.afterWrite();
     this.reply(CMD.write, "u32 u32 u8", [offset, r.written, r.status]);

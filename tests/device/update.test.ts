@@ -127,6 +127,26 @@ describe("device agent: updates end to end", () => {
     await reported(dev, "confirmed", 60_000);
   });
 
+  it("with 232-byte write commands, several in flight, a lost write is sent again and the image is intact", async () => {
+    let dropped = 0;
+    const dev = await device({
+      id: "dev-commands",
+      url: relay.url,
+      bulkWriteMax: 0, // a writer that serves write commands only
+      dropWrite: (offset) => offset === 5 * 232 && dropped++ === 0, // the sixth piece is lost once
+    });
+    await dev.powerOn();
+    await reported(dev, "confirmed", 60_000);
+    expect(dropped).toBeGreaterThanOrEqual(2); // lost once, then sent again
+    const writes = dev.ops.filter((o) => o.op === "write");
+    expect(writes.every((w) => !w.bulk && w.length! <= 232)).toBe(true);
+    // Pieces after the lost one were already in flight: the writer refused them as gaps, then got them again.
+    expect(writes.filter((w) => w.status === 2 /* gap */).length).toBeGreaterThan(0);
+    expect(writes.filter((w) => w.status === 0).reduce((n, w) => n + w.length!, 0)).toBeGreaterThanOrEqual(HELLO.length);
+    expect(foreignWrites(dev.ops, HELLO)).toEqual([]);
+    expect(dev.flash.read(otaSlots(dev.o.partitions)[1]!.offset, HELLO.length).equals(HELLO)).toBe(true);
+  });
+
   it("refuses a downgrade by version order, and by secure_version", async () => {
     const newer = await device({ id: "dev-newer", url: relay.url, factoryVersion: "v9.0.0" });
     await newer.powerOn();
