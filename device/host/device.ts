@@ -61,10 +61,13 @@ export interface AgentEvent {
 
 export interface BootEvent {
   boot: number;
+  /** Partition the bootloader started, null when nothing could boot. */
   slot: string | null;
   version: string | null;
+  /** otadata state of the started image (pending_verify, valid, undefined, ...). */
   state: string | null;
   log: string[];
+  otadata: { seq: number; state: string; valid: boolean }[];
 }
 
 export const DEFAULT_CHIP = chipByName("esp32", 300);
@@ -105,7 +108,7 @@ export class EmulatedDevice extends EventEmitter {
   private bus: jd.JDBus | null = null;
   private provisioned = false;
   private resetting: Promise<void> | null = null;
-  private on_ = false;
+  private powered = false;
 
   constructor(readonly o: DeviceOptions) {
     super();
@@ -125,13 +128,13 @@ export class EmulatedDevice extends EventEmitter {
   }
 
   get isOn(): boolean {
-    return this.on_;
+    return this.powered;
   }
 
   /** Runs the bootloader and starts the agent on the app it chose. */
   async powerOn(): Promise<void> {
-    if (this.on_) return;
-    this.on_ = true;
+    if (this.powered) return;
+    this.powered = true;
     this.boots++;
     const booted = bootloader(this.flash, this.o.partitions, this.chip);
     this.running = booted;
@@ -143,7 +146,7 @@ export class EmulatedDevice extends EventEmitter {
       state: booted ? stateName(new OtaOps(this.flash, this.o.partitions, this.chip, booted).runningState()) : null,
       log: booted?.log ?? [],
       otadata: od,
-    } as BootEvent);
+    } satisfies BootEvent);
     if (!booted) {
       this.emit("bricked");
       return;
@@ -210,8 +213,8 @@ export class EmulatedDevice extends EventEmitter {
 
   /** Cuts power: the VM stops wherever it is. */
   async powerOff(): Promise<void> {
-    if (!this.on_) return;
-    this.on_ = false;
+    if (!this.powered) return;
+    this.powered = false;
     const vm = this.vm;
     const bus = this.bus;
     this.vm = null;

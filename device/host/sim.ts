@@ -141,7 +141,7 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
     };
     const timer = o.once
       ? setTimeout(() => void finish(1, `timed out after ${o.timeout} s without every device confirmed`), o.timeout * 1000)
-      : setTimeout(() => undefined, 0);
+      : undefined;
     opts.signal?.addEventListener("abort", () => void finish(0));
     for (const d of devices) {
       d.on("boot", (b: BootEvent) => line({ device: d.deviceId, event: "boot", slot: b.slot, version: b.version, image_state: b.state }));

@@ -2,43 +2,20 @@
 // new image that cannot reach the server after its reboot (health check fails: rollback), and the poll
 // period the server suggests.
 import type { BootEvent, EmulatedDevice } from "../../device/host/device";
-import { CLOCK, HELLO_VERSION, makeDevice, offerHelloWorld, reported, SERVER_ENV, serverView, TEST_SETTINGS, useFastClock } from "../helpers/device";
-import { Relay } from "../helpers/relay";
-import { startTestServer, type TestServer } from "../helpers/server";
+import { CLOCK, deviceTestEnv, HELLO_VERSION, reported, serverView, TEST_SETTINGS } from "../helpers/device";
 
 jest.setTimeout(60_000);
 
 describe("device agent: network failures", () => {
-  let s: TestServer;
-  let relay: Relay;
-  const devices: EmulatedDevice[] = [];
-  const device = async (o: Parameters<typeof makeDevice>[1]) => {
-    const d = await makeDevice(s, o);
-    devices.push(d);
-    return d;
-  };
-
-  beforeAll(async () => {
-    useFastClock();
-    s = await startTestServer(SERVER_ENV);
-    await offerHelloWorld(s);
-  });
-  beforeEach(async () => {
-    relay = await Relay.start(s);
-  });
-  afterEach(async () => {
-    await Promise.all(devices.splice(0).map((d) => d.powerOff()));
-    await relay.close();
-  });
-  afterAll(async () => s.close());
+  const env = deviceTestEnv({ relayPerTest: true });
 
   it("server unreachable: retries with growing backoff, then recovers and updates", async () => {
-    relay.setDown(true);
-    const dev = await device({ id: "net-down", url: relay.url });
+    env.relay.setDown(true);
+    const dev = await env.device({ id: "net-down", url: env.relay.url });
     await dev.powerOn();
     await dev.waitFor((e) => e.state === "offline" && e.failures === 5, 30_000);
     // Waits between attempts (in VM seconds): doubling from `backoff` (2 s), half of each random.
-    const t = relay.connections.map((at) => ((at - relay.connections[0]!) * CLOCK) / 1000);
+    const t = env.relay.connections.map((at) => ((at - env.relay.connections[0]!) * CLOCK) / 1000);
     const gaps = t.slice(1).map((x, i) => x - t[i]!);
     expect(gaps.length).toBeGreaterThanOrEqual(4);
     for (const [i, g] of gaps.slice(0, 4).entries()) {
@@ -50,27 +27,27 @@ describe("device agent: network failures", () => {
     const offline = dev.events.filter((e) => e.state === "offline");
     expect(offline.map((e) => e.failures)).toEqual([1, 2, 3, 4, 5]);
 
-    relay.setDown(false);
+    env.relay.setDown(false);
     await reported(dev, "confirmed", 30_000);
     expect(dev.events.some((e) => e.state === "online")).toBe(true);
-    expect((await serverView(s, "net-down")).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
+    expect((await serverView(env.s, "net-down")).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
   });
 
   it("connection lost during the download: bounded retries, then it resumes from the checkpoint", async () => {
-    const dev = await device({ id: "net-midway", url: relay.url });
+    const dev = await env.device({ id: "net-midway", url: env.relay.url });
     let cut = false;
-    relay.tamper = (req) => {
+    env.relay.tamper = (req) => {
       // Lose the network for a while when block 6 is asked for.
       if (!cut && req.range?.startsWith(`bytes=${6 * 8192}-`)) {
         cut = true;
-        relay.setDown(true);
-        setTimeout(() => relay.setDown(false), 2500);
+        env.relay.setDown(true);
+        setTimeout(() => env.relay.setDown(false), 2500);
         return "cut";
       }
     };
     await dev.powerOn();
     await reported(dev, "confirmed", 40_000);
-    const ranges = relay.blockRequests().map((r) => Number(/bytes=(\d+)-/.exec(r.range!)![1]));
+    const ranges = env.relay.blockRequests().map((r) => Number(/bytes=(\d+)-/.exec(r.range!)![1]));
     // blocks 0-5 once each, then block 6 again (and on): nothing before the cut is fetched twice
     expect(ranges.slice(0, 7)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => i * 8192));
     expect(ranges.filter((o) => o < 6 * 8192)).toHaveLength(6);
@@ -79,21 +56,21 @@ describe("device agent: network failures", () => {
   });
 
   it("a new image that cannot reach the server after its reboot fails its health check and rolls back", async () => {
-    const dev = await device({ id: "net-health", url: relay.url });
+    const dev = await env.device({ id: "net-health", url: env.relay.url });
     const boots: BootEvent[] = [];
     dev.on("boot", (b: BootEvent) => boots.push(b));
     let cut = false;
     dev.on("agent", (e) => {
       if (!cut && e.state === "rebooting" && e.reported) {
         cut = true;
-        relay.setDown(true); // the new image will find no server
+        env.relay.setDown(true); // the new image will find no server
       }
     });
     let otadataAtRollback: ReturnType<EmulatedDevice["otadataStates"]> = [];
     dev.on("boot", (b: BootEvent) => {
       if (b.boot === 3) {
         otadataAtRollback = dev.otadataStates();
-        setTimeout(() => relay.setDown(false), 300); // the old image gets its network back
+        setTimeout(() => env.relay.setDown(false), 300); // the old image gets its network back
       }
     });
     await dev.powerOn();
@@ -108,7 +85,7 @@ describe("device agent: network failures", () => {
     expect(dev.events.filter((e) => e.state === "confirming")).toHaveLength(TEST_SETTINGS.health_tries);
     expect(dev.ops.find((o) => o.op === "mark_invalid")).toMatchObject({ status: 0 });
     expect(otadataAtRollback.map((e) => e.state)).toEqual(["undefined", "invalid"]);
-    const reports = (await serverView(s, "net-health")).reports;
+    const reports = (await serverView(env.s, "net-health")).reports;
     expect(reports.find((r) => r.status === "rolled_back")).toMatchObject({ reason: "health_check_failed" });
     // The network is back: the next try confirms.
     await reported(dev, "confirmed", 40_000);
@@ -116,12 +93,12 @@ describe("device agent: network failures", () => {
   });
 
   it("polls at the interval the server suggests, with jitter, and reads 304s as 'nothing new'", async () => {
-    const dev = await device({ id: "net-poll", url: relay.url, settings: { poll: 300 } });
+    const dev = await env.device({ id: "net-poll", url: env.relay.url, settings: { poll: 300 } });
     await dev.powerOn();
     await reported(dev, "confirmed", 30_000);
-    const from = relay.requests.length;
+    const from = env.relay.requests.length;
     await new Promise((r) => setTimeout(r, (4.5 * 10 * 1000) / CLOCK)); // four and a half periods of 10 s
-    const polls = relay.requests.slice(from).filter((r) => r.path.startsWith("/firmware/manifest"));
+    const polls = env.relay.requests.slice(from).filter((r) => r.path.startsWith("/firmware/manifest"));
     expect(polls.length).toBeGreaterThanOrEqual(3);
     // The first answer after confirming is the offer itself (now up to date); after that, 304s.
     expect(polls.slice(1).every((p) => p.status === 304)).toBe(true);
@@ -131,6 +108,6 @@ describe("device agent: network failures", () => {
       expect(g).toBeLessThanOrEqual(11 + 1.5);
     }
     // No new report for polls that found nothing new.
-    expect((await serverView(s, "net-poll")).reports.at(-1)).toMatchObject({ status: "confirmed" });
+    expect((await serverView(env.s, "net-poll")).reports.at(-1)).toMatchObject({ status: "confirmed" });
   });
 });

@@ -3,37 +3,18 @@
 import { otaSlots } from "../../device/host/esp/bootloader";
 import type { BootEvent, EmulatedDevice } from "../../device/host/device";
 import type { WriterOp } from "../../device/host/writer-service";
-import { foreignWrites, HELLO, HELLO_VERSION, makeDevice, offerHelloWorld, reported, SERVER_ENV, serverView, useFastClock } from "../helpers/device";
-import { Relay } from "../helpers/relay";
-import { startTestServer, type TestServer } from "../helpers/server";
+import { deviceTestEnv, foreignWrites, HELLO, HELLO_VERSION, reported, serverView } from "../helpers/device";
 
 jest.setTimeout(60_000);
 
 const BLOCK = 8192;
 
 describe("device agent: power cuts during an update", () => {
-  let s: TestServer;
-  let relay: Relay;
-  const devices: EmulatedDevice[] = [];
-
-  beforeAll(async () => {
-    useFastClock();
-    s = await startTestServer(SERVER_ENV);
-    await offerHelloWorld(s);
-    relay = await Relay.start(s);
-  });
-  afterEach(async () => {
-    await Promise.all(devices.splice(0).map((d) => d.powerOff()));
-  });
-  afterAll(async () => {
-    await relay.close();
-    await s.close();
-  });
+  const env = deviceTestEnv();
 
   /** Starts a device that loses power once, when `when` says so. Resolves with the writer-op index of the cut. */
   async function cutOnce(id: string, when: (op: WriterOp) => boolean) {
-    const dev = await makeDevice(s, { id, url: relay.url });
-    devices.push(dev);
+    const dev = await env.device({ id, url: env.relay.url });
     const boots: BootEvent[] = [];
     dev.on("boot", (b: BootEvent) => boots.push(b));
     let cutAt = -1;
@@ -41,14 +22,14 @@ describe("device agent: power cuts during an update", () => {
     dev.on("writer", (op: WriterOp) => {
       if (cutAt < 0 && when(op)) {
         cutAt = dev.ops.length;
-        requestsAtCut = relay.requests.length;
+        requestsAtCut = env.relay.requests.length;
         void dev.powerCycle();
       }
     });
     await dev.powerOn();
     await reported(dev, "confirmed", 60_000);
     expect(cutAt).toBeGreaterThan(0);
-    return { dev, boots, after: dev.ops.slice(cutAt), requestsAfter: relay.requests.slice(requestsAtCut) };
+    return { dev, boots, after: dev.ops.slice(cutAt), requestsAfter: env.relay.requests.slice(requestsAtCut) };
   }
 
   /** The device ends running the new image from ota_1, valid, every byte as served, and the server agrees. */
@@ -57,7 +38,7 @@ describe("device agent: power cuts during an update", () => {
     expect(dev.otadataStates().find((e) => e.seq === Math.max(...dev.otadataStates().filter((x) => x.valid).map((x) => x.seq)))!.state).toBe("valid");
     expect(dev.flash.read(otaSlots(dev.o.partitions)[1]!.offset, HELLO.length).equals(HELLO)).toBe(true);
     expect(foreignWrites(dev.ops, HELLO)).toEqual([]);
-    expect((await serverView(s, id)).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
+    expect((await serverView(env.s, id)).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
   }
 
   it("during the download: resumes from the last checkpointed block, not from zero", async () => {
@@ -90,8 +71,7 @@ describe("device agent: power cuts during an update", () => {
   });
 
   it("before confirmation: the bootloader rolls back, the agent reports it, and installs again", async () => {
-    const dev = await makeDevice(s, { id: "cut-confirm", url: relay.url });
-    devices.push(dev);
+    const dev = await env.device({ id: "cut-confirm", url: env.relay.url });
     const boots: BootEvent[] = [];
     dev.on("boot", (b: BootEvent) => boots.push(b));
     let cut = false;
@@ -114,7 +94,7 @@ describe("device agent: power cuts during an update", () => {
     await reported(dev, "confirmed", 60_000);
     expect(dev.ops.filter((o) => o.op === "begin")).toHaveLength(2);
     await endsConfirmed(dev, "cut-confirm");
-    const statuses = (await serverView(s, "cut-confirm")).reports.map((r) => r.status);
+    const statuses = (await serverView(env.s, "cut-confirm")).reports.map((r) => r.status);
     expect(statuses.indexOf("rolled_back")).toBeGreaterThan(statuses.indexOf("confirming"));
     expect(statuses.at(-1)).toBe("confirmed");
   });

@@ -1,11 +1,8 @@
 // End to end: the real agent in the DeviceScript VM, on an emulated ESP32 starting from its factory image,
 // against the real HTTPS server (CA pinned), through a TLS relay that can tamper with answers.
 import { createHash } from "node:crypto";
-import type { EmulatedDevice } from "../../device/host/device";
 import { otaSlots } from "../../device/host/esp/bootloader";
-import { foreignWrites, HELLO, HELLO_VERSION, makeDevice, offerHelloWorld, reported, SERVER_ENV, serverView, useFastClock } from "../helpers/device";
-import { Relay } from "../helpers/relay";
-import { startTestServer, type TestServer } from "../helpers/server";
+import { deviceTestEnv, foreignWrites, HELLO, HELLO_VERSION, reported, serverView } from "../helpers/device";
 
 jest.setTimeout(60_000);
 
@@ -13,38 +10,15 @@ const HELLO_SHA = createHash("sha256").update(HELLO).digest("hex");
 const BLOCK = 8192;
 
 describe("device agent: updates end to end", () => {
-  let s: TestServer;
-  let relay: Relay;
-  const devices: EmulatedDevice[] = [];
-  const device = async (o: Parameters<typeof makeDevice>[1]) => {
-    const d = await makeDevice(s, o);
-    devices.push(d);
-    return d;
-  };
-
-  beforeAll(async () => {
-    useFastClock();
-    s = await startTestServer(SERVER_ENV);
-    await offerHelloWorld(s);
-    relay = await Relay.start(s);
-  });
-  afterEach(async () => {
-    relay.tamper = null;
-    relay.setDown(false);
-    await Promise.all(devices.splice(0).map((d) => d.powerOff()));
-  });
-  afterAll(async () => {
-    await relay.close();
-    await s.close();
-  });
+  const env = deviceTestEnv();
 
   it("takes a device from its factory image to the new one, confirmed, and the server shows it", async () => {
-    const dev = await device({ id: "dev-update", url: relay.url });
-    const from = relay.requests.length;
+    const dev = await env.device({ id: "dev-update", url: env.relay.url });
+    const from = env.relay.requests.length;
     await dev.powerOn();
     await reported(dev, "confirmed", 60_000);
 
-    const view = await serverView(s, "dev-update");
+    const view = await serverView(env.s, "dev-update");
     expect(view.device).toMatchObject({ state: "confirmed", version: HELLO_VERSION, chip: "esp32" });
     const statuses = view.reports.map((r) => r.status);
     expect(statuses.filter((x) => x !== "downloading")).toEqual(["verifying", "rebooting", "confirming", "confirmed"]);
@@ -62,7 +36,7 @@ describe("device agent: updates end to end", () => {
     expect(dev.flash.read(slot1.offset, HELLO.length).equals(HELLO)).toBe(true);
 
     // One Range request per 8 KiB block, in order, each block fetched once; writes pipelined as bulk frames.
-    const blocks = relay.blockRequests(from).map((r) => r.range);
+    const blocks = env.relay.blockRequests(from).map((r) => r.range);
     expect(blocks).toEqual(Array.from({ length: 16 }, (_, i) => `bytes=${i * BLOCK}-${Math.min(HELLO.length, (i + 1) * BLOCK) - 1}`));
     const writes = dev.ops.filter((o) => o.op === "write");
     expect(writes.every((w) => w.bulk && w.length! <= 4096)).toBe(true);
@@ -72,40 +46,40 @@ describe("device agent: updates end to end", () => {
 
   it("a block corrupted in transit is fetched again and never written", async () => {
     let corrupted = 0;
-    relay.tamper = (req, res) => {
+    env.relay.tamper = (req, res) => {
       if (req.range === `bytes=${3 * BLOCK}-${4 * BLOCK - 1}` && corrupted === 0) {
         corrupted++;
         res.body[100] = res.body[100]! ^ 0x01; // one bit, well inside the block
       }
     };
-    const dev = await device({ id: "dev-corrupt", url: relay.url });
-    const from = relay.requests.length;
+    const dev = await env.device({ id: "dev-corrupt", url: env.relay.url });
+    const from = env.relay.requests.length;
     await dev.powerOn();
     await reported(dev, "confirmed", 60_000);
     expect(corrupted).toBe(1);
-    expect(relay.blockRequests(from).filter((r) => r.range === `bytes=${3 * BLOCK}-${4 * BLOCK - 1}`)).toHaveLength(2);
+    expect(env.relay.blockRequests(from).filter((r) => r.range === `bytes=${3 * BLOCK}-${4 * BLOCK - 1}`)).toHaveLength(2);
     expect(foreignWrites(dev.ops, HELLO)).toEqual([]);
-    const mismatch = (await serverView(s, "dev-corrupt")).reports.find((r) => r.reason === "block_hash_mismatch");
+    const mismatch = (await serverView(env.s, "dev-corrupt")).reports.find((r) => r.reason === "block_hash_mismatch");
     expect(mismatch).toMatchObject({ status: "downloading" });
     expect(mismatch.error).toMatch(/block 3 .*SHA-256/);
-    expect((await serverView(s, "dev-corrupt")).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
+    expect((await serverView(env.s, "dev-corrupt")).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
   });
 
   it("a manifest with a wrong HMAC, or one replayed from an earlier request, is refused and reported", async () => {
     const isManifest = (p: string) => p.startsWith("/firmware/manifest");
-    relay.tamper = (req, res) => {
+    env.relay.tamper = (req, res) => {
       if (!isManifest(req.path) || res.status !== 200) return;
       const mac = res.headers["x-manifest-hmac"]!;
       res.headers["x-manifest-hmac"] = (mac[0] === "0" ? "1" : "0") + mac.slice(1);
     };
-    const dev = await device({ id: "dev-hmac", url: relay.url });
+    const dev = await env.device({ id: "dev-hmac", url: env.relay.url });
     await dev.powerOn();
     const bad = await reported(dev, "rejected", 30_000);
     expect(bad).toMatchObject({ reason: "hmac_mismatch" });
 
     // Now a genuine manifest recorded once and played back for every later request.
     let recorded: { headers: Record<string, string>; body: Buffer } | null = null;
-    relay.tamper = (req, res) => {
+    env.relay.tamper = (req, res) => {
       if (!isManifest(req.path) || res.status !== 200) return;
       if (!recorded) {
         recorded = { headers: { ...res.headers }, body: Buffer.from(res.body) };
@@ -119,19 +93,19 @@ describe("device agent: updates end to end", () => {
     const replay = await dev.waitFor((e) => e.state === "rejected" && e.reason === "replayed_manifest" && e.reported === true, 30_000);
     expect(replay.error).toMatch(/nonce/);
     expect(dev.ops.filter((o) => o.op === "begin")).toEqual([]); // nothing was installed from either
-    const rejected = (await serverView(s, "dev-hmac")).reports.filter((r) => r.status === "rejected").map((r) => r.reason);
+    const rejected = (await serverView(env.s, "dev-hmac")).reports.filter((r) => r.status === "rejected").map((r) => r.reason);
     expect(rejected).toEqual(expect.arrayContaining(["hmac_mismatch", "replayed_manifest"]));
 
     // Genuine answers again: the update goes through.
-    relay.tamper = null;
+    env.relay.tamper = null;
     await reported(dev, "confirmed", 60_000);
   });
 
   it("with 232-byte write commands, several in flight, a lost write is sent again and the image is intact", async () => {
     let dropped = 0;
-    const dev = await device({
+    const dev = await env.device({
       id: "dev-commands",
-      url: relay.url,
+      url: env.relay.url,
       bulkWriteMax: 0, // a writer that serves write commands only
       dropWrite: (offset) => offset === 5 * 232 && dropped++ === 0, // the sixth piece is lost once
     });
@@ -148,13 +122,13 @@ describe("device agent: updates end to end", () => {
   });
 
   it("refuses a downgrade by version order, and by secure_version", async () => {
-    const newer = await device({ id: "dev-newer", url: relay.url, factoryVersion: "v9.0.0" });
+    const newer = await env.device({ id: "dev-newer", url: env.relay.url, factoryVersion: "v9.0.0" });
     await newer.powerOn();
     const r1 = await reported(newer, "rejected", 30_000);
     expect(r1).toMatchObject({ reason: "downgrade_refused", version: "v9.0.0", target_version: HELLO_VERSION });
     expect(r1.error).toMatch(/older than the running v9\.0\.0/);
 
-    const secure = await device({ id: "dev-secure", url: relay.url, factoryVersion: "v1.0.0", factorySecureVersion: 1 });
+    const secure = await env.device({ id: "dev-secure", url: env.relay.url, factoryVersion: "v1.0.0", factorySecureVersion: 1 });
     await secure.powerOn();
     const r2 = await reported(secure, "rejected", 30_000);
     expect(r2).toMatchObject({ reason: "downgrade_refused" });
@@ -164,6 +138,6 @@ describe("device agent: updates end to end", () => {
       expect(d.ops.filter((o) => o.op === "begin")).toEqual([]);
       expect(d.running!.partition.name).toBe("app0");
     }
-    expect((await serverView(s, "dev-newer")).device).toMatchObject({ state: "rejected", version: "v9.0.0" });
+    expect((await serverView(env.s, "dev-newer")).device).toMatchObject({ state: "rejected", version: "v9.0.0" });
   });
 });

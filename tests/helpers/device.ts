@@ -8,7 +8,8 @@ import { vmClock } from "../../device/host/vm/loader";
 import type { WriterOp } from "../../device/host/writer-service";
 import { provisionDevice } from "../../server/devices/provisioning";
 import { HELLO_WORLD, read } from "./fixtures";
-import { eventually, type TestServer } from "./server";
+import { Relay } from "./relay";
+import { eventually, startTestServer, type TestServer } from "./server";
 
 export const HELLO = read(HELLO_WORLD);
 export const HELLO_VERSION = "v1.4.1-2-g0296947-dirty";
@@ -80,4 +81,51 @@ export function foreignWrites(ops: WriterOp[], image: Buffer): WriterOp[] {
 /** Waits until the device reported this state and the server stored it. */
 export function reported(dev: EmulatedDevice, state: string, timeoutMs = 30_000, from = 0) {
   return dev.waitFor((e) => e.state === state && e.reported === true, timeoutMs, from);
+}
+
+export interface DeviceTestEnv {
+  s: TestServer;
+  relay: Relay;
+  /** A device that is powered off after the test. */
+  device(o: MakeDevice): Promise<EmulatedDevice>;
+}
+
+/**
+ * The usual setting of a device test file: the real server offering hello_world, a relay in front of it
+ * (one for the file, reset after each test, or a new one per test), the fast clock, devices powered off
+ * after each test.
+ */
+export function deviceTestEnv(opts: { relayPerTest?: boolean } = {}): DeviceTestEnv {
+  const devices: EmulatedDevice[] = [];
+  const env = {
+    device: async (o: MakeDevice) => {
+      const d = await makeDevice(env.s, o);
+      devices.push(d);
+      return d;
+    },
+  } as DeviceTestEnv;
+  beforeAll(async () => {
+    useFastClock();
+    env.s = await startTestServer(SERVER_ENV);
+    await offerHelloWorld(env.s);
+    if (!opts.relayPerTest) env.relay = await Relay.start(env.s);
+  });
+  if (opts.relayPerTest) {
+    beforeEach(async () => {
+      env.relay = await Relay.start(env.s);
+    });
+  }
+  afterEach(async () => {
+    await Promise.all(devices.splice(0).map((d) => d.powerOff()));
+    if (opts.relayPerTest) await env.relay.close();
+    else {
+      env.relay.tamper = null;
+      env.relay.setDown(false);
+    }
+  });
+  afterAll(async () => {
+    if (!opts.relayPerTest) await env.relay.close();
+    await env.s.close();
+  });
+  return env;
 }

@@ -125,7 +125,6 @@ export function loadVmFactory(): VmFactory {
     "const setTimeout = (fn, ms) => globalThis.setTimeout(fn, __clock.realDelay(ms));",
   ].join("\n");
   const mod: { exports: unknown } = { exports: {} };
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- evaluating the pinned VM module is the point
   const fn = new Function("module", "exports", "require", "__filename", "__dirname", "__clock", `${prelude}\n${inner}`);
   fn(mod, mod.exports, require, CLI_BUNDLE, path.dirname(CLI_BUNDLE), vmClock);
   const factory = mod.exports as VmFactory;
