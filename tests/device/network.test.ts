@@ -61,7 +61,7 @@ describe("device agent: network failures", () => {
     dev.on("boot", (b: BootEvent) => boots.push(b));
     let cut = false;
     dev.on("agent", (e) => {
-      if (!cut && e.state === "rebooting" && e.reported) {
+      if (!cut && e.state === "rebooting") {
         cut = true;
         env.relay.setDown(true); // the new image will find no server
       }

@@ -2,7 +2,7 @@
 
 import * as ds from "@devicescript/core"
 import { hmac, randomBuffer } from "@devicescript/crypto"
-import { deleteSetting, readSetting, writeSetting } from "@devicescript/settings"
+import { deleteSetting, settings, writeSetting } from "@devicescript/settings"
 import { Store, System } from "../agent/platform"
 
 export class DeviceSystem implements System {
@@ -37,16 +37,53 @@ export class DeviceSystem implements System {
     }
 }
 
+const SETTINGS_GET = 0x80
+const GET_TIMEOUT_MS = 2000
+
+/**
+ * Settings through the runtime's settings service. Reads are answered by a report; @devicescript/settings
+ * waits for it forever, so a lost frame would stop the agent: here a read is sent again after a timeout.
+ */
 export class SettingsStore implements Store {
-    async read(key: string): Promise<any> {
-        return await readSetting(key, undefined)
+    private replies = ds.emitter<ds.Packet>()
+
+    constructor() {
+        const replies = this.replies
+        settings.report().subscribe(pkt => {
+            if (pkt.serviceCommand === SETTINGS_GET) replies.emit(pkt)
+        })
     }
+
+    async read(key: string): Promise<any> {
+        for (let attempt = 0; ; attempt++) {
+            await settings.get(key)
+            const until = ds.millis() + GET_TIMEOUT_MS
+            for (;;) {
+                const left = until - ds.millis()
+                if (left <= 0) break
+                const pkt = await ds.wait(this.replies, left)
+                if (!pkt) break
+                const d = pkt.decode()
+                if (d[0] !== key) continue
+                const b: Buffer = d[1]
+                if (!b || b.length === 0) return undefined
+                try {
+                    return JSON.parse(b.toString())
+                } catch (e) {
+                    return undefined
+                }
+            }
+            if (attempt >= 10) throw new Error("settings: no answer for " + key)
+        }
+    }
+
     async write(key: string, value: any, durable: boolean): Promise<void> {
         await writeSetting(key, value)
         // The settings service writes flash when it handles the command, in order: once a read of the same
         // key is answered, the write is in flash.
-        if (durable) await readSetting(key, undefined)
+        if (durable) await this.read(key)
     }
+
     async remove(key: string): Promise<void> {
         await deleteSetting(key)
     }

@@ -23,8 +23,8 @@ const COMMAND_PIECE = 232
 const COMMAND_WINDOW = 8 // pieces in flight: fits the runtime's transmit queue
 const BULK_PIECE = 512 // a piece and its frame copy are what a bulk write adds to the heap
 const BULK_WINDOW = 16
-const ACK_TIMEOUT_MS = 1500
-const MAX_STALLS = 8
+const ACK_TIMEOUT_MS = 3000
+const MAX_STALLS = 10
 
 function statusOf(d: any): number {
     return typeof d === "number" ? d : d[0]
