@@ -26,10 +26,6 @@ export class VmClock {
     return ms / this.speed;
   }
 
-  get factor(): number {
-    return this.speed;
-  }
-
   setSpeed(speed: number): void {
     if (!(speed > 0 && speed <= 1000)) throw new RangeError("clock speed must be in (0, 1000]");
     this.baseVm = this.now();

@@ -54,8 +54,6 @@ export class VmInstance {
   /** Most heap bytes seen in use, and the heap's size. */
   heapPeak = 0;
   heapTotal = 0;
-  /** When the peak was seen (real time). */
-  heapPeakAt = 0;
 
   private constructor(private readonly o: VmOptions) {}
 
@@ -122,10 +120,7 @@ export class VmInstance {
     if (!h) return;
     const u = walk(this.inst.HEAPU8, h);
     if (!u) throw new Error("the VM heap no longer walks cleanly");
-    if (u.used > this.heapPeak) {
-      this.heapPeak = u.used;
-      this.heapPeakAt = Date.now();
-    }
+    if (u.used > this.heapPeak) this.heapPeak = u.used;
   }
 
   /** Current heap use (bytes in blocks not yet freed); null before the program has started. */

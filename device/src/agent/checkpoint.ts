@@ -7,7 +7,6 @@ import { isHex } from "./verify"
 /** Where an install stands. */
 export const STAGE_DOWNLOAD = "download" // `offset` bytes are written and acknowledged
 export const STAGE_ENDED = "ended" // the writer checked the whole image
-export const STAGE_BOOT_SET = "boot_set" // the new image boots next
 export const STAGE_REBOOTING = "rebooting"
 export const STAGE_CONFIRMING = "confirming" // first boot of the new image, health check running
 export const STAGE_HEALTH_FAILED = "health_failed" // health check failed: rolling back

@@ -79,10 +79,6 @@ export class Reporter {
         return true
     }
 
-    queued(): number {
-        return this.queue.length
-    }
-
     private async post(body: any): Promise<string> {
         try {
             const res = await this.p.http.request({

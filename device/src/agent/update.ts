@@ -12,7 +12,6 @@
 import { backoffDelay } from "./backoff"
 import {
     Checkpoint,
-    STAGE_BOOT_SET,
     STAGE_CONFIRMING,
     STAGE_DOWNLOAD,
     STAGE_ENDED,
@@ -141,7 +140,7 @@ export class Updater {
         const ck = this.ck
         if (!ck) return
         const st = ck.stage
-        const afterReboot = st === STAGE_REBOOTING || st === STAGE_CONFIRMING || st === STAGE_HEALTH_FAILED || st === STAGE_BOOT_SET
+        const afterReboot = st === STAGE_REBOOTING || st === STAGE_CONFIRMING || st === STAGE_HEALTH_FAILED
         if (st === STAGE_CONFIRMED || (afterReboot && ck.sha === this.info.runningSha256 && this.info.imageState !== STATE_PENDING_VERIFY)) {
             if (st !== STAGE_CONFIRMED) {
                 ck.stage = STAGE_CONFIRMED
@@ -181,7 +180,7 @@ export class Updater {
         let resumeAt = 0
         if (ck && ck.sha === m.sha256 && ck.size === m.size && ck.blockSize === m.blockSize) {
             if (ck.stage === STAGE_DOWNLOAD) resumeAt = ck.offset
-            else if (ck.stage === STAGE_ENDED || ck.stage === STAGE_BOOT_SET) resumeAt = m.size
+            else if (ck.stage === STAGE_ENDED) resumeAt = m.size
         }
         if (resumeAt === 0) {
             const attempts = ck && ck.sha === m.sha256 ? ck.attempts : 0

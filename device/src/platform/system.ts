@@ -4,6 +4,7 @@ import * as ds from "@devicescript/core"
 import { hmac, randomBuffer } from "@devicescript/crypto"
 import { deleteSetting, settings, writeSetting } from "@devicescript/settings"
 import { Store, System } from "../agent/platform"
+import { request } from "./request"
 
 export class DeviceSystem implements System {
     millis(): number {
@@ -55,25 +56,14 @@ export class SettingsStore implements Store {
     }
 
     async read(key: string): Promise<any> {
-        for (let attempt = 0; ; attempt++) {
-            await settings.get(key)
-            const until = ds.millis() + GET_TIMEOUT_MS
-            for (;;) {
-                const left = until - ds.millis()
-                if (left <= 0) break
-                const pkt = await ds.wait(this.replies, left)
-                if (!pkt) break
-                const d = pkt.decode()
-                if (d[0] !== key) continue
-                const b: Buffer = d[1]
-                if (!b || b.length === 0) return undefined
-                try {
-                    return JSON.parse(b.toString())
-                } catch (e) {
-                    return undefined
-                }
-            }
-            if (attempt >= 10) throw new Error("settings: no answer for " + key)
+        const pkt = await request(this.replies, async () => await settings.get(key), p => p.decode()[0] === key, GET_TIMEOUT_MS, 10)
+        if (!pkt) throw new Error("settings: no answer for " + key)
+        const b: Buffer = pkt.decode()[1]
+        if (!b || b.length === 0) return undefined
+        try {
+            return JSON.parse(b.toString())
+        } catch (e) {
+            return undefined
         }
     }
 

@@ -10,6 +10,7 @@
 
 import * as ds from "@devicescript/core"
 import { EndResult, W_GAP, W_OK, Writer, WriterInfo } from "../agent/platform"
+import { request } from "./request"
 
 const CMD_BEGIN = 0x80
 const CMD_RESUME = 0x81
@@ -95,18 +96,9 @@ export class OtaWriterClient implements Writer {
 
     /** Sends a command and waits for its report; resends a few times when none comes (commands may be lost). */
     private async call(code: number, send: () => Promise<void>, timeoutMs: number): Promise<any> {
-        for (let attempt = 0; attempt < 3; attempt++) {
-            await send()
-            const until = ds.millis() + timeoutMs
-            for (;;) {
-                const left = until - ds.millis()
-                if (left <= 0) break
-                const pkt = await ds.wait(this.replies, left)
-                if (!pkt) break
-                if (pkt.serviceCommand === code) return pkt.decode()
-            }
-        }
-        throw new Error("writer_timeout: no answer to command " + code)
+        const pkt = await request(this.replies, send, p => p.serviceCommand === code, timeoutMs, 3)
+        if (!pkt) throw new Error("writer_timeout: no answer to command " + code)
+        return pkt.decode()
     }
 
     async begin(size: number): Promise<number> {
