@@ -7,7 +7,7 @@ import { loadCheckpoint } from "./checkpoint"
 import { Config, loadConfig } from "./config"
 import { detailOf, messageOf, reasonOf } from "./errors"
 import { Platform, WriterInfo } from "./platform"
-import { INSTALL, REFUSE, UP_TO_DATE, decide } from "./policy"
+import { REFUSE, UP_TO_DATE, decide } from "./policy"
 import { Reporter } from "./reporter"
 import { INSTALL_NETWORK, Updater } from "./update"
 
