@@ -74,7 +74,14 @@ describe("device agent: network failures", () => {
       }
     });
     await dev.powerOn();
-    const rb = await reported(dev, "rolled_back", 40_000);
+    const rb = await reported(dev, "rolled_back", 40_000).catch((e: Error) => {
+      // What happened, for whoever reads a failure: the device's events and what reached the relay.
+      const t0 = dev.events[0]?.at ?? 0;
+      const evs = dev.events.map((x) => `${x.at - t0} b${x.boot} ${x.state}${x.reported === undefined ? "" : ` reported=${x.reported}`}`);
+      const reqs = env.relay.requests.map((r) => `${r.at - t0} ${r.method} ${r.path.slice(0, 40)} ${r.status}`);
+      const conns = env.relay.connections.map((c) => c - t0);
+      throw new Error(`${e.message}\nevents:\n${evs.join("\n")}\nrelay requests:\n${reqs.join("\n")}\nconnections: ${conns.join(" ")}\ncut=${cut}`);
+    });
     expect(rb).toMatchObject({ reason: "health_check_failed", version: "v1.0.0", target_version: HELLO_VERSION });
     expect(boots.slice(0, 3).map((b) => [b.slot, b.state])).toEqual([
       ["app0", "undefined"],
