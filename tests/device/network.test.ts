@@ -67,8 +67,10 @@ describe("device agent: network failures", () => {
       }
     });
     let otadataAtRollback: ReturnType<EmulatedDevice["otadataStates"]> = [];
+    let newImageBooted = false;
     dev.on("boot", (b: BootEvent) => {
-      if (b.boot === 3) {
+      if (b.slot === "app1") newImageBooted = true;
+      if (b.slot === "app0" && newImageBooted && otadataAtRollback.length === 0) {
         otadataAtRollback = dev.otadataStates();
         setTimeout(() => env.relay.setDown(false), 300); // the old image gets its network back
       }
@@ -80,7 +82,8 @@ describe("device agent: network failures", () => {
       const evs = dev.events.map((x) => `${x.at - t0} b${x.boot} ${x.state}${x.reported === undefined ? "" : ` reported=${x.reported}`}`);
       const reqs = env.relay.requests.map((r) => `${r.at - t0} ${r.method} ${r.path.slice(0, 40)} ${r.status}`);
       const conns = env.relay.connections.map((c) => c - t0);
-      throw new Error(`${e.message}\nevents:\n${evs.join("\n")}\nrelay requests:\n${reqs.join("\n")}\nconnections: ${conns.join(" ")}\ncut=${cut}`);
+      const bootsSeen = boots.map((b) => `b${b.boot} ${b.slot} ${b.state}`).join(", ");
+      throw new Error(`${e.message}\nevents:\n${evs.join("\n")}\nboots: ${bootsSeen}\nrelay requests:\n${reqs.join("\n")}\nconnections: ${conns.join(" ")}\ncut=${cut}`);
     });
     expect(rb).toMatchObject({ reason: "health_check_failed", version: "v1.0.0", target_version: HELLO_VERSION });
     expect(boots.slice(0, 3).map((b) => [b.slot, b.state])).toEqual([
