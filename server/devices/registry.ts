@@ -214,6 +214,9 @@ export class DeviceRegistry extends EventEmitter {
    */
   async recordReport(r: ReportInput): Promise<{ duplicate: boolean }> {
     const at = now();
+    // A poll sighting still waiting to be written is older than this report: its version must not win.
+    const pending = this.pending.get(r.deviceId);
+    if (pending && r.version) pending.version = undefined;
     const reportId =
       r.reportId ??
       "auto:" +

@@ -1,0 +1,35 @@
+// A factory image for the emulated flash: a real ESP-IDF image with its app descriptor changed (version,
+// secure_version) and re-sealed as the build would have sealed it: the XOR checksum over the segments and
+// the appended SHA-256 recomputed. The result passes the same verification as any image.
+import { createHash } from "node:crypto";
+import { APP_DESC_OFFSET, parseAppImage } from "../../../server/image/esp-image";
+
+const VERSION_AT = APP_DESC_OFFSET + 16; // esp_app_desc_t.version[32]
+const SECURE_VERSION_AT = APP_DESC_OFFSET + 4;
+const CHECKSUM_SEED = 0xef;
+
+export interface Derivation {
+  version?: string;
+  secureVersion?: number;
+}
+
+export function deriveImage(src: Buffer, d: Derivation): Buffer {
+  const img = parseAppImage(src);
+  const out = Buffer.from(src);
+  if (d.version !== undefined) {
+    if (!/^[\x20-\x7e]{1,31}$/.test(d.version)) throw new Error("a version is 1-31 printable ASCII characters");
+    out.fill(0, VERSION_AT, VERSION_AT + 32);
+    out.write(d.version, VERSION_AT, "ascii");
+  }
+  if (d.secureVersion !== undefined) out.writeUInt32LE(d.secureVersion >>> 0, SECURE_VERSION_AT);
+  let checksum = CHECKSUM_SEED;
+  for (const s of img.segments) for (let i = s.dataOffset; i < s.dataOffset + s.length; i++) checksum ^= out[i]!;
+  out[img.checksumOffset] = checksum;
+  if (img.appendedSha256) {
+    const end = img.checksumOffset + 1;
+    createHash("sha256").update(out.subarray(0, end)).digest().copy(out, end);
+  }
+  const check = parseAppImage(out);
+  if (d.version !== undefined && check.app.version !== d.version) throw new Error("the derived image does not carry the new version");
+  return out;
+}

@@ -1,0 +1,146 @@
+// The OTA Writer service (device/services/otawriter.md) served to the VM over Jacdac, backed by the
+// emulated esp_ota_ops. This is what C code in the ESP32 runtime would serve.
+import * as jd from "jacdac-ts";
+import type { OtaOps, StatusCode } from "./esp/ota-ops";
+import { Status } from "./esp/ota-ops";
+
+export const SRV_OTA_WRITER = 0x1f0a7a11;
+
+const CMD = { begin: 0x80, resume: 0x81, write: 0x82, end: 0x83, setBoot: 0x84, markValid: 0x85, markInvalid: 0x86 } as const;
+const REG = {
+  runningSlot: 0x180,
+  imageState: 0x181,
+  bytesWritten: 0x182,
+  runningVersion: 0x183,
+  secureVersion: 0x184,
+  runningSha256: 0x185,
+  chip: 0x186,
+  chipRevision: 0x187,
+  slotSize: 0x188,
+  bulkWriteMax: 0x189,
+} as const;
+
+export const BULK_TOPIC = "otawriter/write/";
+
+export interface WriterOp {
+  op: "begin" | "resume" | "write" | "end" | "set_boot" | "mark_valid" | "mark_invalid";
+  status: StatusCode;
+  offset?: number;
+  length?: number;
+  size?: number;
+  /** For writes: a bulk write (large frame) rather than a write command. */
+  bulk?: boolean;
+  /** For writes: the bytes received. */
+  data?: Uint8Array;
+  reason?: string;
+}
+
+export interface WriterHooks {
+  /** Every command, after it was carried out (tests cut power here). */
+  onOp?: (op: WriterOp) => void;
+  /** Fault injection: a write for which this returns true is lost on the way (not carried out, not answered). */
+  dropWrite?: (offset: number, length: number, bulk: boolean) => boolean;
+  /** mark_invalid_and_reboot succeeded: reset the chip. */
+  reset: () => void;
+}
+
+export class OtaWriterServer extends jd.JDServiceServer {
+  private readonly imageState: jd.JDRegisterServer<[number]>;
+  private readonly bytesWritten: jd.JDRegisterServer<[number]>;
+
+  constructor(
+    private readonly ops: OtaOps,
+    private readonly hooks: WriterHooks,
+    bulkWriteMax: number,
+  ) {
+    super(SRV_OTA_WRITER);
+    const r = ops.describeRunning();
+    this.addRegister<[number]>(REG.runningSlot, [r.slot]);
+    this.imageState = this.addRegister<[number]>(REG.imageState, [r.state]);
+    this.bytesWritten = this.addRegister<[number]>(REG.bytesWritten, [0]);
+    this.addRegister<[string]>(REG.runningVersion, [r.version]);
+    this.addRegister<[number]>(REG.secureVersion, [r.secureVersion]);
+    this.addRegister<[Uint8Array]>(REG.runningSha256, [Buffer.from(r.sha256, "hex")]);
+    this.addRegister<[string]>(REG.chip, [ops.chip.name]);
+    this.addRegister<[number]>(REG.chipRevision, [ops.chip.revision]);
+    this.addRegister<[number]>(REG.slotSize, [ops.nextUpdate().partition.size]);
+    this.addRegister<[number]>(REG.bulkWriteMax, [bulkWriteMax]);
+
+    this.addCommand(CMD.begin, (pkt) => {
+      const [size] = pkt.jdunpack<[number]>("u32");
+      const r = this.ops.begin(size);
+      this.afterWrite();
+      this.reply(CMD.begin, "u8 u8", [r.status, r.slot]);
+      this.hooks.onOp?.({ op: "begin", status: r.status, size });
+    });
+    this.addCommand(CMD.resume, (pkt) => {
+      const [size, offset] = pkt.jdunpack<[number, number]>("u32 u32");
+      const r = this.ops.resume(size, offset);
+      this.afterWrite();
+      this.reply(CMD.resume, "u32 u8", [r.written, r.status]);
+      this.hooks.onOp?.({ op: "resume", status: r.status, size, offset });
+    });
+    this.addCommand(CMD.write, (pkt) => {
+      const [offset, data] = pkt.jdunpack<[number, Uint8Array]>("u32 b");
+      this.write(offset, data, false);
+    });
+    this.addCommand(CMD.end, (pkt) => {
+      const [sha] = pkt.jdunpack<[Uint8Array]>("b");
+      const r = this.ops.end(sha);
+      this.reply(CMD.end, "u8 s", [r.status, r.reason]);
+      this.hooks.onOp?.({ op: "end", status: r.status, reason: r.reason });
+    });
+    this.addCommand(CMD.setBoot, () => {
+      const st = this.ops.setBoot();
+      this.reply(CMD.setBoot, "u8", [st]);
+      this.hooks.onOp?.({ op: "set_boot", status: st });
+    });
+    this.addCommand(CMD.markValid, () => {
+      const st = this.ops.markValid();
+      this.imageState.setValues([this.ops.runningState()]);
+      this.reply(CMD.markValid, "u8", [st]);
+      this.hooks.onOp?.({ op: "mark_valid", status: st });
+    });
+    this.addCommand(CMD.markInvalid, () => {
+      const st = this.ops.markInvalid();
+      this.hooks.onOp?.({ op: "mark_invalid", status: st });
+      // esp_ota_mark_app_invalid_rollback_and_reboot: on success the chip resets and nothing answers.
+      if (st === Status.Ok) this.hooks.reset();
+      else this.reply(CMD.markInvalid, "u8", [st]);
+    });
+  }
+
+  /** A bulk write: a large frame with topic otawriter/write/<offset>. Returns false if the topic is not ours. */
+  handleLargeFrame(topic: string, data: Uint8Array): boolean {
+    if (!topic.startsWith(BULK_TOPIC)) return false;
+    const text = topic.slice(BULK_TOPIC.length);
+    if (!/^[0-9]{1,10}$/.test(text)) return false;
+    this.write(Number(text), data, true);
+    return true;
+  }
+
+  private write(offset: number, data: Uint8Array, bulk: boolean): void {
+    if (this.hooks.dropWrite?.(offset, data.length, bulk)) return;
+    const r = this.ops.write(offset, data);
+    this.afterWrite();
+    this.reply(CMD.write, "u32 u32 u8", [offset, r.written, r.status]);
+    this.hooks.onOp?.({ op: "write", status: r.status, offset, length: data.length, bulk, data });
+  }
+
+  private afterWrite(): void {
+    this.bytesWritten.setValues([this.ops.bytesWritten]);
+  }
+
+  private reply(code: number, fmt: string, values: jd.PackedValues): void {
+    void this.sendPacketAsync(jd.Packet.jdpacked(code, fmt, values));
+  }
+}
+
+/** Splits a Jacdac large frame: [crc:2][0xff][..5][device id:8][topic NUL][data]. */
+export function parseLargeFrame(frame: Uint8Array): { topic: string; data: Uint8Array } | null {
+  if (frame.length < 17 || frame[2] !== 0xff) return null;
+  const rest = frame.subarray(16);
+  const nul = rest.indexOf(0);
+  if (nul < 0) return null;
+  return { topic: Buffer.from(rest.subarray(0, nul)).toString("utf8"), data: rest.subarray(nul + 1) };
+}

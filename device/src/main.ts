@@ -1,0 +1,16 @@
+// The device agent's entry point: the DeviceScript platform (src/platform/) plugged into the agent
+// (src/agent/). The same bytecode runs on an ESP32 and in the host emulator (device/host/).
+
+import { runAgent, waitForConfig } from "./agent/agent"
+import { SocketHttp } from "./platform/http"
+import { DeviceSystem, SettingsStore } from "./platform/system"
+import { OtaWriterClient } from "./platform/writer"
+
+const sys = new DeviceSystem()
+const store = new SettingsStore()
+const http = new SocketHttp(20000)
+const writer = new OtaWriterClient(true)
+const cfg = await waitForConfig({ http: http, writer: writer, store: store, sys: sys })
+http.setTimeout(cfg.timeoutMs)
+writer.setBulk(cfg.writeMode !== "command")
+await runAgent({ http: http, writer: writer, store: store, sys: sys }, cfg)

@@ -1,0 +1,236 @@
+// The emulated ESP32's flash side, checked against ESP-IDF's rules on real files: the Arduino otadata,
+// real app images, the project's partition table.
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { parseAppImage } from "../../server/image/esp-image";
+import { parsePartitionsCsv, type PartitionTable } from "../../server/image/partitions";
+import { bootloader, FACTORY_INDEX, otaSlots } from "../../device/host/esp/bootloader";
+import { deriveImage } from "../../device/host/esp/factory-image";
+import { Flash } from "../../device/host/esp/flash";
+import { chipByName } from "../../device/host/esp/image-check";
+import { OtaOps, Status } from "../../device/host/esp/ota-ops";
+import { decodeEntry, newEntry, OtaState, Otadata } from "../../device/host/esp/otadata";
+import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, OTADATA, PARTITIONS_DIR, read } from "../helpers/fixtures";
+import { ROOT } from "../helpers/server";
+
+const chip = chipByName("esp32", 300);
+const table = parsePartitionsCsv(fs.readFileSync(path.join(ROOT, "partitions.csv"), "utf8"));
+const [slot0, slot1] = otaSlots(table) as [NonNullable<ReturnType<typeof otaSlots>[0]>, NonNullable<ReturnType<typeof otaSlots>[0]>];
+const hello = read(HELLO_WORLD);
+const factory = deriveImage(hello, { version: "v1.0.0" });
+const sha = (b: Buffer) => createHash("sha256").update(b).digest();
+
+/** A device as it leaves the factory: Arduino's boot_app0 otadata and the factory app in ota_0. */
+function factoryFlash(t: PartitionTable = table): Flash {
+  const f = new Flash();
+  f.flashAt(t.otadata!.offset, read(OTADATA));
+  f.flashAt(otaSlots(t)[0]!.offset, factory);
+  return f;
+}
+
+function states(f: Flash, t: PartitionTable = table) {
+  return new Otadata(f, t.otadata!).read().map((e) => ({ seq: e.seq, state: e.state }));
+}
+
+/** begin + write in 232-byte pieces + end, as the agent would. */
+function install(ops: OtaOps, image: Buffer, digest = sha(image)) {
+  expect(ops.begin(image.length).status).toBe(Status.Ok);
+  for (let o = 0; o < image.length; o += 232) expect(ops.write(o, image.subarray(o, o + 232)).status).toBe(Status.Ok);
+  return ops.end(digest);
+}
+
+describe("otadata and the bootloader", () => {
+  it("reads Arduino's boot_app0.bin as 'boot ota_0' and boots the factory app there, state undefined", () => {
+    const e = [0, 1].map((i) => decodeEntry(read(OTADATA).subarray(i * 4096, i * 4096 + 32)));
+    expect(e.map((x) => [x.seq, x.state, x.crc])).toEqual([
+      [1, OtaState.UNDEFINED, 0x4743989a],
+      [0, OtaState.UNDEFINED, 0xffffffff],
+    ]);
+    const f = factoryFlash();
+    const booted = bootloader(f, table, chip)!;
+    expect(booted.index).toBe(0);
+    expect(booted.partition.name).toBe("app0");
+    expect(booted.image.app.version).toBe("v1.0.0");
+    expect(new OtaOps(f, table, chip, booted).runningState()).toBe(OtaState.UNDEFINED);
+    expect(states(f)).toEqual([
+      { seq: 1, state: OtaState.UNDEFINED },
+      { seq: 0, state: OtaState.UNDEFINED },
+    ]); // the bootloader wrote nothing
+  });
+
+  it("with erased otadata and no factory partition boots ota_0 and records it (set_actual_ota_seq)", () => {
+    const f = new Flash();
+    f.flashAt(slot0.offset, factory);
+    expect(bootloader(f, table, chip)!.index).toBe(0);
+    expect(states(f)[0]).toEqual({ seq: 1, state: OtaState.VALID });
+  });
+
+  it("with a factory partition and invalid otadata boots the factory app", () => {
+    const t = parsePartitionsCsv(fs.readFileSync(path.join(PARTITIONS_DIR, "esp-idf_partitions_two_ota.csv"), "utf8"));
+    const factoryPart = t.entries.find((p) => p.name === "factory")!;
+    const f = new Flash();
+    f.flashAt(factoryPart.offset, factory);
+    expect(bootloader(f, t, chip)!.index).toBe(FACTORY_INDEX);
+  });
+
+  it("falls back to another slot when the chosen one holds no valid image", () => {
+    const f = factoryFlash();
+    // otadata says ota_1 (seq 2) but ota_1 is erased
+    new Otadata(f, table.otadata!).write(1, newEntry(2, OtaState.VALID));
+    const b = bootloader(f, table, chip)!;
+    expect(b.index).toBe(0);
+    expect(b.log).toContain("app1 is not bootable");
+  });
+
+  it("nothing bootable is reported as such", () => {
+    expect(bootloader(new Flash(), table, chip)).toBeNull();
+  });
+});
+
+
+describe("esp_ota_ops on the emulated flash", () => {
+  it("an update: new slot, state new, pending verification at the next boot, valid once marked", () => {
+    const f = factoryFlash();
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    expect(ops.nextUpdate().partition.name).toBe("app1");
+    expect(install(ops, hello)).toEqual({ status: Status.Ok, reason: "" });
+    expect(f.read(slot1.offset, hello.length).equals(hello)).toBe(true);
+    expect(ops.setBoot()).toBe(Status.Ok);
+    // esp_rewrite_ota_data: the next sequence number selecting ota_1 goes into the other sector, state NEW
+    expect(states(f)[1]).toEqual({ seq: 2, state: OtaState.NEW });
+
+    const first = bootloader(f, table, chip)!;
+    expect(first.partition.name).toBe("app1");
+    expect(first.log).toContain("otadata[1] is new: marked pending verification");
+    const ops2 = new OtaOps(f, table, chip, first);
+    expect(ops2.runningState()).toBe(OtaState.PENDING_VERIFY);
+    expect(ops2.begin(100).status).toBe(Status.InvalidState); // no update while unconfirmed
+    expect(ops2.markValid()).toBe(Status.Ok);
+    expect(ops2.runningState()).toBe(OtaState.VALID);
+    const again = bootloader(f, table, chip)!;
+    expect(again.partition.name).toBe("app1");
+    expect(new OtaOps(f, table, chip, again).describeRunning()).toMatchObject({ slot: 1, version: "v1.4.1-2-g0296947-dirty" });
+  });
+
+  it("a reset before the new image is marked valid aborts it and the previous image boots", () => {
+    const f = factoryFlash();
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    install(ops, hello);
+    ops.setBoot();
+    expect(bootloader(f, table, chip)!.partition.name).toBe("app1"); // pending verification
+    const back = bootloader(f, table, chip)!; // reset before mark_valid
+    expect(back.partition.name).toBe("app0");
+    expect(back.log).toContain("otadata[1] was pending verification at reset: marked aborted");
+    expect(states(f)[1]!.state).toBe(OtaState.ABORTED);
+  });
+
+  it("mark_invalid rolls back to the previous image; the invalid slot is never chosen again", () => {
+    const f = factoryFlash();
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    install(ops, hello);
+    ops.setBoot();
+    const ops2 = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    expect(ops2.markInvalid()).toBe(Status.Ok);
+    expect(states(f)[1]!.state).toBe(OtaState.INVALID);
+    expect(bootloader(f, table, chip)!.partition.name).toBe("app0");
+    expect(bootloader(f, table, chip)!.partition.name).toBe("app0");
+  });
+
+  it("mark_invalid with nothing to go back to is refused", () => {
+    const f = new Flash();
+    f.flashAt(slot0.offset, factory); // erased otadata: the bootloader records ota_0 as valid
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    expect(ops.markInvalid()).toBe(Status.RollbackImpossible);
+  });
+
+  it("writes are offset-addressed and idempotent, refuse gaps and changed data", () => {
+    const f = factoryFlash();
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    expect(ops.write(0, hello.subarray(0, 232))).toEqual({ status: Status.NotBegun, written: 0 });
+    ops.begin(hello.length);
+    expect(ops.write(0, hello.subarray(0, 232))).toEqual({ status: Status.Ok, written: 232 });
+    expect(ops.write(0, hello.subarray(0, 232))).toEqual({ status: Status.Ok, written: 232 }); // duplicate
+    expect(ops.write(464, hello.subarray(464, 696))).toEqual({ status: Status.Gap, written: 232 });
+    const changed = Buffer.from(hello.subarray(100, 332));
+    changed[0]! ^= 1;
+    expect(ops.write(100, changed)).toEqual({ status: Status.Mismatch, written: 232 });
+    expect(ops.write(100, hello.subarray(100, 332))).toEqual({ status: Status.Ok, written: 332 }); // overlapping, same bytes
+    expect(ops.write(hello.length - 10, Buffer.alloc(20))).toMatchObject({ status: Status.OutOfRange });
+    expect(ops.bytesWritten).toBe(332);
+  });
+
+  it("the first byte must be an image's magic (esp_ota_write)", () => {
+    const f = factoryFlash();
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    ops.begin(1000);
+    expect(ops.write(0, Buffer.alloc(10, 0x50)).status).toBe(Status.ImageInvalid);
+  });
+
+  it("end checks the whole image's SHA-256 natively, then the image as the server's parser does", () => {
+    const f = factoryFlash();
+    const run = () => new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    expect(install(run(), hello, Buffer.alloc(32))).toEqual({ status: Status.HashMismatch, reason: "sha256" });
+    const corrupt = Buffer.from(hello);
+    corrupt[5000]! ^= 0x40; // inside a segment: the image checksum no longer matches
+    expect(install(run(), corrupt)).toEqual({ status: Status.ImageInvalid, reason: "checksum_mismatch" });
+    expect(install(run(), read(HELLO_WORLD_S3))).toEqual({ status: Status.ImageInvalid, reason: "chip_mismatch" });
+    expect(install(run(), read(BOOTLOADER))).toEqual({ status: Status.ImageInvalid, reason: "bootloader" });
+    const ops = run();
+    ops.begin(hello.length);
+    ops.write(0, hello.subarray(0, 1000));
+    expect(ops.end(sha(hello))).toMatchObject({ status: Status.InvalidArg });
+    // nothing of this became bootable
+    expect(run().setBoot()).toBe(Status.ImageInvalid);
+    expect(states(f)[1]!.seq).not.toBe(2);
+  });
+
+  it("begin erases what the image needs and forgets the slot's old otadata entry", () => {
+    const f = factoryFlash();
+    f.write(slot1.offset, Buffer.alloc(16, 0)); // junk in ota_1
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    ops.begin(hello.length);
+    expect(f.read(slot1.offset, 16).equals(Buffer.alloc(16, 0xff))).toBe(true);
+    // entry 1 (seq 0 selects ota_1, the slot being overwritten) is erased: esp_ota_invalidate_inactive_ota_data_slot
+    expect(states(f)[1]).toEqual({ seq: 0xffffffff, state: 0xffffffff });
+    expect(states(f)[0]).toEqual({ seq: 1, state: OtaState.UNDEFINED });
+  });
+
+  it("resume after a reset continues without erasing what was written", () => {
+    const f = factoryFlash();
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    ops.begin(hello.length);
+    for (let o = 0; o < 40960; o += 4096) ops.write(o, hello.subarray(o, o + 4096));
+    // power cut: the handle is gone, the flash is not
+    const after = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    expect(after.write(40960, hello.subarray(40960, 41000)).status).toBe(Status.NotBegun);
+    expect(after.resume(hello.length, 40960)).toEqual({ status: Status.Ok, written: 40960 });
+    for (let o = 40960; o < hello.length; o += 4096) expect(after.write(o, hello.subarray(o, o + 4096)).status).toBe(Status.Ok);
+    expect(after.end(sha(hello)).status).toBe(Status.Ok);
+    expect(after.setBoot()).toBe(Status.Ok);
+  });
+
+  it("flash behaves like NOR: writing without erasing can only clear bits", () => {
+    const f = new Flash(64 * 1024);
+    f.write(0, Buffer.from([0xf0]));
+    f.write(0, Buffer.from([0x0f]));
+    expect(f.read(0, 1)[0]).toBe(0x00);
+    f.erase(0, 4096);
+    expect(f.read(0, 1)[0]).toBe(0xff);
+    expect(() => f.erase(100, 4096)).toThrow(/not sector aligned/);
+  });
+});
+
+describe("factory image", () => {
+  it("is the real hello_world with an older version, re-sealed so it verifies", () => {
+    const img = parseAppImage(factory);
+    expect(img.app.version).toBe("v1.0.0");
+    expect(img.app.projectName).toBe("hello_world");
+    expect(img.appendedSha256).toBe(createHash("sha256").update(factory.subarray(0, img.checksumOffset + 1)).digest("hex"));
+    // only the version field, the checksum byte and the appended hash differ from the original
+    const diff: number[] = [];
+    for (let i = 0; i < hello.length; i++) if (hello[i] !== factory[i]) diff.push(i);
+    expect(diff.every((i) => (i >= 48 && i < 80) || i === img.checksumOffset || i > img.checksumOffset)).toBe(true);
+    expect(parseAppImage(deriveImage(hello, { version: "v9.0.0", secureVersion: 2 })).app).toMatchObject({ version: "v9.0.0", secureVersion: 2 });
+  });
+});

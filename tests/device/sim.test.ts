@@ -1,0 +1,74 @@
+// `npm run device:sim`: emulated devices against a server, one JSON line per state change, --once exits
+// with the outcome.
+import fs from "node:fs";
+import path from "node:path";
+import { runSim } from "../../device/host/sim";
+import { provisionDevice } from "../../server/devices/provisioning";
+import { HELLO_VERSION, offerHelloWorld, SERVER_ENV, serverView } from "../helpers/device";
+import { startTestServer, type TestServer } from "../helpers/server";
+
+jest.setTimeout(60_000);
+
+describe("npm run device:sim", () => {
+  let s: TestServer;
+  let out: string[];
+  let err: string[];
+  let spies: jest.SpyInstance[];
+
+  const provisioned = async (id: string) => {
+    const file = path.join(s.dirs.root, `${id.replace(/:/g, "")}.json`);
+    fs.writeFileSync(file, JSON.stringify(await provisionDevice(s.running.ctx, id, {})));
+    return file;
+  };
+  const lines = () => out.join("").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+
+  beforeAll(async () => {
+    s = await startTestServer(SERVER_ENV);
+    await offerHelloWorld(s);
+    fs.writeFileSync(path.join(s.dirs.root, "ca.crt"), s.ca);
+  });
+  beforeEach(() => {
+    out = [];
+    err = [];
+    spies = [
+      jest.spyOn(process.stdout, "write").mockImplementation((c: string | Uint8Array) => (out.push(String(c)), true)),
+      jest.spyOn(process.stderr, "write").mockImplementation((c: string | Uint8Array) => (err.push(String(c)), true)),
+    ];
+  });
+  afterEach(() => spies.forEach((x) => x.mockRestore()));
+  afterAll(async () => s.close());
+
+  it("--once takes two devices from their factory image to the offered one and exits 0 when both are confirmed", async () => {
+    const a = await provisioned("24:6f:28:00:00:01");
+    const b = await provisioned("24:6f:28:00:00:02");
+    const ca = path.join(s.dirs.root, "ca.crt");
+    const code = await runSim(["--server", s.url, "--ca", ca, "--device", a, "--device", b, "--once", "--clock", "10", "--timeout", "45"]);
+    expect({ code, stderr: err.join("").slice(-3000) }).toMatchObject({ code: 0 }); // stderr shown if not
+    const ls = lines();
+    expect(ls.every((l) => typeof l.time === "string" && typeof l.device === "string")).toBe(true);
+    for (const id of ["24:6f:28:00:00:01", "24:6f:28:00:00:02"]) {
+      const states = ls.filter((l) => l.device === id && l.state).map((l) => l.state);
+      expect(states).toEqual(expect.arrayContaining(["boot", "downloading", "verifying", "rebooting", "confirming", "confirmed"]));
+      expect(ls.filter((l) => l.device === id && l.event === "boot").map((l) => l.slot)).toEqual(["app0", "app1"]);
+      expect((await serverView(s, id)).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
+    }
+  });
+
+  it("--once exits non-zero when the device refuses the offer, saying why", async () => {
+    const f = await provisioned("24:6f:28:00:00:03");
+    const code = await runSim(["--server", s.url, "--ca", path.join(s.dirs.root, "ca.crt"), "--device", f, "--once", "--factory-version", "v9.9.9", "--clock", "10"]);
+    expect(code).toBe(1);
+    expect(lines().find((l) => l.state === "rejected")).toMatchObject({ reason: "downgrade_refused" });
+    expect(err.join("")).toMatch(/rejected \(downgrade_refused\)/);
+  });
+
+  it("explains a bad provisioning file or missing arguments (exit 2)", async () => {
+    const bad = path.join(s.dirs.root, "bad.json");
+    fs.writeFileSync(bad, JSON.stringify({ deviceId: "x", apiKey: "k", hmacKey: "nothex" }));
+    expect(await runSim(["--server", s.url, "--device", bad, "--once"])).toBe(2);
+    expect(err.join("")).toMatch(/hmacKey must be 64 hex digits/);
+    expect(await runSim(["--once"])).toBe(2);
+    expect(await runSim(["--device", path.join(s.dirs.root, "missing.json")])).toBe(2);
+    expect(err.join("")).toMatch(/ota device provision/);
+  });
+});

@@ -1,0 +1,143 @@
+// End to end: the real agent in the DeviceScript VM, on an emulated ESP32 starting from its factory image,
+// against the real HTTPS server (CA pinned), through a TLS relay that can tamper with answers.
+import { createHash } from "node:crypto";
+import { otaSlots } from "../../device/host/esp/bootloader";
+import { deviceTestEnv, foreignWrites, HELLO, HELLO_VERSION, reported, serverView } from "../helpers/device";
+
+jest.setTimeout(60_000);
+
+const HELLO_SHA = createHash("sha256").update(HELLO).digest("hex");
+const BLOCK = 8192;
+
+describe("device agent: updates end to end", () => {
+  const env = deviceTestEnv();
+
+  it("takes a device from its factory image to the new one, confirmed, and the server shows it", async () => {
+    const dev = await env.device({ id: "dev-update", url: env.relay.url });
+    const from = env.relay.requests.length;
+    await dev.powerOn();
+    await reported(dev, "confirmed", 60_000);
+
+    const view = await serverView(env.s, "dev-update");
+    expect(view.device).toMatchObject({ state: "confirmed", version: HELLO_VERSION, chip: "esp32" });
+    const statuses = view.reports.map((r) => r.status);
+    expect(statuses.filter((x) => x !== "downloading")).toEqual(["verifying", "rebooting", "confirming", "confirmed"]);
+    expect(view.reports.filter((r) => r.status === "downloading").map((r) => r.bytes)).toEqual([0, 65536]); // progress
+    expect(view.reports.find((r) => r.status === "verifying")).toMatchObject({ target_version: HELLO_VERSION, sha256: HELLO_SHA });
+
+    // Running the new image from ota_1, marked valid; the slot holds exactly the served bytes.
+    expect(dev.running!.partition.name).toBe("app1");
+    expect(dev.running!.image.app.version).toBe(HELLO_VERSION);
+    expect(dev.otadataStates()).toEqual([
+      { seq: 1, state: "undefined", valid: true },
+      { seq: 2, state: "valid", valid: true },
+    ]);
+    const slot1 = otaSlots(dev.o.partitions)[1]!;
+    expect(dev.flash.read(slot1.offset, HELLO.length).equals(HELLO)).toBe(true);
+
+    // One Range request per 8 KiB block, in order, each block fetched once; writes pipelined as bulk frames.
+    const blocks = env.relay.blockRequests(from).map((r) => r.range);
+    expect(blocks).toEqual(Array.from({ length: 16 }, (_, i) => `bytes=${i * BLOCK}-${Math.min(HELLO.length, (i + 1) * BLOCK) - 1}`));
+    const writes = dev.ops.filter((o) => o.op === "write");
+    expect(writes.every((w) => w.bulk && w.length! <= 4096)).toBe(true);
+    expect(foreignWrites(dev.ops, HELLO)).toEqual([]);
+    expect(dev.ops.filter((o) => o.op !== "write").map((o) => o.op)).toEqual(["begin", "end", "set_boot", "mark_valid"]);
+  });
+
+  it("a block corrupted in transit is fetched again and never written", async () => {
+    let corrupted = 0;
+    env.relay.tamper = (req, res) => {
+      if (req.range === `bytes=${3 * BLOCK}-${4 * BLOCK - 1}` && corrupted === 0) {
+        corrupted++;
+        res.body[100] = res.body[100]! ^ 0x01; // one bit, well inside the block
+      }
+    };
+    const dev = await env.device({ id: "dev-corrupt", url: env.relay.url });
+    const from = env.relay.requests.length;
+    await dev.powerOn();
+    await reported(dev, "confirmed", 60_000);
+    expect(corrupted).toBe(1);
+    expect(env.relay.blockRequests(from).filter((r) => r.range === `bytes=${3 * BLOCK}-${4 * BLOCK - 1}`)).toHaveLength(2);
+    expect(foreignWrites(dev.ops, HELLO)).toEqual([]);
+    const mismatch = (await serverView(env.s, "dev-corrupt")).reports.find((r) => r.reason === "block_hash_mismatch");
+    expect(mismatch).toMatchObject({ status: "downloading" });
+    expect(mismatch.error).toMatch(/block 3 .*SHA-256/);
+    expect((await serverView(env.s, "dev-corrupt")).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
+  });
+
+  it("a manifest with a wrong HMAC, or one replayed from an earlier request, is refused and reported", async () => {
+    const isManifest = (p: string) => p.startsWith("/firmware/manifest");
+    env.relay.tamper = (req, res) => {
+      if (!isManifest(req.path) || res.status !== 200) return;
+      const mac = res.headers["x-manifest-hmac"]!;
+      res.headers["x-manifest-hmac"] = (mac[0] === "0" ? "1" : "0") + mac.slice(1);
+    };
+    const dev = await env.device({ id: "dev-hmac", url: env.relay.url });
+    await dev.powerOn();
+    const bad = await reported(dev, "rejected", 30_000);
+    expect(bad).toMatchObject({ reason: "hmac_mismatch" });
+
+    // Now a genuine manifest recorded once and played back for every later request.
+    let recorded: { headers: Record<string, string>; body: Buffer } | null = null;
+    env.relay.tamper = (req, res) => {
+      if (!isManifest(req.path) || res.status !== 200) return;
+      if (!recorded) {
+        recorded = { headers: { ...res.headers }, body: Buffer.from(res.body) };
+        res.status = 503; // the device never sees the original
+        res.body = Buffer.from("{}");
+        return;
+      }
+      res.headers = { ...recorded.headers };
+      res.body = Buffer.from(recorded.body);
+    };
+    const replay = await dev.waitFor((e) => e.state === "rejected" && e.reason === "replayed_manifest" && e.reported === true, 30_000);
+    expect(replay.error).toMatch(/nonce/);
+    expect(dev.ops.filter((o) => o.op === "begin")).toEqual([]); // nothing was installed from either
+    const rejected = (await serverView(env.s, "dev-hmac")).reports.filter((r) => r.status === "rejected").map((r) => r.reason);
+    expect(rejected).toEqual(expect.arrayContaining(["hmac_mismatch", "replayed_manifest"]));
+
+    // Genuine answers again: the update goes through.
+    env.relay.tamper = null;
+    await reported(dev, "confirmed", 60_000);
+  });
+
+  it("with 232-byte write commands, several in flight, a lost write is sent again and the image is intact", async () => {
+    let dropped = 0;
+    const dev = await env.device({
+      id: "dev-commands",
+      url: env.relay.url,
+      bulkWriteMax: 0, // a writer that serves write commands only
+      dropWrite: (offset) => offset === 5 * 232 && dropped++ === 0, // the sixth piece is lost once
+    });
+    await dev.powerOn();
+    await reported(dev, "confirmed", 60_000);
+    expect(dropped).toBeGreaterThanOrEqual(2); // lost once, then sent again
+    const writes = dev.ops.filter((o) => o.op === "write");
+    expect(writes.every((w) => !w.bulk && w.length! <= 232)).toBe(true);
+    // Pieces after the lost one were already in flight: the writer refused them as gaps, then got them again.
+    expect(writes.filter((w) => w.status === 2 /* gap */).length).toBeGreaterThan(0);
+    expect(writes.filter((w) => w.status === 0).reduce((n, w) => n + w.length!, 0)).toBeGreaterThanOrEqual(HELLO.length);
+    expect(foreignWrites(dev.ops, HELLO)).toEqual([]);
+    expect(dev.flash.read(otaSlots(dev.o.partitions)[1]!.offset, HELLO.length).equals(HELLO)).toBe(true);
+  });
+
+  it("refuses a downgrade by version order, and by secure_version", async () => {
+    const newer = await env.device({ id: "dev-newer", url: env.relay.url, factoryVersion: "v9.0.0" });
+    await newer.powerOn();
+    const r1 = await reported(newer, "rejected", 30_000);
+    expect(r1).toMatchObject({ reason: "downgrade_refused", version: "v9.0.0", target_version: HELLO_VERSION });
+    expect(r1.error).toMatch(/older than the running v9\.0\.0/);
+
+    const secure = await env.device({ id: "dev-secure", url: env.relay.url, factoryVersion: "v1.0.0", factorySecureVersion: 1 });
+    await secure.powerOn();
+    const r2 = await reported(secure, "rejected", 30_000);
+    expect(r2).toMatchObject({ reason: "downgrade_refused" });
+    expect(r2.error).toMatch(/secure_version 0 is lower than the running 1/);
+
+    for (const d of [newer, secure]) {
+      expect(d.ops.filter((o) => o.op === "begin")).toEqual([]);
+      expect(d.running!.partition.name).toBe("app0");
+    }
+    expect((await serverView(env.s, "dev-newer")).device).toMatchObject({ state: "rejected", version: "v9.0.0" });
+  });
+});
