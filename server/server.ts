@@ -1,4 +1,5 @@
 // Builds the whole server from a configuration and starts HTTPS. Used by `npm start` and by the tests.
+import { constants as cryptoConstants } from "node:crypto";
 import fs from "node:fs";
 import { STATUS_CODES } from "node:http";
 import https from "node:https";
@@ -75,7 +76,16 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   await watcher.start();
 
   const ctx: Context = { config, log, store, credentials, devices, blobs, catalog, watcher, partitions, nonces: new NonceCache() };
-  const server = https.createServer({ cert: tls.cert, key: tls.key, minVersion: "TLSv1.2" }, createApp(ctx));
+  const server = https.createServer(
+    {
+      cert: tls.cert,
+      key: tls.key,
+      minVersion: "TLSv1.2",
+      // Without resumption every connection is a full handshake, as with devices that keep no session.
+      ...(config.tlsSessionResumption ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
+    },
+    createApp(ctx),
+  );
   server.headersTimeout = 15_000;
   server.requestTimeout = 300_000;
   server.keepAliveTimeout = 5_000;

@@ -46,6 +46,7 @@ export const envSchema = z.object({
   OTA_INGEST_SETTLE_MS: int(50, 60000).default(500),
   OTA_INCOMPLETE_GRACE: int(1, 3600).default(30),
   OTA_TRUST_PROXY: bool.default(false),
+  OTA_TLS_SESSION_RESUMPTION: bool.default(true),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -67,6 +68,8 @@ export interface Config {
   ingestSettleMs: number;
   incompleteGraceMs: number;
   trustProxy: boolean;
+  /** TLS session tickets (resumption without a full handshake) for clients that keep them. */
+  tlsSessionResumption: boolean;
 }
 
 export class ConfigError extends Error {
@@ -123,5 +126,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     ingestSettleMs: e.OTA_INGEST_SETTLE_MS,
     incompleteGraceMs: e.OTA_INCOMPLETE_GRACE * 1000,
     trustProxy: e.OTA_TRUST_PROXY,
+    tlsSessionResumption: e.OTA_TLS_SESSION_RESUMPTION,
   };
 }

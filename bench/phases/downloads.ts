@@ -1,0 +1,127 @@
+// Figure 3: firmware download throughput with the real 1.5 MB image against nginx's, and our server's
+// resident memory per download with many slow clients holding downloads open.
+import { createHash } from "node:crypto";
+import tls from "node:tls";
+import { alternate, best, round } from "../compare";
+import { get } from "../client";
+import { rssKiB } from "../processes";
+import { runWrk, type WrkResult } from "../wrk";
+import type { BenchContext } from "./context";
+
+export interface DownloadFigures {
+  server_mib_s: number;
+  nginx_mib_s: number;
+  ratio: number;
+  target: number;
+  pass: boolean;
+  connections: number;
+  rounds: { server: number[]; nginx: number[] };
+  server_errors: number;
+}
+
+export interface SlowDownloadFigures {
+  downloads: number;
+  opened: number;
+  rss_idle_kib: number;
+  rss_peak_kib: number;
+  kib_per_download: number;
+  target_kib: number;
+  pass: boolean;
+}
+
+const MIB = 1024 * 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One full download checked against the image's SHA-256, so the throughput figure is of correct bytes. */
+async function checkDownload(b: BenchContext, port: number, headers: Record<string, string>): Promise<void> {
+  const r = await get(port, b.fleet.ca, b.largePath, headers);
+  const sha = createHash("sha256").update(r.body).digest("hex");
+  if (r.status !== 200 || sha !== b.largeSha256) throw new Error(`download on port ${port} answered ${r.status} with the wrong bytes`);
+}
+
+export async function measureDownloads(b: BenchContext): Promise<DownloadFigures> {
+  const d = b.fleet.devices[0]!;
+  await checkDownload(b, b.server.port, { "X-API-Key": d.apiKey, "X-Device-Id": d.id });
+  await checkDownload(b, b.nginx.port, {});
+  const run = (port: number) =>
+    runWrk({
+      wrk: b.tools.wrk,
+      cpu: b.cpu.load,
+      url: `https://127.0.0.1:${port}`,
+      script: "download",
+      threads: b.opts.loadThreads,
+      connections: b.opts.downloadConnections,
+      seconds: b.opts.seconds,
+      env: { BENCH_DEVICES: b.fleet.luaDevices, BENCH_PATH: b.largePath },
+    });
+  const ok = (r: WrkResult) => ((r.requests - r.errors.status) * b.largeSize) / r.seconds / MIB;
+  const r = await alternate(b.opts.rounds, { server: () => run(b.server.port), nginx: () => run(b.nginx.port) });
+  const s = r.server.map(ok);
+  const n = r.nginx.map(ok);
+  const ratio = best(s) / best(n);
+  return {
+    server_mib_s: round(best(s), 1),
+    nginx_mib_s: round(best(n), 1),
+    ratio: round(ratio, 3),
+    target: 0.8,
+    pass: ratio >= 0.8,
+    connections: b.opts.downloadConnections,
+    rounds: { server: s.map((x) => round(x, 1)), nginx: n.map((x) => round(x, 1)) },
+    server_errors: r.server.reduce((a, x) => a + x.errors.status + x.errors.read + x.errors.timeout, 0),
+  };
+}
+
+/** Opens a download and stops reading after the first bytes, the way a device on a bad link does. */
+function slowDownload(b: BenchContext, port: number, headers: Record<string, string>): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host: "127.0.0.1", port, servername: "localhost", ca: b.fleet.ca }, () => {
+      const lines = [`GET ${b.largePath} HTTP/1.1`, "Host: localhost", ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+      s.write(lines.join("\r\n") + "\r\n\r\n");
+    });
+    s.setTimeout(30_000, () => s.destroy(new Error("no answer within 30 s")));
+    s.once("data", (chunk: Buffer) => {
+      s.pause();
+      s.setTimeout(0);
+      if (!chunk.toString("latin1", 0, 16).startsWith("HTTP/1.1 200")) reject(new Error(`slow download answered ${chunk.toString("latin1", 0, 40)}`));
+      else resolve(s);
+    });
+    s.once("error", reject);
+  });
+}
+
+export async function measureSlowDownloads(b: BenchContext): Promise<SlowDownloadFigures> {
+  const count = b.opts.slowDownloads;
+  await sleep(1000);
+  const idle = rssKiB(b.server.pid);
+  const sockets: tls.TLSSocket[] = [];
+  try {
+    for (let i = 0; i < count; i += 50) {
+      const batch = [];
+      for (let j = i; j < Math.min(count, i + 50); j++) {
+        const d = b.fleet.devices[j % b.fleet.devices.length]!;
+        batch.push(slowDownload(b, b.server.port, { "X-API-Key": d.apiKey, "X-Device-Id": d.id }));
+      }
+      sockets.push(...(await Promise.all(batch)));
+      if (i % 250 === 0) b.say(`  slow downloads open: ${sockets.length}/${count}`);
+    }
+    // Let the server fill what it will (its stream buffers, TLS, kernel socket buffers), then sample.
+    let peak = 0;
+    for (let i = 0; i < 10; i++) {
+      await sleep(300);
+      peak = Math.max(peak, rssKiB(b.server.pid));
+    }
+    const per = (peak - idle) / count;
+    return {
+      downloads: count,
+      opened: sockets.length,
+      rss_idle_kib: idle,
+      rss_peak_kib: peak,
+      kib_per_download: round(per, 1),
+      target_kib: 64,
+      pass: per <= 64 && sockets.length === count,
+    };
+  } finally {
+    for (const s of sockets) s.destroy();
+    await sleep(500);
+  }
+}
