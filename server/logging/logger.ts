@@ -28,3 +28,11 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     destination,
   );
 }
+
+/**
+ * stdout for the running server, written asynchronously: a request never waits for its log line, and lines
+ * logged while a write is in flight leave together in the next one. Call flushSync() before exiting.
+ */
+export function asyncStdout(): pino.DestinationStream & { flushSync(): void } {
+  return pino.destination({ dest: 1, sync: false });
+}
