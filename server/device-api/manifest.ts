@@ -8,6 +8,7 @@ import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
 import { normalizeChip, CHIP_NAMES } from "../image/chips";
 import { badRequest, HttpError } from "../http/errors";
+import type { DeviceIdentity } from "../http/express-types";
 import { chooseImage } from "./offer";
 
 const NONCE_RE = /^[A-Za-z0-9_-]{16,64}$/;
@@ -18,30 +19,53 @@ export const MAC_HEADER = "X-Manifest-HMAC";
 
 /** The base URL put into manifests: OTA_PUBLIC_URL, else the host the client used (if well-formed). */
 export function baseUrl(ctx: Context, req: Request): string {
+  return baseUrlFor(ctx, req.get("host"));
+}
+
+function baseUrlFor(ctx: Context, host: string | undefined): string {
   if (ctx.config.publicUrl) return ctx.config.publicUrl;
-  const host = req.get("host");
   return `https://${host && HOST_RE.test(host) ? host : `localhost:${ctx.config.port}`}`;
 }
 
-function optionalChip(req: Request): string | null {
-  const raw = req.get("x-device-chip") ?? (typeof req.query.chip === "string" ? req.query.chip : undefined);
+function optionalChip(raw: string | undefined): string | null {
   if (raw === undefined) return null;
   const chip = normalizeChip(raw);
   if (!chip) throw badRequest("unknown_chip", `chip must be one of ${CHIP_NAMES.join(", ")}`);
   return chip;
 }
 
-function optionalVersion(req: Request): string | null {
-  const raw = req.get("x-device-version");
+function optionalVersion(raw: string | undefined): string | null {
   if (raw === undefined) return null;
   if (!VERSION_RE.test(raw)) throw badRequest("invalid_version", "X-Device-Version must be 1-32 printable ASCII characters");
   return raw;
 }
 
-/** Identifies an offer: changes when anything in the manifest except the per-request fields changes. */
-function offerEtag(image: CatalogImage, base: string, interval: number): string {
-  const h = createHash("sha256").update(`${image.sha256}|${image.blockSize}|${interval}|${base}`).digest("hex");
-  return `"${h.slice(0, 40)}"`;
+/**
+ * The per-offer parts of a manifest, computed once per (image, base URL, interval) rather than per poll:
+ * the ETag and the JSON text up to the per-request fields. Catalog images are immutable objects (a change
+ * makes a new one), so a WeakMap keyed by the image forgets offers that are gone.
+ */
+interface OfferParts {
+  etag: string;
+  /** `{"version":…,"interval":N` — the body without its per-request tail and closing brace. */
+  head: string;
+}
+const offerCache = new WeakMap<CatalogImage, Map<string, OfferParts>>();
+
+function offerParts(image: CatalogImage, base: string, interval: number): OfferParts {
+  let byBase = offerCache.get(image);
+  if (!byBase) offerCache.set(image, (byBase = new Map()));
+  const key = `${image.sha256}|${image.blockSize}|${interval}|${base}`;
+  let parts = byBase.get(key);
+  if (!parts) {
+    // Identifies an offer: changes when anything in the manifest except the per-request fields changes.
+    const h = createHash("sha256").update(`${image.sha256}|${image.blockSize}|${interval}|${base}`).digest("hex");
+    const full = JSON.stringify(manifestFields(image, base, interval));
+    parts = { etag: `"${h.slice(0, 40)}"`, head: full.slice(0, -1) };
+    if (byBase.size >= 64) byBase.clear(); // Host-derived bases are few; never let them grow without bound
+    byBase.set(key, parts);
+  }
+  return parts;
 }
 
 function etagMatches(header: string | undefined, etag: string): boolean {
@@ -52,6 +76,29 @@ function etagMatches(header: string | undefined, etag: string): boolean {
   });
 }
 
+function manifestFields(image: CatalogImage, base: string, interval: number) {
+  return {
+    version: image.version,
+    size: image.size,
+    sha256: image.sha256,
+    md5: image.md5,
+    url: `${base}/firmware/sha256/${image.sha256}.bin`,
+    project: image.project,
+    chip: image.chip,
+    min_chip_rev: image.minChipRev,
+    max_chip_rev: image.maxChipRev,
+    secure_version: image.secureVersion,
+    idf_version: image.idfVersion,
+    build: `${image.buildDate} ${image.buildTime}`.trim(),
+    block_size: image.blockSize,
+    block_count: image.blockCount,
+    block_hashes_url: `${base}/firmware/sha256/${image.sha256}/blocks`,
+    block_hashes_sha256: image.blockHashesSha256,
+    allow_downgrade: false,
+    interval,
+  };
+}
+
 export function manifestBody(
   image: CatalogImage,
   base: string,
@@ -59,32 +106,9 @@ export function manifestBody(
   deviceId: string | null,
   nonce: string | null,
 ): Buffer {
-  return Buffer.from(
-    JSON.stringify({
-      version: image.version,
-      size: image.size,
-      sha256: image.sha256,
-      md5: image.md5,
-      url: `${base}/firmware/sha256/${image.sha256}.bin`,
-      project: image.project,
-      chip: image.chip,
-      min_chip_rev: image.minChipRev,
-      max_chip_rev: image.maxChipRev,
-      secure_version: image.secureVersion,
-      idf_version: image.idfVersion,
-      build: `${image.buildDate} ${image.buildTime}`.trim(),
-      block_size: image.blockSize,
-      block_count: image.blockCount,
-      block_hashes_url: `${base}/firmware/sha256/${image.sha256}/blocks`,
-      block_hashes_sha256: image.blockHashesSha256,
-      allow_downgrade: false,
-      interval,
-      device_id: deviceId,
-      nonce,
-      issued_at: new Date().toISOString(),
-    }),
-    "utf8",
-  );
+  // Same bytes as JSON.stringify of the whole object: the cached head, then the per-request fields.
+  const tail = `,"device_id":${JSON.stringify(deviceId)},"nonce":${JSON.stringify(nonce)},"issued_at":"${new Date().toISOString()}"}`;
+  return Buffer.from(offerParts(image, base, interval).head + tail, "utf8");
 }
 
 /** What the device MACs to check a 304: proves "nothing new" came from the server, for this request. */
@@ -92,51 +116,89 @@ export function notModifiedMacInput(deviceId: string, nonce: string, etag: strin
   return `not-modified\n${deviceId}\n${nonce}\n${etag.replace(/"/g, "")}`;
 }
 
+/** What a manifest request carries, as sent (headers, or `?chip=` for the chip). */
+export interface ManifestRequest {
+  caller: DeviceIdentity;
+  nonce: string | undefined;
+  chip: string | undefined;
+  version: string | undefined;
+  ifNoneMatch: string | undefined;
+  host: string | undefined;
+  ip: string | undefined;
+}
+
+export interface ManifestAnswer {
+  status: 200 | 304;
+  headers: Record<string, string>;
+  /** JSON, for 200. */
+  body?: Buffer;
+}
+
+/**
+ * Answers a manifest request, whatever carried it (the Express route, or the poll fast path in
+ * fast-poll.ts): validates the per-request headers, records the sighting, consumes the nonce last (only a
+ * request that is otherwise answerable uses it up). Throws the HttpError to answer otherwise.
+ */
+export async function answerManifest(ctx: Context, r: ManifestRequest): Promise<ManifestAnswer> {
+  const caller = r.caller;
+  const deviceId = caller.id;
+  if (r.nonce !== undefined && !NONCE_RE.test(r.nonce)) {
+    throw badRequest("invalid_nonce", "X-Nonce must be 16-64 characters of A-Z a-z 0-9 _ -, fresh for every request");
+  }
+  const nonce = r.nonce ?? null;
+  if (deviceId && !nonce) {
+    throw badRequest("nonce_required", "with X-Device-Id, send a fresh random X-Nonce (16-64 characters) with every manifest request");
+  }
+  const chip = optionalChip(r.chip) ?? caller.chip;
+  const version = optionalVersion(r.version);
+
+  if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, version: version ?? undefined, ip: r.ip });
+
+  const image = await chooseImage(ctx, { deviceId, chip, version });
+  if (!image) {
+    throw new HttpError(
+      404,
+      "no_firmware",
+      chip
+        ? `no firmware for ${chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
+        : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one",
+    );
+  }
+  if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
+    throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
+  }
+
+  const base = baseUrlFor(ctx, r.host);
+  const interval = ctx.config.pollInterval;
+  const etag = offerParts(image, base, interval).etag;
+  const macKey = deviceId ? ctx.credentials.deviceMacKey(deviceId, caller.generation) : null;
+  const headers: Record<string, string> = { ETag: etag, "Cache-Control": "no-store", Vary: "X-Device-Id, X-Nonce, X-Device-Chip" };
+
+  if (etagMatches(r.ifNoneMatch, etag)) {
+    if (macKey && deviceId && nonce) headers[MAC_HEADER] = hmacHex(macKey, notModifiedMacInput(deviceId, nonce, etag));
+    return { status: 304, headers };
+  }
+  const body = manifestBody(image, base, interval, deviceId, nonce);
+  if (macKey) headers[MAC_HEADER] = hmacHex(macKey, body);
+  return { status: 200, headers, body };
+}
+
 export function manifestHandler(ctx: Context): RequestHandler {
-  return (req, res) => {
-    const caller = req.device!;
-    const deviceId = caller.id;
-    const nonceHeader = req.get("x-nonce");
-    if (nonceHeader !== undefined && !NONCE_RE.test(nonceHeader)) {
-      throw badRequest("invalid_nonce", "X-Nonce must be 16-64 characters of A-Z a-z 0-9 _ -, fresh for every request");
-    }
-    const nonce = nonceHeader ?? null;
-    if (deviceId && !nonce) {
-      throw badRequest("nonce_required", "with X-Device-Id, send a fresh random X-Nonce (16-64 characters) with every manifest request");
-    }
-    const chip = optionalChip(req) ?? caller.chip;
-    const version = optionalVersion(req);
-
-    if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, version: version ?? undefined, ip: req.ip });
-
-
-    const image = chooseImage(ctx, { deviceId, chip, version });
-    if (!image) {
-      throw new HttpError(
-        404,
-        "no_firmware",
-        chip
-          ? `no firmware for ${chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
-          : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one",
-      );
-    }
-    if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
-      throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
-    }
-
-    const base = baseUrl(ctx, req);
-    const interval = ctx.config.pollInterval;
-    const etag = offerEtag(image, base, interval);
-    const macKey = deviceId ? ctx.credentials.deviceMacKey(deviceId, caller.generation) : null;
-    res.set({ ETag: etag, "Cache-Control": "no-store", Vary: "X-Device-Id, X-Nonce, X-Device-Chip" });
-
-    if (etagMatches(req.get("if-none-match"), etag)) {
-      if (macKey && deviceId && nonce) res.set(MAC_HEADER, hmacHex(macKey, notModifiedMacInput(deviceId, nonce, etag)));
+  return async (req, res) => {
+    const a = await answerManifest(ctx, {
+      caller: req.device!,
+      nonce: req.get("x-nonce"),
+      chip: req.get("x-device-chip") ?? (typeof req.query.chip === "string" ? req.query.chip : undefined),
+      version: req.get("x-device-version"),
+      ifNoneMatch: req.get("if-none-match"),
+      host: req.get("host"),
+      ip: req.ip,
+    });
+    res.set(a.headers);
+    if (a.status === 304) {
       res.status(304).end();
       return;
     }
-    const body = manifestBody(image, base, interval, deviceId, nonce);
-    if (macKey) res.set(MAC_HEADER, hmacHex(macKey, body));
-    res.status(200).type("application/json").send(body);
+    res.status(200).type("application/json").send(a.body);
   };
 }
