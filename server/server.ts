@@ -5,7 +5,7 @@ import { STATUS_CODES } from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import { createApp } from "./app";
+import { createRequestListener } from "./app";
 import { Credentials } from "./auth/credentials";
 import { ensureFirstStartCredentials } from "./auth/first-start";
 import { loadOrCreateMasterSecret } from "./auth/master-secret";
@@ -84,7 +84,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
       // Without resumption every connection is a full handshake, as with devices that keep no session.
       ...(config.tlsSessionResumption ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
     },
-    createApp(ctx),
+    createRequestListener(ctx),
   );
   server.headersTimeout = 15_000;
   server.requestTimeout = 300_000;

@@ -1,0 +1,175 @@
+// The device API's fast path: the two requests a fleet makes all day, a manifest poll from every device every
+// few minutes and its progress reports. Express's routing and middleware cost several times these requests'
+// own work (measured: see bench/), so the common, well-formed case is answered here, straight from Node's
+// request, with the same code as the Express routes (authenticateDevice, answerManifest, acceptReport), the
+// same security headers (helmet's, computed once), request id and log lines.
+//
+// Everything else goes to the Express app, untouched: another path or method, a query string, a proxy setup,
+// an address being throttled, a refused credential, and for polls every refusal. A report's body is read only
+// once its headers and credentials have passed; refusals found in the body (bad JSON, bad fields) are answered
+// here with the same JSON errors the app gives.
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Context } from "../context";
+import type { AuthFailureLimiter } from "../http/auth-limiter";
+import { HttpError } from "../http/errors";
+import { authenticateDevice } from "./auth";
+import { answerManifest } from "./manifest";
+import { acceptReport, REPORT_BODY_LIMIT } from "./report";
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const JSON_TYPE_RE = /^application\/json\s*(?:;\s*charset="?utf-8"?\s*)?$/i;
+const JSON_CONTENT_TYPE = "application/json; charset=utf-8";
+
+export interface FastPathOptions {
+  /** The Express app: answers everything the fast path does not. */
+  fallback: RequestListener;
+  limiter: AuthFailureLimiter;
+  /** Headers every response carries (helmet's), computed once. */
+  securityHeaders: ReadonlyArray<readonly [string, string]>;
+}
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Reads a body whose length the headers announced (at most REPORT_BODY_LIMIT). */
+function readBody(req: IncomingMessage, length: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > length) req.destroy(new Error("body longer than announced"));
+      else chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks, size)));
+    req.on("error", reject);
+    req.on("aborted", () => reject(new Error("request aborted")));
+  });
+}
+
+export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener {
+  if (ctx.config.trustProxy) return o.fallback; // client addresses come from X-Forwarded-For: Express's job
+
+  const requestId = (req: IncomingMessage) => {
+    const incoming = one(req.headers["x-request-id"]);
+    return incoming !== undefined && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
+  };
+
+  const send = (res: ServerResponse, id: string, status: number, extra: Record<string, string>, body?: Buffer) => {
+    const headers: (readonly [string, string])[] = [["X-Request-Id", id], ...o.securityHeaders];
+    for (const k in extra) headers.push([k, extra[k]!]);
+    if (body) headers.push(["Content-Type", JSON_CONTENT_TYPE], ["Content-Length", String(body.length)]);
+    res.writeHead(status, headers.flat());
+    res.end(body);
+  };
+
+  const logDone = (id: string, method: string, path: string, status: number, started: number) => {
+    const line = { req: { id, method, path }, res: { status }, responseTime: Date.now() - started };
+    if (status >= 500) ctx.log.error(line, "request completed");
+    else if (status >= 400) ctx.log.warn(line, "request completed");
+    else ctx.log.info(line, "request completed");
+  };
+
+  const credentials = (req: IncomingMessage) =>
+    authenticateDevice(ctx, {
+      apiKey: one(req.headers["x-api-key"]),
+      authorization: req.headers.authorization,
+      deviceId: one(req.headers["x-device-id"]),
+    });
+
+  /** GET /firmware/manifest: answered here only when the answer is a 200 or 304. */
+  const poll = async (req: IncomingMessage, res: ServerResponse, started: number): Promise<boolean> => {
+    const ip = req.socket.remoteAddress ?? "";
+    if (await o.limiter.isLimited(ip)) return false;
+    const h = req.headers;
+    let a;
+    try {
+      a = await answerManifest(ctx, {
+        caller: await credentials(req),
+        nonce: one(h["x-nonce"]),
+        chip: one(h["x-device-chip"]),
+        version: one(h["x-device-version"]),
+        ifNoneMatch: h["if-none-match"],
+        host: h.host,
+        ip,
+      });
+    } catch {
+      return false; // a refusal, or a fault: the Express app answers it (and logs it) the usual way
+    }
+    const id = requestId(req);
+    send(res, id, a.status, a.headers, a.body);
+    logDone(id, "GET", "/firmware/manifest", a.status, started);
+    return true;
+  };
+
+  /** POST /firmware/report: taken here once its headers and credentials pass; its body is then ours. */
+  const report = async (req: IncomingMessage, res: ServerResponse, started: number): Promise<boolean> => {
+    const h = req.headers;
+    const declared = h["content-length"] ?? "";
+    if (
+      !JSON_TYPE_RE.test(h["content-type"] ?? "") ||
+      (h["content-encoding"] !== undefined && h["content-encoding"] !== "identity") ||
+      h["transfer-encoding"] !== undefined ||
+      !/^[0-9]{1,5}$/.test(declared) ||
+      Number(declared) > REPORT_BODY_LIMIT
+    ) {
+      return false;
+    }
+    const ip = req.socket.remoteAddress ?? "";
+    if (await o.limiter.isLimited(ip)) return false;
+    let caller;
+    try {
+      caller = await credentials(req);
+    } catch {
+      return false;
+    }
+    const id = requestId(req);
+    let status = 200;
+    try {
+      const text = (await readBody(req, Number(declared))).toString("utf8");
+      // As the app's JSON parser (strict): only an object or an array is JSON here.
+      let body: unknown;
+      try {
+        if (!/^\s*[[{]/.test(text)) throw new SyntaxError("not an object or array");
+        body = JSON.parse(text);
+      } catch {
+        throw new HttpError(400, "invalid_json", "request body is not valid JSON");
+      }
+      const a = await acceptReport(ctx, caller, body, ip);
+      ctx.log.info({ req: { id }, device: a.deviceId, status: a.status, reason: a.reason, duplicate: a.duplicate }, "device report");
+      send(res, id, 200, {}, Buffer.from(a.duplicate ? '{"ok":true,"duplicate":true}' : '{"ok":true,"duplicate":false}'));
+    } catch (err) {
+      if (res.headersSent || req.socket.destroyed) {
+        res.destroy();
+        return true;
+      }
+      const e = err instanceof HttpError ? err : new HttpError(500, "internal_error", "the server failed to handle this request; it has been logged");
+      if (!(err instanceof HttpError)) ctx.log.error({ err, req: { id } }, "unhandled server error");
+      status = e.status;
+      const body = JSON.stringify({ error: { code: e.code, message: e.message, ...(e.details ?? {}) } });
+      send(res, id, e.status, { ...e.headers, "Cache-Control": "no-store" }, Buffer.from(body));
+    }
+    logDone(id, "POST", "/firmware/report", status, started);
+    return true;
+  };
+
+  return (req, res) => {
+    const handler =
+      req.method === "GET" && req.url === "/firmware/manifest" ? poll : req.method === "POST" && req.url === "/firmware/report" ? report : null;
+    if (!handler) return o.fallback(req, res);
+    handler(req, res, Date.now()).then(
+      (done) => {
+        if (!done) o.fallback(req, res);
+      },
+      (err) => {
+        ctx.log.error({ err }, "device API fast path failed");
+        if (!res.headersSent) o.fallback(req, res);
+        else res.destroy();
+      },
+    );
+  };
+}
