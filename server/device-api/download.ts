@@ -48,6 +48,32 @@ function selectRange(req: Request, src: ByteSource): { start: number; end: numbe
   return { start: r.start, end: r.end };
 }
 
+/**
+ * Bytes handed to the connection at a time. A device on a slow link holds at most about one chunk of the
+ * server's memory (its encrypted copy waiting for the socket), so 1,000 slow downloads cost tens of MiB, not
+ * the image size each; large enough that a fast client is not slowed by the per-write cost.
+ */
+export const CHUNK = 32 * 1024;
+
+/** Writes buf[start, stop) in CHUNK slices, waiting for the socket to drain: no copy, bounded memory. */
+function sendSlices(res: Response, buf: Buffer, start: number, stop: number): void {
+  let pos = start;
+  const pump = () => {
+    while (pos < stop) {
+      if (res.destroyed) return;
+      const next = Math.min(pos + CHUNK, stop);
+      const more = res.write(buf.subarray(pos, next));
+      pos = next;
+      if (!more && pos < stop) {
+        res.once("drain", pump);
+        return;
+      }
+    }
+    res.end();
+  };
+  pump();
+}
+
 export function sendBytes(req: Request, res: Response, src: ByteSource): void {
   res.set({
     "Accept-Ranges": "bytes",
@@ -77,10 +103,10 @@ export function sendBytes(req: Request, res: Response, src: ByteSource): void {
     return;
   }
   if (src.buffer) {
-    res.end(src.buffer.subarray(start, end + 1));
+    sendSlices(res, src.buffer, start, end + 1);
     return;
   }
-  const stream = fs.createReadStream(src.file!, { start, end });
+  const stream = fs.createReadStream(src.file!, { start, end, highWaterMark: CHUNK });
   stream.on("error", (err) => {
     req.log?.error({ err }, "firmware read failed mid-response");
     res.destroy(err);
@@ -90,7 +116,9 @@ export function sendBytes(req: Request, res: Response, src: ByteSource): void {
 }
 
 function imageSource(ctx: Context, image: CatalogImage, filename: string): ByteSource {
-  return { size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5, file: ctx.blobs.path(image.sha256) };
+  const buffer = ctx.blobs.cached(image.sha256);
+  const src: ByteSource = { size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5 };
+  return buffer ? { ...src, buffer } : { ...src, file: ctx.blobs.path(image.sha256) };
 }
 
 /** GET|HEAD /firmware/:file — by the name it has in the firmware folder. */
