@@ -28,7 +28,7 @@ const FULL: BenchOptions = {
   loadThreads: 2,
   keepAliveConnections: 64,
   handshakeConnections: 32,
-  downloadConnections: 16,
+  downloadConnections: 4,
   reportConnections: 64,
   slowDownloads: 1000,
   killAfterMs: 3000,
