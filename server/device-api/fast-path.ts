@@ -13,6 +13,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "../context";
 import type { AuthFailureLimiter } from "../http/auth-limiter";
 import { HttpError } from "../http/errors";
+import { unredacted } from "../logging/logger";
 import { authenticateDevice } from "./auth";
 import { answerManifest } from "./manifest";
 import { acceptReport, REPORT_BODY_LIMIT } from "./report";
@@ -53,6 +54,7 @@ function readBody(req: IncomingMessage, length: number): Promise<Buffer> {
 
 export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener {
   if (ctx.config.trustProxy) return o.fallback; // client addresses come from X-Forwarded-For: Express's job
+  const lines = unredacted(ctx.log); // request and report lines: fixed fields, never a credential
 
   const requestId = (req: IncomingMessage) => {
     const incoming = one(req.headers["x-request-id"]);
@@ -69,9 +71,9 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
 
   const logDone = (id: string, method: string, path: string, status: number, started: number) => {
     const line = { req: { id, method, path }, res: { status }, responseTime: Date.now() - started };
-    if (status >= 500) ctx.log.error(line, "request completed");
-    else if (status >= 400) ctx.log.warn(line, "request completed");
-    else ctx.log.info(line, "request completed");
+    if (status >= 500) lines.error(line, "request completed");
+    else if (status >= 400) lines.warn(line, "request completed");
+    else lines.info(line, "request completed");
   };
 
   const credentials = (req: IncomingMessage) =>
@@ -140,7 +142,7 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
         throw new HttpError(400, "invalid_json", "request body is not valid JSON");
       }
       const a = await acceptReport(ctx, caller, body, ip);
-      ctx.log.info({ req: { id }, device: a.deviceId, status: a.status, reason: a.reason, duplicate: a.duplicate }, "device report");
+      lines.info({ req: { id }, device: a.deviceId, status: a.status, reason: a.reason, duplicate: a.duplicate }, "device report");
       send(res, id, 200, {}, Buffer.from(a.duplicate ? '{"ok":true,"duplicate":true}' : '{"ok":true,"duplicate":false}'));
     } catch (err) {
       if (res.headersSent || req.socket.destroyed) {
