@@ -73,11 +73,13 @@ export interface ServerOptions {
   logFile: string;
   /** Extra node flags, e.g. --cpu-prof. */
   nodeArgs?: string[];
+  /** Another build of the server to measure (a folder with dist/server/main.js); default: this one. */
+  serverRoot?: string;
 }
 
 /** Starts `node dist/server/main.js` in production mode and waits for its "listening" log line. */
 export async function startServerProcess(opts: ServerOptions): Promise<ServerProcess> {
-  const root = projectRoot();
+  const root = opts.serverRoot ?? projectRoot();
   const out = fs.openSync(opts.logFile, "a");
   const startAt = fs.statSync(opts.logFile).size;
   const [cmd, args] = pinned(opts.cpu, process.execPath, [...(opts.nodeArgs ?? []), path.join(root, "dist/server/main.js")]);
@@ -218,6 +220,7 @@ http {
 
 export interface BareProcess {
   port: number;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -235,6 +238,7 @@ export async function startBareHttps(opts: { cert: string; key: string; manifest
   });
   return {
     port,
+    pid: child.pid!,
     async stop() {
       if (child.exitCode === null) child.kill("SIGTERM");
       await Promise.race([exited(child), sleep(5000).then(() => child.kill("SIGKILL"))]);

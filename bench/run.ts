@@ -4,8 +4,9 @@
 //   npm run bench                  the full run (a few minutes)
 //   npm run bench -- --quick       a smoke run: tiny loads, same code paths (used by the test suite)
 //   npm run bench -- --seconds 10 --rounds 3 --devices 20000 --profile --keep
+//   npm run bench -- --server-root ../other-build   measure another build of the server with this harness
 import { createHash } from "node:crypto";
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -52,6 +53,7 @@ const PHASES = ["polls", "handshake", "downloads", "reports", "pipeline"] as con
 type Phase = (typeof PHASES)[number];
 
 interface Args {
+  serverRoot: string | undefined;
   only: Set<Phase>;
   opts: BenchOptions;
   quick: boolean;
@@ -64,6 +66,7 @@ function parseArgs(argv: string[]): Args {
   const opts = { ...(quick ? QUICK : FULL) };
   let keep = false;
   let only = new Set<Phase>(PHASES);
+  let serverRoot: string | undefined;
   let dir = process.env.BENCH_DIR ?? path.join(os.tmpdir(), `esp32-ota-bench-${process.pid}`);
   const num = (i: number, name: string) => {
     const v = Number(argv[i + 1]);
@@ -80,15 +83,16 @@ function parseArgs(argv: string[]): Args {
     else if (a === "--devices") opts.devices = num(i++, a);
     else if (a === "--slow-downloads") opts.slowDownloads = num(i++, a);
     else if (a === "--dir") dir = path.resolve(argv[++i] ?? "");
+    else if (a === "--server-root") serverRoot = path.resolve(argv[++i] ?? "");
     else if (a === "--only") {
       const list = (argv[++i] ?? "").split(",");
       const bad = list.filter((p) => !(PHASES as readonly string[]).includes(p));
       if (bad.length) throw new Error(`--only takes a comma-separated list of ${PHASES.join(", ")}; got ${bad.join(", ")}`);
       only = new Set(list as Phase[]);
     }
-    else throw new Error(`unknown option ${a}; options: --quick --only LIST --seconds N --rounds N --devices N --slow-downloads N --profile --keep --dir DIR`);
+    else throw new Error(`unknown option ${a}; options: --quick --only LIST --seconds N --rounds N --devices N --slow-downloads N --profile --keep --dir DIR --server-root DIR`);
   }
-  return { only, opts, quick, keep, dir };
+  return { serverRoot, only, opts, quick, keep, dir };
 }
 
 function say(msg: string): void {
@@ -96,11 +100,8 @@ function say(msg: string): void {
 }
 
 function nginxVersion(nginx: string): string {
-  try {
-    return execFileSync(nginx, ["-v"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim() || "nginx";
-  } catch (e) {
-    return String((e as { stderr?: string }).stderr ?? "nginx").trim();
-  }
+  const r = spawnSync(nginx, ["-v"], { encoding: "utf8" });
+  return (r.stderr || r.stdout || "nginx").trim().replace(/^nginx version: /, "");
 }
 
 function cpuModel(): string {
@@ -131,6 +132,7 @@ async function main(): Promise<void> {
       env: serverEnv,
       cpu: cpu.server,
       logFile: path.join(args.dir, "server.log"),
+      serverRoot: args.serverRoot,
       nodeArgs: opts.profile ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [],
     });
   say("starting our server (NODE_ENV=production, log level info, one process)");
@@ -180,6 +182,7 @@ async function main(): Promise<void> {
       date: new Date().toISOString(),
       machine: { cores: os.availableParallelism(), cpu: cpuModel(), node: process.version, nginx: nginxVersion(tools.nginx) },
       pinning: cpu.description,
+      server_build: args.serverRoot ?? "this tree",
       settings: opts,
       polls_keepalive: keepAlive,
       polls_handshake: handshake && { ...handshake, fleet_at_5min: Math.floor(handshake.server_rps * POLL_INTERVAL_S) },

@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { projectRoot } from "../server/paths";
-import { pinned } from "./processes";
+import { cpuSeconds, pinned } from "./processes";
 
 export interface WrkResult {
   requests: number;
@@ -15,6 +15,8 @@ export interface WrkResult {
   rate: number;
   /** bytes per second */
   throughput: number;
+  /** Share of one core the measured server process used during the run (1 = fully busy), when known. */
+  serverBusy: number | null;
 }
 
 export interface WrkOptions {
@@ -26,9 +28,19 @@ export interface WrkOptions {
   connections: number;
   seconds: number;
   env: Record<string, string>;
+  /** The server process under load: its CPU use is reported, to tell a server-bound run from a client-bound one. */
+  serverPid?: number;
 }
 
-export function runWrk(o: WrkOptions): Promise<WrkResult> {
+export async function runWrk(o: WrkOptions): Promise<WrkResult> {
+  const cpu0 = o.serverPid ? cpuSeconds(o.serverPid) : 0;
+  const t0 = performance.now();
+  const r = await wrk(o);
+  const busy = o.serverPid ? (cpuSeconds(o.serverPid) - cpu0) / ((performance.now() - t0) / 1000) : null;
+  return { ...r, serverBusy: busy === null ? null : Math.round(busy * 100) / 100 };
+}
+
+function wrk(o: WrkOptions): Promise<Omit<WrkResult, "serverBusy">> {
   const luaDir = path.join(projectRoot(), "bench", "lua");
   const [cmd, args] = pinned(o.cpu, o.wrk, [
     `-t${o.threads}`,

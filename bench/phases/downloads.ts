@@ -6,6 +6,7 @@ import { alternate, best, round } from "../compare";
 import { get } from "../client";
 import { rssKiB } from "../processes";
 import { runWrk, type WrkResult } from "../wrk";
+import { capacity } from "./polls";
 import type { BenchContext } from "./context";
 
 export interface DownloadFigures {
@@ -17,6 +18,9 @@ export interface DownloadFigures {
   connections: number;
   rounds: { server: number[]; nginx: number[] };
   server_errors: number;
+  busy: { server: number | null; nginx: number | null };
+  /** MiB served per CPU-second (median of rounds), ours over nginx's. */
+  capacity_ratio: number;
 }
 
 export interface SlowDownloadFigures {
@@ -43,8 +47,9 @@ export async function measureDownloads(b: BenchContext): Promise<DownloadFigures
   const d = b.fleet.devices[0]!;
   await checkDownload(b, b.server.port, { "X-API-Key": d.apiKey, "X-Device-Id": d.id });
   await checkDownload(b, b.nginx.port, {});
-  const run = (port: number) =>
+  const run = (port: number, serverPid: number) =>
     runWrk({
+      serverPid,
       wrk: b.tools.wrk,
       cpu: b.cpu.load,
       url: `https://127.0.0.1:${port}`,
@@ -55,7 +60,7 @@ export async function measureDownloads(b: BenchContext): Promise<DownloadFigures
       env: { BENCH_DEVICES: b.fleet.luaDevices, BENCH_PATH: b.largePath },
     });
   const ok = (r: WrkResult) => ((r.requests - r.errors.status) * b.largeSize) / r.seconds / MIB;
-  const r = await alternate(b.opts.rounds, { server: () => run(b.server.port), nginx: () => run(b.nginx.port) });
+  const r = await alternate(b.opts.rounds, { server: () => run(b.server.port, b.server.pid), nginx: () => run(b.nginx.port, b.nginx.workerPid) });
   const s = r.server.map(ok);
   const n = r.nginx.map(ok);
   const ratio = best(s) / best(n);
@@ -68,6 +73,8 @@ export async function measureDownloads(b: BenchContext): Promise<DownloadFigures
     connections: b.opts.downloadConnections,
     rounds: { server: s.map((x) => round(x, 1)), nginx: n.map((x) => round(x, 1)) },
     server_errors: r.server.reduce((a, x) => a + x.errors.status + x.errors.read + x.errors.timeout, 0),
+    busy: { server: r.server[s.indexOf(best(s))]!.serverBusy, nginx: r.nginx[n.indexOf(best(n))]!.serverBusy },
+    capacity_ratio: round(capacity(r.server) / capacity(r.nginx), 3),
   };
 }
 

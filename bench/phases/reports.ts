@@ -16,6 +16,8 @@ export interface ReportFigures {
   rounds: number[];
   errors: number;
   stored_check: { acknowledged: number; stored: number };
+  /** Share of its core the server used in the best round. */
+  server_busy: number;
 }
 
 export interface CrashFigures {
@@ -41,11 +43,13 @@ function countReports(dataDir: string, prefix: string): Set<string> {
 
 export async function measureReports(b: BenchContext): Promise<ReportFigures> {
   const rates: number[] = [];
+  const busy: number[] = [];
   let errors = 0;
   let acknowledged = 0;
   const prefix = `w${Date.now().toString(36)}`;
   for (let i = 0; i < b.opts.rounds; i++) {
     const r = await runWrk({
+      serverPid: b.server.pid,
       wrk: b.tools.wrk,
       cpu: b.cpu.load,
       url: `https://127.0.0.1:${b.server.port}`,
@@ -57,6 +61,7 @@ export async function measureReports(b: BenchContext): Promise<ReportFigures> {
     });
     const good = r.requests - r.errors.status;
     rates.push(good / r.seconds);
+    busy.push(r.serverBusy ?? 0);
     acknowledged += good;
     errors += r.errors.status + r.errors.timeout + r.errors.read;
   }
@@ -71,6 +76,7 @@ export async function measureReports(b: BenchContext): Promise<ReportFigures> {
     rounds: rates.map((x) => round(x)),
     errors,
     stored_check: { acknowledged, stored },
+    server_busy: busy[rates.indexOf(rate)] ?? 0,
   };
 }
 
