@@ -58,6 +58,7 @@ function deviceId(i: number): string {
 
 export async function prepareFleet(dir: string, deviceCount: number): Promise<Fleet> {
   const root = projectRoot();
+  const images = fixtureImages(); // before anything is made: a missing image stops the run at once
   fs.rmSync(dir, { recursive: true, force: true });
   const certDir = path.join(dir, "certs");
   const dataDir = path.join(dir, "data");
@@ -66,7 +67,6 @@ export async function prepareFleet(dir: string, deviceCount: number): Promise<Fl
 
   const gen = spawnSync("bash", [path.join(root, "generate-certs.sh"), "--dir", certDir], { encoding: "utf8" });
   if (gen.status !== 0) throw new Error(`generate-certs.sh failed: ${(gen.stderr || gen.stdout).trim()}`);
-  const images = fixtureImages();
   // The large image first, so the small one is the newest and is what manifests offer.
   fs.copyFileSync(images.large, path.join(firmwareDir, path.basename(images.large)));
   fs.copyFileSync(images.small, path.join(firmwareDir, path.basename(images.small)));

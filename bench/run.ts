@@ -135,32 +135,37 @@ async function main(): Promise<void> {
       serverRoot: args.serverRoot,
       nodeArgs: opts.profile ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [],
     });
-  say("starting our server (NODE_ENV=production, log level info, one process)");
-  const server = await startServer();
-
-  const www = path.join(args.dir, "www");
-  fs.mkdirSync(path.join(www, "firmware", "sha256"), { recursive: true });
-  fs.copyFileSync(images.large, path.join(www, "firmware", "sha256", `${largeSha256}.bin`));
-  // nginx serves a real manifest, as our server answers it for one device: same bytes, same size.
-  const manifest = await verifiedManifest(server.port, fleet.ca, fleet.devices[0]!);
-  fs.writeFileSync(path.join(www, "manifest.json"), manifest);
-  say("starting nginx (one worker) with the same certificate and TLS settings");
-  const nginx = await startNginx({
-    nginx: tools.nginx,
-    dir: path.join(args.dir, "nginx"),
-    cert: fleet.cert,
-    key: fleet.key,
-    cpu: cpu.server,
-    ciphers: tls.DEFAULT_CIPHERS,
-    sessionResumption: false,
-    manifestFile: path.join(www, "manifest.json"),
-    firmwareDir: path.join(www, "firmware"),
-  });
-
-  const bare = await startBareHttps({ cert: fleet.cert, key: fleet.key, manifestFile: path.join(www, "manifest.json"), cpu: cpu.server });
-
-  const b: BenchContext = { tools, cpu, fleet, server, nginx, bare, opts, largePath, largeSize: large.length, largeSha256, startServer, say };
+  // Whatever was started is stopped, and the work folder removed, however the run ends.
+  const stops: (() => Promise<void>)[] = [];
+  let b: BenchContext | null = null;
   try {
+    say("starting our server (NODE_ENV=production, log level info, one process)");
+    const server = await startServer();
+    stops.push(() => (b ?? { server }).server.stop());
+
+    const www = path.join(args.dir, "www");
+    fs.mkdirSync(path.join(www, "firmware", "sha256"), { recursive: true });
+    fs.copyFileSync(images.large, path.join(www, "firmware", "sha256", `${largeSha256}.bin`));
+    // nginx serves a real manifest, as our server answers it for one device: same bytes, same size.
+    const manifest = await verifiedManifest(server.port, fleet.ca, fleet.devices[0]!);
+    fs.writeFileSync(path.join(www, "manifest.json"), manifest);
+    say("starting nginx (one worker) with the same certificate and TLS settings");
+    const nginx = await startNginx({
+      nginx: tools.nginx,
+      dir: path.join(args.dir, "nginx"),
+      cert: fleet.cert,
+      key: fleet.key,
+      cpu: cpu.server,
+      ciphers: tls.DEFAULT_CIPHERS,
+      sessionResumption: false,
+      manifestFile: path.join(www, "manifest.json"),
+      firmwareDir: path.join(www, "firmware"),
+    });
+    stops.push(() => nginx.stop());
+    const bare = await startBareHttps({ cert: fleet.cert, key: fleet.key, manifestFile: path.join(www, "manifest.json"), cpu: cpu.server });
+    stops.push(() => bare.stop());
+
+    b = { tools, cpu, fleet, server, nginx, bare, opts, largePath, largeSize: large.length, largeSha256, startServer, say };
     const want = (p: Phase) => args.only.has(p);
     await verifiedManifest(b.server.port, fleet.ca, fleet.devices[1 % fleet.devices.length]!);
     if (want("polls")) say(`1/5 manifest polls, keep-alive (${opts.rounds} x ${opts.seconds} s each side)`);
@@ -196,9 +201,7 @@ async function main(): Promise<void> {
     printTable(result);
     process.stdout.write(JSON.stringify(result) + "\n");
   } finally {
-    await b.server.stop().catch(() => undefined);
-    await nginx.stop().catch(() => undefined);
-    await bare.stop().catch(() => undefined);
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
     if (!args.keep) fs.rmSync(args.dir, { recursive: true, force: true });
     else say(`kept ${args.dir} (logs, nginx.conf${opts.profile ? ", CPU profiles in profiles/" : ""})`);
   }

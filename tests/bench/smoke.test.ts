@@ -19,7 +19,9 @@ describe("bench harness (quick run)", () => {
   maybe(
     "prints the table and, last, one JSON line with every figure; no acknowledged report is lost to SIGKILL",
     () => {
-      const r = spawnSync(process.execPath, [path.join(ROOT, "dist/bench/run.js"), "--quick"], { cwd: ROOT, encoding: "utf8", timeout: 240_000 });
+      const harness = path.join(ROOT, "dist/bench/run.js");
+      if (!fs.existsSync(harness)) throw new Error("dist/bench/run.js is missing: run `npm run build` (npm test builds first)");
+      const r = spawnSync(process.execPath, [harness, "--quick"], { cwd: ROOT, encoding: "utf8", timeout: 240_000 });
       expect(r.stderr).not.toMatch(/failed:/);
       expect(r.status).toBe(0);
       const lines = r.stdout.trim().split("\n");
