@@ -94,6 +94,8 @@ describe("device API fast path", () => {
     ["wrong types", JSON.stringify({ device_id: 5, status: ["x"] })],
     ["an unknown status", JSON.stringify({ device_id: "fast-1", status: "exploded" })],
     ["another device's id", JSON.stringify({ device_id: "fast-2", status: "checking" })],
+    ["no body", ""],
+    ["non-JSON whitespace before the object", '\u00a0{"device_id":"fast-1","status":"checking"}'],
   ])("refuses a report with %s exactly as the app does", async (_what, body) => {
     const fast = await report("/firmware/report", body);
     const app = await report("/firmware/report?via=app", body);
@@ -101,6 +103,12 @@ describe("device API fast path", () => {
     expect(fast.status).toBe(app.status);
     expect(fast.json()).toEqual(app.json());
     expect(stable(fast)).toEqual(stable(app));
+  });
+
+  it("accepts a report with a byte order mark, as the app does", async () => {
+    const body = '\ufeff' + JSON.stringify({ device_id: d.deviceId, status: "checking", report_id: "bom-1" });
+    expect((await report("/firmware/report", body)).json()).toEqual({ ok: true, duplicate: false });
+    expect((await report("/firmware/report?via=app", body)).json()).toEqual({ ok: true, duplicate: true });
   });
 
   it("acknowledges only what is on disk: 300 concurrent reports, every one stored", async () => {
