@@ -2,7 +2,9 @@
 // Arduino cannot read chunked bodies), ETag = the SHA-256, one Range per request (206 + Content-Range),
 // 416 for anything else, HEAD, If-None-Match and If-Range.
 import fs from "node:fs";
+import type { ServerResponse } from "node:http";
 import type { Request, RequestHandler, Response } from "express";
+import type { Logger } from "pino";
 import parseRange from "range-parser";
 import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
@@ -26,11 +28,19 @@ function etagListMatches(header: string, etag: string, weakOk: boolean): boolean
   });
 }
 
+/** The request headers that decide which bytes a download answers with. */
+export interface ByteRequest {
+  method: string;
+  range: string | undefined;
+  ifRange: string | undefined;
+  ifNoneMatch: string | undefined;
+}
+
 /** Decides which bytes to send: null for all of them, or one satisfiable range. Throws 416. */
-function selectRange(req: Request, src: ByteSource): { start: number; end: number } | null {
-  const header = req.get("range");
+function selectRange(req: ByteRequest, src: ByteSource): { start: number; end: number } | null {
+  const header = req.range;
   if (!header) return null;
-  const ifRange = req.get("if-range");
+  const ifRange = req.ifRange;
   // If-Range with anything but our exact (strong) ETag means "the copy I have is stale: send it all".
   if (ifRange !== undefined && ifRange.trim() !== src.etag) return null;
   if (!/^\s*bytes\s*=/i.test(header)) return null; // unknown unit: ignore the header (RFC 9110)
@@ -56,7 +66,7 @@ function selectRange(req: Request, src: ByteSource): { start: number; end: numbe
 export const CHUNK = 32 * 1024;
 
 /** Writes buf[start, stop) in CHUNK slices, waiting for the socket to drain: no copy, bounded memory. */
-function sendSlices(res: Response, buf: Buffer, start: number, stop: number): void {
+function sendSlices(res: ServerResponse, buf: Buffer, start: number, stop: number): void {
   let pos = start;
   const pump = () => {
     while (pos < stop) {
@@ -74,48 +84,72 @@ function sendSlices(res: Response, buf: Buffer, start: number, stop: number): vo
   pump();
 }
 
-export function sendBytes(req: Request, res: Response, src: ByteSource): void {
-  res.set({
+/** What a download answers: status, headers and which bytes. */
+export interface BytePlan {
+  status: 200 | 206 | 304;
+  headers: Record<string, string>;
+  start: number;
+  end: number;
+  /** false for HEAD and 304 */
+  body: boolean;
+}
+
+function baseHeaders(src: ByteSource): Record<string, string> {
+  return {
     "Accept-Ranges": "bytes",
     ETag: src.etag,
     "Cache-Control": "private, max-age=0, must-revalidate",
     "Content-Disposition": `attachment; filename="${src.filename}"`,
-  });
-  res.type("application/octet-stream");
+    "Content-Type": "application/octet-stream",
+  };
+}
 
-  const inm = req.get("if-none-match");
-  if (inm && etagListMatches(inm, src.etag, true)) {
-    res.status(304).end();
-    return;
+/** Decides the answer to a download from its headers, whatever carries it (Express or the fast path). Throws 416. */
+export function planBytes(req: ByteRequest, src: ByteSource): BytePlan {
+  const headers = baseHeaders(src);
+  if (req.ifNoneMatch && etagListMatches(req.ifNoneMatch, src.etag, true)) {
+    return { status: 304, headers, start: 0, end: -1, body: false };
   }
   const range = selectRange(req, src);
   const start = range ? range.start : 0;
   const end = range ? range.end : src.size - 1;
-  if (range) {
-    res.status(206).set("Content-Range", `bytes ${start}-${end}/${src.size}`);
-  } else {
-    res.status(200);
-    if (src.md5) res.set("x-MD5", src.md5);
-  }
-  res.set("Content-Length", String(end - start + 1));
-  if (req.method === "HEAD") {
+  if (range) headers["Content-Range"] = `bytes ${start}-${end}/${src.size}`;
+  else if (src.md5) headers["x-MD5"] = src.md5;
+  headers["Content-Length"] = String(end - start + 1);
+  return { status: range ? 206 : 200, headers, start, end, body: req.method !== "HEAD" };
+}
+
+/** Sends the planned bytes (headers already written or set): from memory in slices, or streamed from disk. */
+export function writeBytes(res: ServerResponse, src: ByteSource, plan: BytePlan, log: Logger | undefined): void {
+  if (!plan.body) {
     res.end();
     return;
   }
   if (src.buffer) {
-    sendSlices(res, src.buffer, start, end + 1);
+    sendSlices(res, src.buffer, plan.start, plan.end + 1);
     return;
   }
-  const stream = fs.createReadStream(src.file!, { start, end, highWaterMark: CHUNK });
+  const stream = fs.createReadStream(src.file!, { start: plan.start, end: plan.end, highWaterMark: CHUNK });
   stream.on("error", (err) => {
-    req.log?.error({ err }, "firmware read failed mid-response");
+    log?.error({ err }, "firmware read failed mid-response");
     res.destroy(err);
   });
   res.on("close", () => stream.destroy());
   stream.pipe(res);
 }
 
-function imageSource(ctx: Context, image: CatalogImage, filename: string): ByteSource {
+export function sendBytes(req: Request, res: Response, src: ByteSource): void {
+  // Set before deciding, so a 416 carries them too.
+  res.set(baseHeaders(src));
+  const plan = planBytes(
+    { method: req.method, range: req.get("range"), ifRange: req.get("if-range"), ifNoneMatch: req.get("if-none-match") },
+    src,
+  );
+  res.set(plan.headers).status(plan.status);
+  writeBytes(res, src, plan, req.log);
+}
+
+export function imageSource(ctx: Context, image: CatalogImage, filename: string): ByteSource {
   const buffer = ctx.blobs.cached(image.sha256);
   const src: ByteSource = { size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5 };
   return buffer ? { ...src, buffer } : { ...src, file: ctx.blobs.path(image.sha256) };
@@ -134,6 +168,11 @@ export function byNameHandler(ctx: Context): RequestHandler {
 
 const HASH_BIN_RE = /^([0-9a-f]{64})\.bin$/;
 
+/** The file name a download by hash suggests: project-version.bin. */
+export function hashDownloadName(image: CatalogImage): string {
+  return `${image.project}-${image.version}.bin`.replace(/[^A-Za-z0-9._+-]/g, "_");
+}
+
 /** GET|HEAD /firmware/sha256/:file — content-addressed: the bytes are exactly those the hash names. */
 export function byHashHandler(ctx: Context): RequestHandler {
   return (req, res) => {
@@ -141,7 +180,7 @@ export function byHashHandler(ctx: Context): RequestHandler {
     if (!m) throw badRequest("invalid_hash", "use /firmware/sha256/<64 lowercase hex>.bin");
     const image = ctx.catalog.image(m[1]!);
     if (!image) throw notFound("firmware_not_found", "no image with this SHA-256");
-    sendBytes(req, res, imageSource(ctx, image, `${image.project}-${image.version}.bin`.replace(/[^A-Za-z0-9._+-]/g, "_")));
+    sendBytes(req, res, imageSource(ctx, image, hashDownloadName(image)));
   };
 }
 

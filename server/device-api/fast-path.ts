@@ -1,11 +1,11 @@
-// The device API's fast path: the two requests a fleet makes all day, a manifest poll from every device every
-// few minutes and its progress reports. Express's routing and middleware cost several times these requests'
+// The device API's fast path: the requests a fleet makes all day, a manifest poll from every device every few
+// minutes, its progress reports, and image downloads by hash (whole, or one block per Range request). Express's routing and middleware cost several times these requests'
 // own work (measured: see bench/), so the common, well-formed case is answered here, straight from Node's
-// request, with the same code as the Express routes (authenticateDevice, answerManifest, acceptReport), the
-// same security headers (helmet's, computed once), request id and log lines.
+// request, with the same code as the Express routes (authenticateDevice, answerManifest, acceptReport,
+// planBytes/writeBytes), the same security headers (helmet's, computed once), request id and log lines.
 //
 // Everything else goes to the Express app, untouched: another path or method, a query string, a proxy setup,
-// an address being throttled, a refused credential, and for polls every refusal. A report's body is read only
+// an address being throttled, a refused credential, and for polls and downloads every refusal. A report's body is read only
 // once its headers and credentials have passed; refusals found in the body (bad JSON, bad fields) are answered
 // here with the same JSON errors the app gives.
 import { randomUUID } from "node:crypto";
@@ -15,12 +15,14 @@ import type { AuthFailureLimiter } from "../http/auth-limiter";
 import { HttpError } from "../http/errors";
 import { unredacted } from "../logging/logger";
 import { authenticateDevice } from "./auth";
+import { hashDownloadName, imageSource, planBytes, writeBytes } from "./download";
 import { answerManifest } from "./manifest";
 import { acceptReport, REPORT_BODY_LIMIT } from "./report";
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const IMAGE_BY_HASH_RE = /^\/firmware\/sha256\/([0-9a-f]{64})\.bin$/;
 const JSON_TYPE_RE = /^application\/json\s*(?:;\s*charset="?utf-8"?\s*)?$/i;
 const JSON_CONTENT_TYPE = "application/json; charset=utf-8";
 
@@ -61,11 +63,14 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
     return incoming !== undefined && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
   };
 
-  const send = (res: ServerResponse, id: string, status: number, extra: Record<string, string>, body?: Buffer) => {
+  const head = (res: ServerResponse, id: string, status: number, extra: Record<string, string>) => {
     const headers: (readonly [string, string])[] = [["X-Request-Id", id], ...o.securityHeaders];
     for (const k in extra) headers.push([k, extra[k]!]);
-    if (body) headers.push(["Content-Type", JSON_CONTENT_TYPE], ["Content-Length", String(body.length)]);
     res.writeHead(status, headers.flat());
+  };
+
+  const send = (res: ServerResponse, id: string, status: number, extra: Record<string, string>, body?: Buffer) => {
+    head(res, id, status, body ? { ...extra, "Content-Type": JSON_CONTENT_TYPE, "Content-Length": String(body.length) } : extra);
     res.end(body);
   };
 
@@ -160,9 +165,50 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
     return true;
   };
 
+  /** GET /firmware/sha256/<hash>.bin: answered here when the answer is 200, 206 or 304. */
+  const download = async (req: IncomingMessage, res: ServerResponse, started: number): Promise<boolean> => {
+    const m = IMAGE_BY_HASH_RE.exec(req.url ?? "");
+    if (!m) return false;
+    const ip = req.socket.remoteAddress ?? "";
+    if (await o.limiter.isLimited(ip)) return false;
+    try {
+      await credentials(req);
+    } catch {
+      return false;
+    }
+    const image = ctx.catalog.image(m[1]!);
+    if (!image) return false;
+    const src = imageSource(ctx, image, hashDownloadName(image));
+    const h = req.headers;
+    let plan;
+    try {
+      plan = planBytes({ method: "GET", range: h.range, ifRange: one(h["if-range"]), ifNoneMatch: h["if-none-match"] }, src);
+    } catch {
+      return false; // 416: the app answers it
+    }
+    const id = requestId(req);
+    head(res, id, plan.status, plan.headers);
+    // The line is written when the transfer ends, with its duration, as for the app's requests.
+    const path = req.url!;
+    res.once("close", () => {
+      if (res.writableFinished) logDone(id, "GET", path, plan.status, started);
+      else lines.info({ req: { id, method: "GET", path }, res: { status: plan.status }, responseTime: Date.now() - started }, "request aborted");
+    });
+    writeBytes(res, src, plan, ctx.log);
+    return true;
+  };
+
   return (req, res) => {
     const handler =
-      req.method === "GET" && req.url === "/firmware/manifest" ? poll : req.method === "POST" && req.url === "/firmware/report" ? report : null;
+      req.method === "GET"
+        ? req.url === "/firmware/manifest"
+          ? poll
+          : req.url?.startsWith("/firmware/sha256/")
+            ? download
+            : null
+        : req.method === "POST" && req.url === "/firmware/report"
+          ? report
+          : null;
     if (!handler) return o.fallback(req, res);
     handler(req, res, Date.now()).then(
       (done) => {

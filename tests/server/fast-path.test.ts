@@ -1,6 +1,6 @@
 // Polls and reports are answered by the fast path in front of Express (server/device-api/fast-path.ts); the
 // same requests with a query string go through the Express routes. Both must answer alike.
-import { createHmac, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
@@ -126,6 +126,43 @@ describe("device API fast path", () => {
     } finally {
       db.close();
     }
+  });
+
+  describe("downloads by hash", () => {
+    const image = fs.readFileSync(HELLO_WORLD);
+    const sha = createHash("sha256").update(image).digest("hex");
+    const get = (q: string, headers: Record<string, string> = {}) => s.req("GET", `/firmware/sha256/${sha}.bin${q}`, { headers: own(headers) });
+
+    it.each([
+      ["the whole image", {}, 200],
+      ["one block (Range)", { Range: "bytes=8192-16383" }, 206],
+      ["the last bytes (suffix Range)", { Range: "bytes=-100" }, 206],
+      ["a Range with a stale If-Range", { Range: "bytes=0-99", "If-Range": '"0000"' }, 200],
+      ["If-None-Match with its ETag", { "If-None-Match": `"${sha}"` }, 304],
+      ["a Range past the end", { Range: "bytes=999999-" }, 416],
+    ])("answers %s exactly as the app does", async (_what, headers, status) => {
+      const fast = await get("", headers as Record<string, string>);
+      const app = await get("?via=app", headers as Record<string, string>);
+      expect(fast.status).toBe(status);
+      expect(app.status).toBe(status);
+      expect(stable(fast)).toEqual(stable(app));
+      expect(fast.body.equals(app.body)).toBe(true);
+      if (status === 200) expect(createHash("sha256").update(fast.body).digest("hex")).toBe(sha);
+      if (status === 206) {
+        const [, a, b] = /bytes (\d+)-(\d+)\//.exec(String(fast.headers["content-range"]))!;
+        expect(fast.body.equals(image.subarray(Number(a), Number(b) + 1))).toBe(true);
+      }
+    });
+
+    it("logs a download when its transfer ends, and refuses a wrong key through the app", async () => {
+      const r = await get("", { "X-Request-Id": "download-log-check" });
+      expect(r.status).toBe(200);
+      const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "download-log-check"));
+      expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: `/firmware/sha256/${sha}.bin` }, res: { status: 200 } });
+      const bad = await s.req("GET", `/firmware/sha256/${sha}.bin`, { headers: { ...own(), "X-API-Key": "otadev_wrong" } });
+      expect(bad.status).toBe(401);
+      expect(bad.json().error.code).toBe("invalid_credential");
+    });
   });
 
   it("sends a throttled address to the app's 429, even with a valid key", async () => {
