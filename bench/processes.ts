@@ -225,8 +225,15 @@ export interface BareProcess {
 }
 
 /** Bare Node.js HTTPS serving the static manifest (see bare-https.ts), pinned like the servers. */
-export async function startBareHttps(opts: { cert: string; key: string; manifestFile: string; cpu: string | null }): Promise<BareProcess> {
-  const [cmd, args] = pinned(opts.cpu, process.execPath, [path.join(projectRoot(), "dist/bench/bare-https.js"), opts.cert, opts.key, opts.manifestFile]);
+export async function startBareHttps(opts: {
+  cert: string;
+  key: string;
+  manifestFile: string;
+  firmwareDir: string;
+  cpu: string | null;
+}): Promise<BareProcess> {
+  const script = path.join(projectRoot(), "dist/bench/bare-https.js");
+  const [cmd, args] = pinned(opts.cpu, process.execPath, [script, opts.cert, opts.key, opts.manifestFile, opts.firmwareDir]);
   const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NODE_ENV: "production" } });
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";

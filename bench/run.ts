@@ -162,7 +162,13 @@ async function main(): Promise<void> {
       firmwareDir: path.join(www, "firmware"),
     });
     stops.push(() => nginx.stop());
-    const bare = await startBareHttps({ cert: fleet.cert, key: fleet.key, manifestFile: path.join(www, "manifest.json"), cpu: cpu.server });
+    const bare = await startBareHttps({
+      cert: fleet.cert,
+      key: fleet.key,
+      manifestFile: path.join(www, "manifest.json"),
+      firmwareDir: path.join(www, "firmware"),
+      cpu: cpu.server,
+    });
     stops.push(() => bare.stop());
 
     b = { tools, cpu, fleet, server, nginx, bare, opts, largePath, largeSize: large.length, largeSha256, startServer, say };

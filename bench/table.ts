@@ -31,9 +31,12 @@ export function printTable(r: TableInput): void {
     rows.push(["  fleet served at one poll per 5 min", fmt(h.fleet_at_5min), "", "", "", ">= 300,000", mark(h.fleet_at_5min >= 300_000)]);
   }
   const d = r.downloads;
-  if (d) rows.push(["3 firmware downloads (MiB/s)", d.server_mib_s.toFixed(1), d.nginx_mib_s.toFixed(1), d.ratio.toFixed(2), "", ">= 0.8 of nginx", mark(d.pass), busy(d.busy), d.capacity_ratio.toFixed(2)]);
+  if (d) rows.push(["3 firmware downloads (MiB/s)", d.server_mib_s.toFixed(1), d.nginx_mib_s.toFixed(1), d.ratio.toFixed(2), d.bare_node_mib_s.toFixed(1), ">= 0.8 of nginx", mark(d.pass), busy(d.busy), d.capacity_ratio.toFixed(2)]);
   const s = r.slow_downloads;
-  if (s) rows.push([`  RSS per slow download (${fmt(s.downloads)} open, KiB)`, s.kib_per_download.toFixed(1), "", "", "", "<= 64 KiB", mark(s.pass)]);
+  if (s) {
+    rows.push([`  RSS per slow download (${fmt(s.downloads)} open, KiB)`, s.kib_per_download.toFixed(1), "", "", "", "<= 64 KiB", mark(s.pass)]);
+    rows.push(["    of which an idle TLS connection in bare Node", s.bare_node_kib_per_idle_connection.toFixed(1), "", "", "", "", ""]);
+  }
   const rep = r.reports;
   if (rep) rows.push(["4 durable reports (stored/s)", fmt(rep.reports_per_s), "", "", "", ">= 5,000/s", mark(rep.pass)]);
   const c = r.reports_sigkill;
