@@ -162,16 +162,18 @@ async function main(): Promise<void> {
       firmwareDir: path.join(www, "firmware"),
     });
     stops.push(() => nginx.stop());
-    const bare = await startBareHttps({
-      cert: fleet.cert,
-      key: fleet.key,
-      manifestFile: path.join(www, "manifest.json"),
-      firmwareDir: path.join(www, "firmware"),
-      cpu: cpu.server,
-    });
+    const startBare = () =>
+      startBareHttps({
+        cert: fleet.cert,
+        key: fleet.key,
+        manifestFile: path.join(www, "manifest.json"),
+        firmwareDir: path.join(www, "firmware"),
+        cpu: cpu.server,
+      });
+    const bare = await startBare();
     stops.push(() => bare.stop());
 
-    b = { tools, cpu, fleet, server, nginx, bare, opts, largePath, largeSize: large.length, largeSha256, startServer, say };
+    b = { tools, cpu, fleet, server, nginx, bare, opts, largePath, largeSize: large.length, largeSha256, startServer, startBare, say };
     const want = (p: Phase) => args.only.has(p);
     await verifiedManifest(b.server.port, fleet.ca, fleet.devices[1 % fleet.devices.length]!);
     if (want("polls")) say(`1/5 manifest polls, keep-alive (${opts.rounds} x ${opts.seconds} s each side)`);

@@ -35,5 +35,7 @@ export interface BenchContext {
   largeSha256: string;
   /** Starts our server again on the same data (after a kill). */
   startServer(): Promise<ServerProcess>;
+  /** Starts another bare Node.js reference (the caller stops it). */
+  startBare(): Promise<BareProcess>;
   say(msg: string): void;
 }

@@ -115,19 +115,26 @@ async function steadyRss(pid: number): Promise<number> {
   return samples.sort((x, y) => x - y)[2]!;
 }
 
-/** What Node.js itself needs per open TLS connection: bare Node holding `count` idle keep-alive connections. */
+/**
+ * What Node.js itself needs per open TLS connection: a fresh bare Node process, warmed like our server, holding
+ * `count` idle keep-alive connections (one small answer each).
+ */
 async function idleConnectionCost(b: BenchContext, count: number): Promise<number> {
-  const idle = await steadyRss(b.bare.pid);
+  const bare = await b.startBare();
   const sockets: tls.TLSSocket[] = [];
   try {
+    for (let i = 0; i < 20; i++) (await slowDownload(b, bare.port, {}, "/firmware/manifest")).destroy();
+    await sleep(1000);
+    const idle = await steadyRss(bare.pid);
     for (let i = 0; i < count; i += 50) {
-      const batch = Array.from({ length: Math.min(50, count - i) }, () => slowDownload(b, b.bare.port, {}, "/firmware/manifest"));
+      const batch = Array.from({ length: Math.min(50, count - i) }, () => slowDownload(b, bare.port, {}, "/firmware/manifest"));
       sockets.push(...(await Promise.all(batch)));
     }
     await sleep(1000);
-    return ((await steadyRss(b.bare.pid)) - idle) / count;
+    return ((await steadyRss(bare.pid)) - idle) / count;
   } finally {
     for (const s of sockets) s.destroy();
+    await bare.stop();
   }
 }
 
