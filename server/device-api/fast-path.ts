@@ -63,10 +63,11 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
     return incoming !== undefined && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
   };
 
+  const security = o.securityHeaders.flat(); // [name, value, name, value, ...], as writeHead takes them
   const head = (res: ServerResponse, id: string, status: number, extra: Record<string, string>) => {
-    const headers: (readonly [string, string])[] = [["X-Request-Id", id], ...o.securityHeaders];
-    for (const k in extra) headers.push([k, extra[k]!]);
-    res.writeHead(status, headers.flat());
+    const headers = ["X-Request-Id", id, ...security];
+    for (const k in extra) headers.push(k, extra[k]!);
+    res.writeHead(status, headers);
   };
 
   const send = (res: ServerResponse, id: string, status: number, extra: Record<string, string>, body?: Buffer) => {
