@@ -135,9 +135,19 @@ async function main(): Promise<void> {
       serverRoot: args.serverRoot,
       nodeArgs: opts.profile ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [],
     });
-  // Whatever was started is stopped, and the work folder removed, however the run ends.
+  // Whatever was started is stopped, and the work folder removed, however the run ends (a signal included).
   const stops: (() => Promise<void>)[] = [];
   let b: BenchContext | null = null;
+  const cleanUp = async () => {
+    for (const stop of stops.splice(0).reverse()) await stop().catch(() => undefined);
+    if (!args.keep) fs.rmSync(args.dir, { recursive: true, force: true });
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      say(`${signal}: stopping the servers`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
   try {
     say("starting our server (NODE_ENV=production, log level info, one process)");
     const server = await startServer();
@@ -209,9 +219,8 @@ async function main(): Promise<void> {
     printTable(result);
     process.stdout.write(JSON.stringify(result) + "\n");
   } finally {
-    for (const stop of stops.reverse()) await stop().catch(() => undefined);
-    if (!args.keep) fs.rmSync(args.dir, { recursive: true, force: true });
-    else say(`kept ${args.dir} (logs, nginx.conf${opts.profile ? ", CPU profiles in profiles/" : ""})`);
+    await cleanUp();
+    if (args.keep) say(`kept ${args.dir} (logs, nginx.conf${opts.profile ? ", CPU profiles in profiles/" : ""})`);
   }
 }
 
