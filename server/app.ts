@@ -5,14 +5,37 @@ import helmet from "helmet";
 import { pinoHttp } from "pino-http";
 import type { Context } from "./context";
 import { deviceRouter, offeredDownloadRouter } from "./device-api/router";
-import { authFailureLimiter } from "./http/auth-limiter";
+import { withFastPath, type RequestListener } from "./device-api/fast-path";
+import { authFailureLimiter, type AuthFailureLimiter } from "./http/auth-limiter";
 import { errorHandler, notFoundHandler } from "./http/errors";
 import { operatorRouter } from "./operator-api/router";
 import "./http/express-types";
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
-export function createApp(ctx: Context): express.Express {
+// An API serves no pages: the strictest content policy, and helmet's other defaults.
+const securityHeaderMiddleware = () =>
+  helmet({ contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } } });
+
+/** The headers helmet sets, captured once (they depend on nothing in the request). */
+function staticSecurityHeaders(): [string, string][] {
+  const headers: [string, string][] = [];
+  const res = { setHeader: (name: string, value: unknown) => headers.push([name, String(value)]), removeHeader: () => undefined };
+  securityHeaderMiddleware()({} as never, res as never, () => undefined);
+  return headers;
+}
+
+/** What the HTTPS server runs: the device API fast path in front of the Express app. */
+export function createRequestListener(ctx: Context): RequestListener {
+  const limiter = authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs);
+  const app = createApp(ctx, limiter);
+  return withFastPath(ctx, { fallback: app, limiter, securityHeaders: staticSecurityHeaders() });
+}
+
+export function createApp(
+  ctx: Context,
+  limiter: AuthFailureLimiter = authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs),
+): express.Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false); // ETags are ours: the image SHA-256, or the manifest offer
@@ -37,17 +60,15 @@ export function createApp(ctx: Context): express.Express {
       autoLogging: { ignore: (req) => req.url === "/healthz" },
     }),
   );
-  // An API serves no pages: the strictest content policy, and helmet's other defaults.
-  app.use(helmet({ contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } } }));
+  app.use(securityHeaderMiddleware());
 
   app.get("/healthz", (_req, res) => {
     res.set("Cache-Control", "no-store").json({ status: "ok" });
   });
 
-  const limiter = authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs);
-  app.use("/firmware", limiter, deviceRouter(ctx));
-  app.use(ctx.config.httpUpdatePath, limiter, offeredDownloadRouter(ctx));
-  app.use("/api/v1", limiter, operatorRouter(ctx));
+  app.use("/firmware", limiter.middleware, deviceRouter(ctx));
+  app.use(ctx.config.httpUpdatePath, limiter.middleware, offeredDownloadRouter(ctx));
+  app.use("/api/v1", limiter.middleware, operatorRouter(ctx));
 
   app.use(notFoundHandler);
   app.use(errorHandler);

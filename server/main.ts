@@ -1,7 +1,7 @@
 // `npm start`: the OTA server on its embedded defaults (see docs/operations.md for every variable).
 import { ConfigError, loadConfig } from "./config/config";
-import { createLogger } from "./logging/logger";
-import { startServer } from "./server";
+import { asyncStdout, createLogger } from "./logging/logger";
+import { startServer, type RunningServer } from "./server";
 
 async function main(): Promise<void> {
   let config;
@@ -14,23 +14,28 @@ async function main(): Promise<void> {
     }
     throw e;
   }
-  const log = createLogger(config.logLevel);
+  const out = asyncStdout();
+  const log = createLogger(config.logLevel, out);
+  const exit = (code: number): never => {
+    out.flushSync();
+    return process.exit(code);
+  };
   process.on("unhandledRejection", (err) => log.error({ err }, "unhandled promise rejection"));
-  let running;
+  let running: RunningServer;
   try {
     running = await startServer(config, { log });
   } catch (err) {
     log.fatal({ err: err instanceof Error ? { message: err.message } : err }, "server could not start");
     console.error(`esp32-ota: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(1);
+    exit(1);
   }
   const stop = (signal: string) => {
     log.info({ signal }, "shutting down");
     running.close().then(
-      () => process.exit(0),
+      () => exit(0),
       (err) => {
         log.error({ err }, "shutdown failed");
-        process.exit(1);
+        exit(1);
       },
     );
   };

@@ -1,10 +1,11 @@
 // Builds the whole server from a configuration and starts HTTPS. Used by `npm start` and by the tests.
+import { constants as cryptoConstants } from "node:crypto";
 import fs from "node:fs";
 import { STATUS_CODES } from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import { createApp } from "./app";
+import { createRequestListener } from "./app";
 import { AuditLog } from "./audit/audit-log";
 import { Credentials } from "./auth/credentials";
 import { ensureFirstStartCredentials } from "./auth/first-start";
@@ -116,7 +117,16 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   const { ctx, close: closeContext } = await openContext(config, log, { serving: true });
   const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, ctx.credentials, log);
   const partitions = ctx.partitions;
-  const server = https.createServer({ cert: tls.cert, key: tls.key, minVersion: "TLSv1.2" }, createApp(ctx));
+  const server = https.createServer(
+    {
+      cert: tls.cert,
+      key: tls.key,
+      minVersion: "TLSv1.2",
+      // Without resumption every connection is a full handshake, as with devices that keep no session.
+      ...(config.tlsSessionResumption ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
+    },
+    createRequestListener(ctx),
+  );
   server.headersTimeout = 15_000;
   server.requestTimeout = 300_000;
   server.keepAliveTimeout = 5_000;

@@ -5,12 +5,40 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
+/** Images kept in memory for downloads (most recently stored or read first). */
+export const DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024;
+
 export class BlobStore {
   readonly dir: string;
+  /**
+   * Verified bytes by hash, so downloads never touch the disk: every blob passes through put() or
+   * readVerified() with bytes whose hash was just checked, and a hash always names the same bytes.
+   */
+  private readonly memory = new Map<string, Buffer>();
+  private memoryBytes = 0;
 
-  constructor(dataDir: string) {
+  constructor(
+    dataDir: string,
+    private readonly memoryLimit = DEFAULT_MEMORY_LIMIT,
+  ) {
     this.dir = path.join(dataDir, "blobs");
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** The blob's bytes if held in memory (a download then needs no disk read). */
+  cached(sha256: string): Buffer | undefined {
+    return this.memory.get(sha256);
+  }
+
+  private remember(sha256: string, data: Buffer): void {
+    if (this.memory.has(sha256) || data.length > this.memoryLimit) return;
+    this.memory.set(sha256, data);
+    this.memoryBytes += data.length;
+    for (const [k, v] of this.memory) {
+      if (this.memoryBytes <= this.memoryLimit) break;
+      this.memory.delete(k); // the oldest first: Map keeps insertion order
+      this.memoryBytes -= v.length;
+    }
   }
 
   path(sha256: string): string {
@@ -21,6 +49,7 @@ export class BlobStore {
   /** Stores bytes under their hash (durably: fsync, rename, fsync of the folder). */
   async put(sha256: string, data: Buffer): Promise<void> {
     const file = this.path(sha256);
+    this.remember(sha256, data);
     try {
       const st = await fs.promises.stat(file);
       if (st.size === data.length) return;
@@ -54,7 +83,9 @@ export class BlobStore {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
       throw e;
     }
-    return createHash("sha256").update(data).digest("hex") === sha256 ? data : null;
+    if (createHash("sha256").update(data).digest("hex") !== sha256) return null;
+    this.remember(sha256, data);
+    return data;
   }
 
   /** Removes temp files left by a crash mid-write. */

@@ -61,6 +61,7 @@ export const envSchema = z.object({
   OTA_OFFER_REDIRECT: z.enum(["off", "hash"], { message: "must be off or hash" }).default("off"),
   OTA_FLEET_MANIFEST_HMAC: bool.default(false),
   OTA_FLEET_MANIFEST_KEY_GENERATION: int(0, 1_000_000).default(0),
+  OTA_TLS_SESSION_RESUMPTION: bool.default(true),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -89,6 +90,8 @@ export interface Config {
   /** Sign manifests with one fleet-wide key as well (weaker than per-device keys; off by default). */
   fleetManifestHmac: boolean;
   fleetManifestKeyGeneration: number;
+  /** TLS session tickets (resumption without a full handshake) for clients that keep them. */
+  tlsSessionResumption: boolean;
 }
 
 export class ConfigError extends Error {
@@ -149,5 +152,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     offerRedirect: e.OTA_OFFER_REDIRECT,
     fleetManifestHmac: e.OTA_FLEET_MANIFEST_HMAC,
     fleetManifestKeyGeneration: e.OTA_FLEET_MANIFEST_KEY_GENERATION,
+    tlsSessionResumption: e.OTA_TLS_SESSION_RESUMPTION,
   };
 }

@@ -2,7 +2,8 @@
 // for clients that can only do that (Arduino HTTPUpdate, esp_http_client), as HTTP Basic with the key as
 // the password. Operator tokens are refused here with 403, so an operator credential cannot act as a device.
 // A key in the query string is refused outright: URLs end up in proxy and server logs.
-import type { Request, RequestHandler } from "express";
+import type { IncomingHttpHeaders } from "node:http";
+import type { RequestHandler } from "express";
 import parseBasic from "basic-auth";
 import { looksLikeJwt } from "../auth/credentials";
 import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX, safeEqual } from "../auth/keys";
@@ -17,6 +18,13 @@ const MAX_KEY_LEN = 256;
 const CHALLENGE = { "WWW-Authenticate": 'Basic realm="esp32-ota devices", charset="UTF-8"' };
 
 const unauthorized = (code: string, message: string) => new HttpError(401, code, message, CHALLENGE);
+
+/** The 401 to a request that presented no credential at all: a challenge, not a failed guess. */
+export class AuthChallenge extends HttpError {
+  constructor(code: string, message: string) {
+    super(401, code, message, CHALLENGE);
+  }
+}
 
 /** Query parameters that look like a credential: refused so nobody learns to put keys in URLs. */
 const KEY_PARAM_RE = /^(api[_-]?key|key|token|access[_-]?token|password|secret)$/i;
@@ -35,18 +43,19 @@ interface Presented {
   basicUser: string | null;
 }
 
-function presentedKey(req: Request): Presented | null {
-  const header = req.get("x-api-key");
-  if (header) return { key: header, basicUser: null };
-  const basic = /^\s*basic\s/i.test(req.get("authorization") ?? "") ? parseBasic(req) : undefined;
+function presentedKey(headers: IncomingHttpHeaders): Presented | null {
+  const header = headers["x-api-key"];
+  if (header) return { key: header as string, basicUser: null };
+  const authorization = headers.authorization ?? "";
+  const basic = /^\s*basic\s/i.test(authorization) ? parseBasic.parse(authorization) : undefined;
   if (basic && basic.pass) return { key: basic.pass, basicUser: basic.name || null };
   return null;
 }
 
-function refuseQueryCredentials(req: Request): void {
-  const q = req.url.indexOf("?");
+function refuseQueryCredentials(url: string): void {
+  const q = url.indexOf("?");
   if (q < 0) return;
-  for (const [name, value] of new URLSearchParams(req.url.slice(q + 1))) {
+  for (const [name, value] of new URLSearchParams(url.slice(q + 1))) {
     if (KEY_PARAM_RE.test(name) || value.startsWith(DEVICE_KEY_PREFIX) || value.startsWith(FLEET_KEY_PREFIX)) {
       throw badRequest(
         "credential_in_query",
@@ -57,11 +66,12 @@ function refuseQueryCredentials(req: Request): void {
 }
 
 /** The device this request speaks for: every place that names one must agree. */
-function claimedDeviceId(req: Request, basicUser: string | null): { id: string; source: IdSource } | null {
+function claimedDeviceId(headers: IncomingHttpHeaders, basicUser: string | null): { id: string; source: IdSource } | null {
   const claims: { id: string; from: string; source: IdSource }[] = [];
   for (const src of ID_SOURCES) {
-    const raw = req.get(src.header);
-    if (raw === undefined) continue;
+    const value = headers[src.header];
+    if (value === undefined) continue;
+    const raw = Array.isArray(value) ? value.join(", ") : value; // repeated: refused below as not one id
     const id = normalizeDeviceId(raw);
     if (!id) throw badRequest("invalid_device_id", `${src.name} must be ${DEVICE_ID_RULE}`);
     claims.push({ id, from: src.name, source: src.name });
@@ -89,61 +99,78 @@ async function isOperatorToken(ctx: Context, s: string | undefined): Promise<boo
   return Boolean(s && looksLikeJwt(s) && (await ctx.credentials.verifyOperatorToken(s)).ok);
 }
 
-export function deviceAuth(ctx: Context): RequestHandler {
-  return async (req, res, next) => {
-    refuseQueryCredentials(req);
-    const presented = presentedKey(req);
-    if (!presented) {
-      const bearer = /^Bearer\s+(\S+)$/i.exec(req.get("authorization") ?? "")?.[1];
-      if (await isOperatorToken(ctx, bearer)) {
-        throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
-      }
-      // Nothing was presented, so nothing was guessed: this 401 is a challenge and is not counted as a failure.
-      res.locals.authChallengeOnly = true;
-      throw unauthorized("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
-    }
-    const { key } = presented;
-    if (key.length > MAX_KEY_LEN) throw unauthorized("invalid_credential", "the API key is not valid");
-    const claim = claimedDeviceId(req, presented.basicUser);
-    const deviceId = claim?.id ?? null;
-    const idSource = claim?.source;
+/** What authentication reads from a device request: its target (for the query) and its headers, as Node parsed them. */
+export interface DeviceCredentialRequest {
+  url: string;
+  headers: IncomingHttpHeaders;
+}
 
-    if (key.startsWith(DEVICE_KEY_PREFIX)) {
-      if (!deviceId) {
-        throw badRequest(
-          "device_id_required",
-          "a device key must be sent with the device id it belongs to (X-Device-Id, x-ESP32-STA-MAC or the HTTP Basic user name)",
-        );
-      }
-      const device = await ctx.devices.get(deviceId);
-      if (!device?.provisioned_at || !safeEqual(key, ctx.credentials.deviceApiKey(deviceId, device.key_generation))) {
-        throw unauthorized("invalid_credential", "the API key is not valid for this device");
-      }
-      if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision it again");
-      req.device = { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip };
-      return next();
-    }
-
-    if (key.startsWith(FLEET_KEY_PREFIX)) {
-      if (!(await ctx.credentials.verifyFleetKey(key))) throw unauthorized("invalid_credential", "the API key is not valid");
-      let generation = 0;
-      let chip: string | null = null;
-      if (deviceId) {
-        const device = await ctx.devices.get(deviceId);
-        if (device?.provisioned_at && !device.revoked_at) {
-          throw forbidden("device_key_required", `device ${deviceId} is provisioned: it must use its own key, not a fleet key`);
-        }
-        generation = device?.key_generation ?? 0;
-        chip = device?.chip ?? null;
-      }
-      req.device = { kind: "fleet", id: deviceId, idSource, generation, provisioned: false, chip };
-      return next();
-    }
-
-    if (await isOperatorToken(ctx, key)) {
+/**
+ * Authenticates a device request, whatever carries it (the Express routes, or the fast path in fast-path.ts);
+ * throws the HttpError to answer otherwise (an AuthChallenge when no credential was presented at all).
+ */
+export async function authenticateDevice(ctx: Context, req: DeviceCredentialRequest): Promise<DeviceIdentity> {
+  refuseQueryCredentials(req.url);
+  const presented = presentedKey(req.headers);
+  if (!presented) {
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
+    if (await isOperatorToken(ctx, bearer)) {
       throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
     }
-    throw unauthorized("invalid_credential", "the API key is not valid");
+    throw new AuthChallenge("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
+  }
+  const { key } = presented;
+  if (key.length > MAX_KEY_LEN) throw unauthorized("invalid_credential", "the API key is not valid");
+  const claim = claimedDeviceId(req.headers, presented.basicUser);
+  const deviceId = claim?.id ?? null;
+  const idSource = claim?.source;
+
+  if (key.startsWith(DEVICE_KEY_PREFIX)) {
+    if (!deviceId) {
+      throw badRequest(
+        "device_id_required",
+        "a device key must be sent with the device id it belongs to (X-Device-Id, x-ESP32-STA-MAC or the HTTP Basic user name)",
+      );
+    }
+    const device = await ctx.devices.get(deviceId);
+    if (!device?.provisioned_at || !safeEqual(key, ctx.credentials.deviceApiKey(deviceId, device.key_generation))) {
+      throw unauthorized("invalid_credential", "the API key is not valid for this device");
+    }
+    if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision it again");
+    return { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip };
+  }
+
+  if (key.startsWith(FLEET_KEY_PREFIX)) {
+    if (!(await ctx.credentials.verifyFleetKey(key))) throw unauthorized("invalid_credential", "the API key is not valid");
+    let generation = 0;
+    let chip: string | null = null;
+    if (deviceId) {
+      const device = await ctx.devices.get(deviceId);
+      if (device?.provisioned_at && !device.revoked_at) {
+        throw forbidden("device_key_required", `device ${deviceId} is provisioned: it must use its own key, not a fleet key`);
+      }
+      generation = device?.key_generation ?? 0;
+      chip = device?.chip ?? null;
+    }
+    return { kind: "fleet", id: deviceId, idSource, generation, provisioned: false, chip };
+  }
+
+  if (await isOperatorToken(ctx, key)) {
+    throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
+  }
+  throw unauthorized("invalid_credential", "the API key is not valid");
+}
+
+export function deviceAuth(ctx: Context): RequestHandler {
+  return async (req, res, next) => {
+    try {
+      req.device = await authenticateDevice(ctx, req);
+    } catch (e) {
+      // Nothing was presented, so nothing was guessed: this 401 is a challenge and is not counted as a failure.
+      if (e instanceof AuthChallenge) res.locals.authChallengeOnly = true;
+      throw e;
+    }
+    next();
   };
 }
 

@@ -3,7 +3,9 @@
 // 416 for anything else, HEAD, If-None-Match and If-Range. Full answers carry x-MD5 (checked by Arduino's
 // Update) and x-SHA256 (checked by newer arduino-esp32 HTTPUpdate releases).
 import fs from "node:fs";
+import type { ServerResponse } from "node:http";
 import type { Request, RequestHandler, Response } from "express";
+import type { Logger } from "pino";
 import parseRange from "range-parser";
 import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
@@ -30,11 +32,19 @@ function etagListMatches(header: string, etag: string, weakOk: boolean): boolean
   });
 }
 
+/** The request headers that decide which bytes a download answers with. */
+export interface ByteRequest {
+  method: string;
+  range: string | undefined;
+  ifRange: string | undefined;
+  ifNoneMatch: string | undefined;
+}
+
 /** Decides which bytes to send: null for all of them, or one satisfiable range. Throws 416. */
-function selectRange(req: Request, src: ByteSource): { start: number; end: number } | null {
-  const header = req.get("range");
+function selectRange(req: ByteRequest, src: ByteSource): { start: number; end: number } | null {
+  const header = req.range;
   if (!header) return null;
-  const ifRange = req.get("if-range");
+  const ifRange = req.ifRange;
   // If-Range with anything but our exact (strong) ETag means "the copy I have is stale: send it all".
   if (ifRange !== undefined && ifRange.trim() !== src.etag) return null;
   if (!/^\s*bytes\s*=/i.test(header)) return null; // unknown unit: ignore the header (RFC 9110)
@@ -52,57 +62,104 @@ function selectRange(req: Request, src: ByteSource): { start: number; end: numbe
   return { start: r.start, end: r.end };
 }
 
-export function sendBytes(req: Request, res: Response, src: ByteSource): void {
-  res.set({
+/**
+ * Bytes handed to the connection at a time. A device on a slow link holds at most about one chunk of the
+ * server's memory (its encrypted copy waiting for the socket), so 1,000 slow downloads cost tens of MiB, not
+ * the image size each; large enough that a fast client is not slowed by the per-write cost.
+ */
+export const CHUNK = 32 * 1024;
+
+/** Writes buf[start, stop) in CHUNK slices, waiting for the socket to drain: no copy, bounded memory. */
+function sendSlices(res: ServerResponse, buf: Buffer, start: number, stop: number): void {
+  let pos = start;
+  const pump = () => {
+    while (pos < stop) {
+      if (res.destroyed) return;
+      const next = Math.min(pos + CHUNK, stop);
+      const more = res.write(buf.subarray(pos, next));
+      pos = next;
+      if (!more && pos < stop) {
+        res.once("drain", pump);
+        return;
+      }
+    }
+    res.end();
+  };
+  pump();
+}
+
+/** What a download answers: status, headers and which bytes. */
+export interface BytePlan {
+  status: 200 | 206 | 304;
+  headers: Record<string, string>;
+  start: number;
+  end: number;
+  /** false for HEAD and 304 */
+  body: boolean;
+}
+
+function baseHeaders(src: ByteSource): Record<string, string> {
+  return {
     "Accept-Ranges": "bytes",
     ETag: src.etag,
     "Cache-Control": "private, max-age=0, must-revalidate",
     "Content-Disposition": `attachment; filename="${src.filename}"`,
-  });
-  res.type("application/octet-stream");
+    "Content-Type": "application/octet-stream",
+  };
+}
 
-  const inm = req.get("if-none-match");
-  if (inm && etagListMatches(inm, src.etag, true)) {
-    res.status(304).end();
-    return;
+/** Decides the answer to a download from its headers, whatever carries it (Express or the fast path). Throws 416. */
+export function planBytes(req: ByteRequest, src: ByteSource): BytePlan {
+  const headers = baseHeaders(src);
+  if (req.ifNoneMatch && etagListMatches(req.ifNoneMatch, src.etag, true)) {
+    return { status: 304, headers, start: 0, end: -1, body: false };
   }
   const range = selectRange(req, src);
   const start = range ? range.start : 0;
   const end = range ? range.end : src.size - 1;
-  if (range) {
-    res.status(206).set("Content-Range", `bytes ${start}-${end}/${src.size}`);
-  } else {
-    res.status(200);
-    if (src.md5) res.set("x-MD5", src.md5);
-    if (src.sha256) res.set("x-SHA256", src.sha256);
+  if (range) headers["Content-Range"] = `bytes ${start}-${end}/${src.size}`;
+  else {
+    if (src.md5) headers["x-MD5"] = src.md5;
+    if (src.sha256) headers["x-SHA256"] = src.sha256;
   }
-  res.set("Content-Length", String(end - start + 1));
-  if (req.method === "HEAD") {
+  headers["Content-Length"] = String(end - start + 1);
+  return { status: range ? 206 : 200, headers, start, end, body: req.method !== "HEAD" };
+}
+
+/** Sends the planned bytes (headers already written or set): from memory in slices, or streamed from disk. */
+export function writeBytes(res: ServerResponse, src: ByteSource, plan: BytePlan, log: Logger | undefined): void {
+  if (!plan.body) {
     res.end();
     return;
   }
   if (src.buffer) {
-    res.end(src.buffer.subarray(start, end + 1));
+    sendSlices(res, src.buffer, plan.start, plan.end + 1);
     return;
   }
-  const stream = fs.createReadStream(src.file!, { start, end });
+  const stream = fs.createReadStream(src.file!, { start: plan.start, end: plan.end, highWaterMark: CHUNK });
   stream.on("error", (err) => {
-    req.log?.error({ err }, "firmware read failed mid-response");
+    log?.error({ err }, "firmware read failed mid-response");
     res.destroy(err);
   });
   res.on("close", () => stream.destroy());
   stream.pipe(res);
 }
 
+export function sendBytes(req: Request, res: Response, src: ByteSource): void {
+  // Set before deciding, so a 416 carries them too.
+  res.set(baseHeaders(src));
+  const plan = planBytes(
+    { method: req.method, range: req.get("range"), ifRange: req.get("if-range"), ifNoneMatch: req.get("if-none-match") },
+    src,
+  );
+  res.set(plan.headers).status(plan.status);
+  writeBytes(res, src, plan, req.log);
+}
+
 export function imageSource(ctx: Context, image: CatalogImage, filename: string): ByteSource {
-  return {
-    size: image.size,
-    etag: `"${image.sha256}"`,
-    filename,
-    md5: image.md5,
-    sha256: image.sha256,
-    file: ctx.blobs.path(image.sha256),
-  };
+  const buffer = ctx.blobs.cached(image.sha256);
+  const src: ByteSource = { size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5, sha256: image.sha256 };
+  return buffer ? { ...src, buffer } : { ...src, file: ctx.blobs.path(image.sha256) };
 }
 
 /** A download name for an image: what it is, never anything taken from the request. */

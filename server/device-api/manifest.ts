@@ -7,6 +7,7 @@ import { hmacHex } from "../auth/keys";
 import type { Context } from "../context";
 import { normalizeChip, CHIP_NAMES } from "../image/chips";
 import { badRequest, HttpError } from "../http/errors";
+import type { DeviceIdentity } from "../http/express-types";
 import { chooseImage, noOfferMessage, type Asker, type Offer } from "./offer";
 
 const NONCE_RE = /^[A-Za-z0-9_-]{16,64}$/;
@@ -20,14 +21,20 @@ export const FLEET_MAC_HEADER = "X-Manifest-Fleet-HMAC";
 
 /** The base URL put into manifests: OTA_PUBLIC_URL, else the host the client used (if well-formed). */
 export function baseUrl(ctx: Context, req: Request): string {
+  return baseUrlFor(ctx, req.get("host"));
+}
+
+function baseUrlFor(ctx: Context, host: string | undefined): string {
   if (ctx.config.publicUrl) return ctx.config.publicUrl;
-  const host = req.get("host");
   return `https://${host && HOST_RE.test(host) ? host : `localhost:${ctx.config.port}`}`;
 }
 
 /** The chip a request names (X-Device-Chip, else ?chip=); null when it names none. */
 export function optionalChip(req: Request): string | null {
-  const raw = req.get("x-device-chip") ?? (typeof req.query.chip === "string" ? req.query.chip : undefined);
+  return parseChip(req.get("x-device-chip") ?? (typeof req.query.chip === "string" ? req.query.chip : undefined));
+}
+
+function parseChip(raw: string | undefined): string | null {
   if (raw === undefined) return null;
   const chip = normalizeChip(raw);
   if (!chip) throw badRequest("unknown_chip", `chip must be one of ${CHIP_NAMES.join(", ")}`);
@@ -35,16 +42,14 @@ export function optionalChip(req: Request): string | null {
 }
 
 /** X-Device-Chip-Rev: the full chip revision, major * 100 + minor (ESP-IDF efuse_hal_chip_revision()). */
-function optionalChipRev(req: Request): number | null {
-  const raw = req.get("x-device-chip-rev");
+function parseChipRev(raw: string | undefined): number | null {
   if (raw === undefined) return null;
   const n = CHIP_REV_RE.test(raw) ? Number(raw) : NaN;
   if (!(n <= 65535)) throw badRequest("invalid_chip_rev", "X-Device-Chip-Rev must be a whole number 0-65535 (major * 100 + minor, e.g. 301 for v3.1)");
   return n;
 }
 
-function optionalVersion(req: Request): string | null {
-  const raw = req.get("x-device-version");
+function parseVersion(raw: string | undefined): string | null {
   if (raw === undefined) return null;
   if (!VERSION_RE.test(raw)) throw badRequest("invalid_version", "X-Device-Version must be 1-32 printable ASCII characters");
   return raw;
@@ -55,12 +60,34 @@ export function noFirmware(ctx: Context, asker: Asker): HttpError {
   return new HttpError(404, "no_firmware", noOfferMessage(ctx, asker));
 }
 
-/** Identifies an offer: changes when anything in the manifest except the per-request fields changes. */
-function offerEtag(image: Offer, base: string, interval: number): string {
-  const h = createHash("sha256")
-    .update(`${image.sha256}|${image.blockSize}|${interval}|${base}|${image.release ?? ""}|${image.allowDowngrade ? 1 : 0}`)
-    .digest("hex");
-  return `"${h.slice(0, 40)}"`;
+/**
+ * The per-offer parts of a manifest, computed once per (offer, base URL, interval) rather than per poll:
+ * the ETag and the JSON text up to the per-request fields. Offers are immutable objects, one per image and
+ * release (offer.ts keeps them), so a WeakMap keyed by the offer forgets those that are gone.
+ */
+interface OfferParts {
+  etag: string;
+  /** `{"version":…,"interval":N` — the body without its per-request tail and closing brace. */
+  head: string;
+}
+const offerCache = new WeakMap<Offer, Map<string, OfferParts>>();
+
+function offerParts(offer: Offer, base: string, interval: number): OfferParts {
+  let byBase = offerCache.get(offer);
+  if (!byBase) offerCache.set(offer, (byBase = new Map()));
+  const key = `${interval}|${base}`;
+  let parts = byBase.get(key);
+  if (!parts) {
+    // Identifies an offer: changes when anything in the manifest except the per-request fields changes.
+    const h = createHash("sha256")
+      .update(`${offer.sha256}|${offer.blockSize}|${interval}|${base}|${offer.release ?? ""}|${offer.allowDowngrade ? 1 : 0}`)
+      .digest("hex");
+    const full = JSON.stringify(manifestFields(offer, base, interval));
+    parts = { etag: `"${h.slice(0, 40)}"`, head: full.slice(0, -1) };
+    if (byBase.size >= 64) byBase.clear(); // Host-derived bases are few; never let them grow without bound
+    byBase.set(key, parts);
+  }
+  return parts;
 }
 
 function etagMatches(header: string | undefined, etag: string): boolean {
@@ -71,6 +98,30 @@ function etagMatches(header: string | undefined, etag: string): boolean {
   });
 }
 
+function manifestFields(image: Offer, base: string, interval: number) {
+  return {
+    version: image.version,
+    size: image.size,
+    sha256: image.sha256,
+    md5: image.md5,
+    url: `${base}/firmware/sha256/${image.sha256}.bin`,
+    project: image.project,
+    chip: image.chip,
+    min_chip_rev: image.minChipRev,
+    max_chip_rev: image.maxChipRev,
+    secure_version: image.secureVersion,
+    idf_version: image.idfVersion,
+    build: `${image.buildDate} ${image.buildTime}`.trim(),
+    block_size: image.blockSize,
+    block_count: image.blockCount,
+    block_hashes_url: `${base}/firmware/sha256/${image.sha256}/blocks`,
+    block_hashes_sha256: image.blockHashesSha256,
+    allow_downgrade: image.allowDowngrade,
+    release: image.release,
+    interval,
+  };
+}
+
 export function manifestBody(
   image: Offer,
   base: string,
@@ -78,33 +129,9 @@ export function manifestBody(
   deviceId: string | null,
   nonce: string | null,
 ): Buffer {
-  return Buffer.from(
-    JSON.stringify({
-      version: image.version,
-      size: image.size,
-      sha256: image.sha256,
-      md5: image.md5,
-      url: `${base}/firmware/sha256/${image.sha256}.bin`,
-      project: image.project,
-      chip: image.chip,
-      min_chip_rev: image.minChipRev,
-      max_chip_rev: image.maxChipRev,
-      secure_version: image.secureVersion,
-      idf_version: image.idfVersion,
-      build: `${image.buildDate} ${image.buildTime}`.trim(),
-      block_size: image.blockSize,
-      block_count: image.blockCount,
-      block_hashes_url: `${base}/firmware/sha256/${image.sha256}/blocks`,
-      block_hashes_sha256: image.blockHashesSha256,
-      allow_downgrade: image.allowDowngrade,
-      release: image.release,
-      interval,
-      device_id: deviceId,
-      nonce,
-      issued_at: new Date().toISOString(),
-    }),
-    "utf8",
-  );
+  // Same bytes as JSON.stringify of the whole object: the cached head, then the per-request fields.
+  const tail = `,"device_id":${JSON.stringify(deviceId)},"nonce":${JSON.stringify(nonce)},"issued_at":"${new Date().toISOString()}"}`;
+  return Buffer.from(offerParts(image, base, interval).head + tail, "utf8");
 }
 
 /** What the device MACs to check a 304: proves "nothing new" came from the server, for this request. */
@@ -112,48 +139,93 @@ export function notModifiedMacInput(deviceId: string, nonce: string, etag: strin
   return `not-modified\n${deviceId}\n${nonce}\n${etag.replace(/"/g, "")}`;
 }
 
+/** What a manifest request carries, as sent (headers, or `?chip=` for the chip). */
+export interface ManifestRequest {
+  caller: DeviceIdentity;
+  nonce: string | undefined;
+  chip: string | undefined;
+  chipRev: string | undefined;
+  version: string | undefined;
+  ifNoneMatch: string | undefined;
+  host: string | undefined;
+  ip: string | undefined;
+}
+
+export interface ManifestAnswer {
+  status: 200 | 304;
+  headers: Record<string, string>;
+  /** JSON, for 200. */
+  body?: Buffer;
+}
+
+/**
+ * Answers a manifest request, whatever carried it (the Express route, or the fast path in fast-path.ts):
+ * validates the per-request headers, records the sighting, consumes the nonce last (only a request that is
+ * otherwise answerable uses it up). Throws the HttpError to answer otherwise.
+ */
+export async function answerManifest(ctx: Context, r: ManifestRequest): Promise<ManifestAnswer> {
+  const caller = r.caller;
+  const deviceId = caller.id;
+  if (r.nonce !== undefined && !NONCE_RE.test(r.nonce)) {
+    throw badRequest("invalid_nonce", "X-Nonce must be 16-64 characters of A-Z a-z 0-9 _ -, fresh for every request");
+  }
+  const nonce = r.nonce ?? null;
+  // The agent (X-Device-Id) must send a nonce; a simple client identified by its MAC or Basic user name need not.
+  if (deviceId && caller.idSource === "X-Device-Id" && !nonce) {
+    throw badRequest("nonce_required", "with X-Device-Id, send a fresh random X-Nonce (16-64 characters) with every manifest request");
+  }
+  const chip = parseChip(r.chip) ?? caller.chip;
+  const version = parseVersion(r.version);
+  const chipRev = parseChipRev(r.chipRev);
+
+  if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, chipRev: chipRev ?? undefined, version: version ?? undefined, ip: r.ip });
+
+  const asker = { deviceId, chip, version, chipRev };
+  const image = await chooseImage(ctx, asker);
+  if (!image) throw noFirmware(ctx, asker);
+  if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
+    throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
+  }
+
+  const base = baseUrlFor(ctx, r.host);
+  const interval = ctx.config.pollInterval;
+  const etag = offerParts(image, base, interval).etag;
+  const macKey = deviceId ? ctx.credentials.deviceMacKey(deviceId, caller.generation) : null;
+  const headers: Record<string, string> = {
+    ETag: etag,
+    "Cache-Control": "no-store",
+    Vary: "X-Device-Id, X-Nonce, X-Device-Chip, X-Device-Chip-Rev, X-Device-Version",
+  };
+
+  if (etagMatches(r.ifNoneMatch, etag)) {
+    if (macKey && deviceId && nonce) headers[MAC_HEADER] = hmacHex(macKey, notModifiedMacInput(deviceId, nonce, etag));
+    return { status: 304, headers };
+  }
+  const body = manifestBody(image, base, interval, deviceId, nonce);
+  if (macKey) headers[MAC_HEADER] = hmacHex(macKey, body);
+  if (ctx.config.fleetManifestHmac) {
+    headers[FLEET_MAC_HEADER] = hmacHex(ctx.credentials.fleetManifestMacKey(ctx.config.fleetManifestKeyGeneration), body);
+  }
+  return { status: 200, headers, body };
+}
+
 export function manifestHandler(ctx: Context): RequestHandler {
   return async (req, res) => {
-    const caller = req.device!;
-    const deviceId = caller.id;
-    const nonceHeader = req.get("x-nonce");
-    if (nonceHeader !== undefined && !NONCE_RE.test(nonceHeader)) {
-      throw badRequest("invalid_nonce", "X-Nonce must be 16-64 characters of A-Z a-z 0-9 _ -, fresh for every request");
-    }
-    const nonce = nonceHeader ?? null;
-    // The agent (X-Device-Id) must send a nonce; a simple client identified by its MAC or Basic user name need not.
-    if (deviceId && caller.idSource === "X-Device-Id" && !nonce) {
-      throw badRequest("nonce_required", "with X-Device-Id, send a fresh random X-Nonce (16-64 characters) with every manifest request");
-    }
-    const chip = optionalChip(req) ?? caller.chip;
-    const version = optionalVersion(req);
-    const chipRev = optionalChipRev(req);
-
-    if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, chipRev: chipRev ?? undefined, version: version ?? undefined, ip: req.ip });
-
-    const asker = { deviceId, chip, version, chipRev };
-    const image = await chooseImage(ctx, asker);
-    if (!image) throw noFirmware(ctx, asker);
-    if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
-      throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
-    }
-
-    const base = baseUrl(ctx, req);
-    const interval = ctx.config.pollInterval;
-    const etag = offerEtag(image, base, interval);
-    const macKey = deviceId ? ctx.credentials.deviceMacKey(deviceId, caller.generation) : null;
-    res.set({ ETag: etag, "Cache-Control": "no-store", Vary: "X-Device-Id, X-Nonce, X-Device-Chip, X-Device-Chip-Rev, X-Device-Version" });
-
-    if (etagMatches(req.get("if-none-match"), etag)) {
-      if (macKey && deviceId && nonce) res.set(MAC_HEADER, hmacHex(macKey, notModifiedMacInput(deviceId, nonce, etag)));
+    const a = await answerManifest(ctx, {
+      caller: req.device!,
+      nonce: req.get("x-nonce"),
+      chip: req.get("x-device-chip") ?? (typeof req.query.chip === "string" ? req.query.chip : undefined),
+      chipRev: req.get("x-device-chip-rev"),
+      version: req.get("x-device-version"),
+      ifNoneMatch: req.get("if-none-match"),
+      host: req.get("host"),
+      ip: req.ip,
+    });
+    res.set(a.headers);
+    if (a.status === 304) {
       res.status(304).end();
       return;
     }
-    const body = manifestBody(image, base, interval, deviceId, nonce);
-    if (macKey) res.set(MAC_HEADER, hmacHex(macKey, body));
-    if (ctx.config.fleetManifestHmac) {
-      res.set(FLEET_MAC_HEADER, hmacHex(ctx.credentials.fleetManifestMacKey(ctx.config.fleetManifestKeyGeneration), body));
-    }
-    res.status(200).type("application/json").send(body);
+    res.status(200).type("application/json").send(a.body);
   };
 }

@@ -25,10 +25,25 @@ export interface Offer extends CatalogImage {
   allowDowngrade: boolean;
 }
 
+/**
+ * One Offer object per (image, release, allow_downgrade), reused for every poll: manifest.ts caches each
+ * offer's serialised parts by object identity, so a fresh object per poll would rebuild them every time.
+ */
+const offers = new WeakMap<CatalogImage, Map<string, Offer>>();
+
+function offerOf(image: CatalogImage, release: string | null, allowDowngrade: boolean): Offer {
+  let byRelease = offers.get(image);
+  if (!byRelease) offers.set(image, (byRelease = new Map()));
+  const key = `${allowDowngrade ? 1 : 0}${release ?? ""}`;
+  let offer = byRelease.get(key);
+  if (!offer) byRelease.set(key, (offer = Object.freeze({ ...image, release, allowDowngrade })));
+  return offer;
+}
+
 export async function chooseImage(ctx: Context, asker: Asker): Promise<Offer | undefined> {
   if (ctx.releases.size === 0) {
     const image = ctx.catalog.latest(asker.chip);
-    return image && { ...image, release: null, allowDowngrade: false };
+    return image && offerOf(image, null, false);
   }
   const facts = await deviceFacts(ctx, asker);
   const a = assign(facts, {
@@ -43,7 +58,7 @@ export async function chooseImage(ctx: Context, asker: Asker): Promise<Offer | u
     return undefined;
   }
   if (!a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id);
-  return { ...image, release: a.release.name, allowDowngrade: a.release.allowDowngrade };
+  return offerOf(image, a.release.name, a.release.allowDowngrade);
 }
 
 /** What the registry and the request together say about the asking device. */

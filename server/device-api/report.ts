@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { Context } from "../context";
 import { deviceIdSchema } from "../devices/device-id";
 import { HttpError, validationError } from "../http/errors";
+import type { DeviceIdentity } from "../http/express-types";
 import { assertMaySpeakFor } from "./auth";
 
 export const REPORT_STATUSES = [
@@ -68,29 +69,40 @@ export const REPORT_BODY_LIMIT = 8 * 1024;
 
 export const reportBodyParser = express.json({ limit: REPORT_BODY_LIMIT, strict: true, type: "application/json" });
 
+/** Validates and stores one report from `caller` (the body as parsed JSON); throws the HttpError to answer. */
+export async function acceptReport(
+  ctx: Context,
+  caller: DeviceIdentity,
+  body: unknown,
+  ip: string | undefined,
+): Promise<{ duplicate: boolean; deviceId: string; status: string; reason: string | null | undefined }> {
+  const parsed = reportSchema.safeParse(body);
+  if (!parsed.success) throw validationError(parsed.error, "body");
+  const r = parsed.data;
+  await assertMaySpeakFor(ctx, caller, r.device_id);
+  const { duplicate } = await ctx.devices.recordReport({
+    deviceId: r.device_id,
+    reportId: r.report_id,
+    status: r.status,
+    version: r.version,
+    targetVersion: r.target_version,
+    error: r.error,
+    reason: r.reason,
+    bytes: r.bytes,
+    total: r.total,
+    sha256: r.sha256,
+    ip,
+  });
+  return { duplicate, deviceId: r.device_id, status: r.status, reason: r.reason };
+}
+
 export function reportHandler(ctx: Context): RequestHandler {
   return async (req, res) => {
     if (!req.is("application/json")) {
       throw new HttpError(415, "unsupported_media_type", "send the report as Content-Type: application/json");
     }
-    const parsed = reportSchema.safeParse(req.body);
-    if (!parsed.success) throw validationError(parsed.error, "body");
-    const r = parsed.data;
-    await assertMaySpeakFor(ctx, req.device!, r.device_id);
-    const { duplicate } = await ctx.devices.recordReport({
-      deviceId: r.device_id,
-      reportId: r.report_id,
-      status: r.status,
-      version: r.version,
-      targetVersion: r.target_version,
-      error: r.error,
-      reason: r.reason,
-      bytes: r.bytes,
-      total: r.total,
-      sha256: r.sha256,
-      ip: req.ip,
-    });
-    req.log?.info({ device: r.device_id, status: r.status, reason: r.reason, duplicate }, "device report");
-    res.status(200).json({ ok: true, duplicate });
+    const a = await acceptReport(ctx, req.device!, req.body, req.ip);
+    req.log?.info({ device: a.deviceId, status: a.status, reason: a.reason, duplicate: a.duplicate }, "device report");
+    res.status(200).json({ ok: true, duplicate: a.duplicate });
   };
 }

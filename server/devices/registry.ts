@@ -1,10 +1,13 @@
 // The device registry: who has been seen, what each device runs, its update state and report history.
 // Poll sightings are written behind (batched once a second) so the poll path never waits on the disk;
-// reports are committed before they are acknowledged.
+// reports are committed before they are acknowledged, many to one commit: reports that arrive while a
+// commit is on its way to the disk go together in the next one (group commit), so durable reports cost one
+// disk flush per batch rather than one each.
 import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
+import { preparedQuery } from "../store/prepared";
 import type { Database, DeviceRow, ReportRow } from "../store/schema";
 
 export interface Sighting {
@@ -89,6 +92,49 @@ export interface DeviceView extends DeviceRow {
 
 const now = () => new Date().toISOString();
 
+/** The device columns a poll sighting may set. */
+const SIGHTING_COLUMNS = [
+  "chip",
+  "chip_rev",
+  "version",
+  "last_ip",
+  "client",
+  "sketch_size",
+  "free_space",
+  "flash_size",
+  "running_sha256",
+  "running_md5",
+  "sdk_version",
+] as const;
+type SightingColumn = (typeof SIGHTING_COLUMNS)[number];
+
+function sightingArgs(id: string, s: Sighting & { at: string }): Record<"id" | "at" | SightingColumn, unknown> {
+  const c = clientColumns(s.client);
+  return {
+    id,
+    at: s.at,
+    chip: s.chip ?? null,
+    chip_rev: s.chipRev ?? null,
+    version: s.version ?? null,
+    last_ip: s.ip ?? null,
+    client: c.client ?? null,
+    sketch_size: c.sketch_size ?? null,
+    free_space: c.free_space ?? null,
+    flash_size: c.flash_size ?? null,
+    running_sha256: c.running_sha256 ?? null,
+    running_md5: c.running_md5 ?? null,
+    sdk_version: c.sdk_version ?? null,
+  };
+}
+
+interface QueuedReport {
+  r: ReportInput;
+  reportId: string;
+  at: string;
+  resolve(v: { duplicate: boolean }): void;
+  reject(err: unknown): void;
+}
+
 /**
  * Emits "report" (a ReportInput) after a new report is committed, so rollouts can count outcomes from every
  * endpoint that records reports.
@@ -97,6 +143,13 @@ export class DeviceRegistry extends EventEmitter {
   private pending = new Map<string, Sighting & { at: string }>();
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
+  private reportQueue: QueuedReport[] = [];
+  private committingReports = false;
+
+  private readonly getQuery;
+  private readonly sightingQuery;
+  private readonly insertReportQuery;
+  private readonly reportStateQuery;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -105,10 +158,77 @@ export class DeviceRegistry extends EventEmitter {
     private readonly flushMs = 1000,
   ) {
     super();
+    this.getQuery = preparedQuery(["id"], (p) => db.selectFrom("devices").selectAll().where("id", "=", p.id));
+    // A sighting: seen now; chip, version and address when the poll said them, else what is known.
+    // Every column but the times is kept when the poll did not say it (null).
+    this.sightingQuery = preparedQuery(["id", "at", ...SIGHTING_COLUMNS], (p) =>
+      db
+        .insertInto("devices")
+        .values({
+          id: p.id,
+          ...(Object.fromEntries(SIGHTING_COLUMNS.map((c) => [c, p[c]])) as Record<SightingColumn, never>),
+          first_seen_at: p.at,
+          last_seen_at: p.at,
+          created_at: p.at,
+          key_generation: 0,
+        })
+        .onConflict((oc) =>
+          oc.column("id").doUpdateSet((eb) => ({
+            last_seen_at: eb.ref("excluded.last_seen_at"),
+            first_seen_at: eb.fn.coalesce("devices.first_seen_at", eb.ref("excluded.first_seen_at")),
+            ...(Object.fromEntries(
+              SIGHTING_COLUMNS.map((c) => [c, eb.fn.coalesce(eb.ref(`excluded.${c}`), eb.ref(`devices.${c}`))]),
+            ) as Record<SightingColumn, never>),
+          })),
+        ),
+    );
+    const reportFields = ["device_id", "report_id", "status", "version", "target_version", "error", "reason", "bytes", "total", "sha256", "remote_ip", "received_at"] as const;
+    this.insertReportQuery = preparedQuery(reportFields, (p) =>
+      db
+        .insertInto("reports")
+        .values({ ...p, bytes: p.bytes as never, total: p.total as never })
+        .onConflict((oc) => oc.columns(["device_id", "report_id"]).doNothing()),
+    );
+    // A report moves the device's state; version and address only when the report says them.
+    this.reportStateQuery = preparedQuery(
+      ["id", "state", "state_detail", "target_version", "progress_bytes", "progress_total", "at", "version", "ip"],
+      (p) =>
+        db
+          .insertInto("devices")
+          .values({
+            id: p.id,
+            state: p.state,
+            state_detail: p.state_detail,
+            target_version: p.target_version,
+            progress_bytes: p.progress_bytes as never,
+            progress_total: p.progress_total as never,
+            last_report_at: p.at,
+            last_seen_at: p.at,
+            version: p.version,
+            last_ip: p.ip,
+            first_seen_at: p.at,
+            created_at: p.at,
+            key_generation: 0,
+          })
+          .onConflict((oc) =>
+            oc.column("id").doUpdateSet((eb) => ({
+              state: eb.ref("excluded.state"),
+              state_detail: eb.ref("excluded.state_detail"),
+              target_version: eb.ref("excluded.target_version"),
+              progress_bytes: eb.ref("excluded.progress_bytes"),
+              progress_total: eb.ref("excluded.progress_total"),
+              last_report_at: eb.ref("excluded.last_report_at"),
+              last_seen_at: eb.ref("excluded.last_seen_at"),
+              version: eb.fn.coalesce(eb.ref("excluded.version"), eb.ref("devices.version")),
+              last_ip: eb.fn.coalesce(eb.ref("excluded.last_ip"), eb.ref("devices.last_ip")),
+              first_seen_at: eb.fn.coalesce("devices.first_seen_at", eb.ref("excluded.first_seen_at")),
+            })),
+          ),
+    );
   }
 
   async get(id: string): Promise<DeviceRow | undefined> {
-    return this.db.selectFrom("devices").selectAll().where("id", "=", id).executeTakeFirst();
+    return (await this.db.executeQuery(this.getQuery({ id }))).rows[0];
   }
 
   /** Records that a device was seen; written within flushMs. */
@@ -140,32 +260,7 @@ export class DeviceRegistry extends EventEmitter {
       try {
         await this.db.transaction().execute(async (trx) => {
           for (const [id, s] of batch) {
-            await trx
-              .insertInto("devices")
-              .values({
-                id,
-                chip: s.chip ?? null,
-                chip_rev: s.chipRev ?? null,
-                version: s.version ?? null,
-                last_ip: s.ip ?? null,
-                first_seen_at: s.at,
-                last_seen_at: s.at,
-                created_at: s.at,
-                key_generation: 0,
-                ...clientColumns(s.client),
-              })
-              .onConflict((oc) =>
-                oc.column("id").doUpdateSet((eb) => ({
-                  last_seen_at: s.at,
-                  first_seen_at: eb.fn.coalesce("devices.first_seen_at", eb.val(s.at)),
-                  chip: s.chip ?? eb.ref("devices.chip"),
-                  chip_rev: s.chipRev ?? eb.ref("devices.chip_rev"),
-                  version: s.version ?? eb.ref("devices.version"),
-                  last_ip: s.ip ?? eb.ref("devices.last_ip"),
-                  ...clientColumns(s.client),
-                })),
-              )
-              .execute();
+            await trx.executeQuery(this.sightingQuery(sightingArgs(id, s)));
           }
         });
       } catch (err) {
@@ -209,10 +304,10 @@ export class DeviceRegistry extends EventEmitter {
   }
 
   /**
-   * Stores a report and applies it to the device's state in one transaction. A retry of the same report
-   * (same report_id, or for clients without ids the same body within a minute) changes nothing.
+   * Stores a report and applies it to the device's state; resolves once it is on disk. A retry of the same
+   * report (same report_id, or for clients without ids the same body within a minute) changes nothing.
    */
-  async recordReport(r: ReportInput): Promise<{ duplicate: boolean }> {
+  recordReport(r: ReportInput): Promise<{ duplicate: boolean }> {
     const at = now();
     // A poll sighting still waiting to be written is older than this report: its version must not win.
     const pending = this.pending.get(r.deviceId);
@@ -225,59 +320,11 @@ export class DeviceRegistry extends EventEmitter {
           .update(String(Math.floor(Date.now() / 60000)))
           .digest("hex")
           .slice(0, 32);
-    const outcome = await this.db.transaction().execute(async (trx) => {
-      const inserted = await trx
-        .insertInto("reports")
-        .values({
-          device_id: r.deviceId,
-          report_id: reportId,
-          status: r.status,
-          version: r.version ?? null,
-          target_version: r.targetVersion ?? null,
-          error: r.error ?? null,
-          reason: r.reason ?? null,
-          bytes: r.bytes ?? null,
-          total: r.total ?? null,
-          sha256: r.sha256 ?? null,
-          remote_ip: r.ip ?? null,
-          received_at: at,
-        })
-        .onConflict((oc) => oc.columns(["device_id", "report_id"]).doNothing())
-        .executeTakeFirst();
-      if (Number(inserted.numInsertedOrUpdatedRows ?? 0n) === 0) return { duplicate: true };
-      const state = {
-        state: r.status,
-        state_detail: r.error ?? r.reason ?? null,
-        target_version: r.targetVersion ?? null,
-        progress_bytes: r.bytes ?? null,
-        progress_total: r.total ?? null,
-        last_report_at: at,
-        last_seen_at: at,
-      };
-      await trx
-        .insertInto("devices")
-        .values({
-          id: r.deviceId,
-          ...state,
-          version: r.version ?? null,
-          last_ip: r.ip ?? null,
-          first_seen_at: at,
-          created_at: at,
-          key_generation: 0,
-        })
-        .onConflict((oc) =>
-          oc.column("id").doUpdateSet((eb) => ({
-            ...state,
-            version: r.version ?? eb.ref("devices.version"),
-            last_ip: r.ip ?? eb.ref("devices.last_ip"),
-            first_seen_at: eb.fn.coalesce("devices.first_seen_at", eb.val(at)),
-          })),
-        )
-        .execute();
-      return { duplicate: false };
+    return new Promise((resolve, reject) => {
+      this.reportQueue.push({ r, reportId, at, resolve, reject });
+      // Wait for the requests already read in this turn of the event loop, then commit them together.
+      if (!this.committingReports && this.reportQueue.length === 1) setImmediate(() => void this.commitReports());
     });
-    if (!outcome.duplicate) this.emit("report", r);
-    return outcome;
   }
 
   /** Applies an operator's change; returns the updated row, or undefined for an unknown device. */
@@ -324,6 +371,70 @@ export class DeviceRegistry extends EventEmitter {
       }
     });
     return this.tags(id);
+  }
+
+  /** Commits queued reports in one transaction; whatever queued meanwhile goes in the next one. */
+  private async commitReports(): Promise<void> {
+    if (this.committingReports || this.reportQueue.length === 0) return;
+    this.committingReports = true;
+    const batch = this.reportQueue;
+    this.reportQueue = [];
+    try {
+      const results = await this.db.transaction().execute(async (trx) => {
+        const out: boolean[] = [];
+        for (const { r, reportId, at } of batch) {
+          const inserted = await trx.executeQuery(
+            this.insertReportQuery({
+              device_id: r.deviceId,
+              report_id: reportId,
+              status: r.status,
+              version: r.version ?? null,
+              target_version: r.targetVersion ?? null,
+              error: r.error ?? null,
+              reason: r.reason ?? null,
+              bytes: r.bytes ?? null,
+              total: r.total ?? null,
+              sha256: r.sha256 ?? null,
+              remote_ip: r.ip ?? null,
+              received_at: at,
+            }),
+          );
+          const duplicate = Number(inserted.numAffectedRows ?? 0n) === 0;
+          out.push(duplicate);
+          if (duplicate) continue;
+          await trx.executeQuery(
+            this.reportStateQuery({
+              id: r.deviceId,
+              state: r.status,
+              state_detail: r.error ?? r.reason ?? null,
+              target_version: r.targetVersion ?? null,
+              progress_bytes: r.bytes ?? null,
+              progress_total: r.total ?? null,
+              at,
+              version: r.version ?? null,
+              ip: r.ip ?? null,
+            }),
+          );
+        }
+        return out;
+      });
+      batch.forEach((q, i) => q.resolve({ duplicate: results[i]! }));
+      for (const [i, q] of batch.entries()) if (!results[i]) this.emitReport(q.r);
+    } catch (err) {
+      this.log.error({ err, reports: batch.length }, "could not store device reports");
+      for (const q of batch) q.reject(err);
+    } finally {
+      this.committingReports = false;
+      if (this.reportQueue.length) setImmediate(() => void this.commitReports());
+    }
+  }
+
+  private emitReport(r: ReportInput): void {
+    try {
+      this.emit("report", r);
+    } catch (err) {
+      this.log.error({ err, device: r.deviceId }, "a report listener failed");
+    }
   }
 
   view(row: DeviceRow): DeviceView {
@@ -378,5 +489,9 @@ export class DeviceRegistry extends EventEmitter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.flush();
+    while (this.committingReports || this.reportQueue.length) {
+      await this.commitReports();
+      await new Promise((r) => setImmediate(r));
+    }
   }
 }

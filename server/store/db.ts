@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
-import { Kysely, Migrator, SqliteDialect } from "kysely";
+import { Kysely, Migrator, SqliteDialect, type SqliteDatabase as KyselySqliteDatabase, type SqliteStatement } from "kysely";
 import type { Logger } from "pino";
 import { StaticMigrations } from "./migrations";
 import type { Database } from "./schema";
@@ -12,6 +12,26 @@ export interface Store {
   /** The raw SQLite handle, for pragmas and checkpoints. */
   sqlite: SqliteDatabase.Database;
   close(): Promise<void>;
+}
+
+/**
+ * better-sqlite3 behind Kysely, with each statement prepared once and reused: the hot paths (device
+ * lookups, sightings, reports) run the same few SQL texts thousands of times a second, and preparing
+ * costs more than running them. Bounded, so queries whose text varies (IN lists) cannot grow it forever.
+ */
+export function preparedStatementCache(sqlite: SqliteDatabase.Database, max = 256): KyselySqliteDatabase {
+  const cache = new Map<string, SqliteStatement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sql: string): SqliteStatement {
+      let stmt = cache.get(sql);
+      if (stmt) return stmt;
+      stmt = sqlite.prepare(sql) as unknown as SqliteStatement;
+      if (cache.size >= max) cache.delete(cache.keys().next().value!);
+      cache.set(sql, stmt);
+      return stmt;
+    },
+  };
 }
 
 export async function openStore(dataDir: string, log: Logger): Promise<Store> {
@@ -25,7 +45,7 @@ export async function openStore(dataDir: string, log: Logger): Promise<Store> {
   sqlite.pragma("busy_timeout = 5000");
   fs.chmodSync(file, 0o600);
 
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: preparedStatementCache(sqlite) }) });
   const migrator = new Migrator({ db, provider: new StaticMigrations("sqlite") });
   const { error, results } = await migrator.migrateToLatest();
   for (const r of results ?? []) {

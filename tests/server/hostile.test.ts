@@ -236,6 +236,39 @@ describe("repeated authentication failures", () => {
     }
   });
 
+  it("good requests in flight from one address never count towards the limit, however many", async () => {
+    const s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "3" });
+    const held: tls.TLSSocket[] = [];
+    try {
+      const op = `Bearer ${s.creds.operatorToken}`;
+      // Five authenticated uploads whose bodies have not arrived yet: in flight, past the limiter.
+      const answers = Array.from({ length: 5 }, () => {
+        const sock = tls.connect({ host: "127.0.0.1", port: s.port, ca: s.ca, servername: "localhost" });
+        held.push(sock);
+        sock.write(`POST /api/v1/releases HTTP/1.1\r\nHost: localhost\r\nAuthorization: ${op}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n`);
+        return new Promise<string>((resolve) => {
+          let text = "";
+          sock.on("data", (d) => (text += d.toString("latin1")));
+          sock.on("close", () => resolve(text));
+        });
+      });
+      await new Promise((r) => setTimeout(r, 300)); // let the server read all five request heads
+      const dev = { "X-API-Key": s.creds.deviceApiKey };
+      const now = await Promise.all([s.req("GET", "/api/v1/devices", { headers: { Authorization: op } }), s.req("GET", "/firmware/manifest", { headers: dev })]);
+      expect(now.map((r) => r.status)).toEqual([200, 404]);
+      for (const sock of held) sock.end("{}");
+      for (const text of await Promise.all(answers)) expect(text).toMatch(/^HTTP\/1.1 400 /);
+
+      // Failures do count, also when they arrive together: three wrong keys, then the address is throttled.
+      const bad = await Promise.all([0, 1, 2].map((i) => s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": `wrong-${i}` } })));
+      expect(bad.map((r) => r.status)).toEqual([401, 401, 401]);
+      await eventually(async () => (await s.req("GET", "/api/v1/devices", { headers: { Authorization: op } })).status === 429);
+    } finally {
+      for (const sock of held) sock.destroy();
+      await s.close();
+    }
+  });
+
   it("successful requests do not count towards the limit", async () => {
     const s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "3" });
     try {

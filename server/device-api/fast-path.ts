@@ -1,0 +1,221 @@
+// The device API's fast path: the requests a fleet makes all day, a manifest poll from every device every few
+// minutes, its progress reports, and image downloads by hash (whole, or one block per Range request). Express's routing and middleware cost several times these requests'
+// own work (measured: see bench/), so the common, well-formed case is answered here, straight from Node's
+// request, with the same code as the Express routes (authenticateDevice, answerManifest, acceptReport,
+// planBytes/writeBytes), the same security headers (helmet's, computed once), request id and log lines.
+//
+// Everything else goes to the Express app, untouched: another path or method, a query string, a proxy setup,
+// an address being throttled, a refused credential, and for polls and downloads every refusal. A report's body is read only
+// once its headers and credentials have passed; refusals found in the body (bad JSON, bad fields) are answered
+// here with the same JSON errors the app gives.
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Context } from "../context";
+import type { AuthFailureLimiter } from "../http/auth-limiter";
+import { HttpError } from "../http/errors";
+import { unredacted } from "../logging/logger";
+import { authenticateDevice } from "./auth";
+import { imageFilename, imageSource, planBytes, writeBytes } from "./download";
+import { answerManifest } from "./manifest";
+import { acceptReport, REPORT_BODY_LIMIT } from "./report";
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const IMAGE_BY_HASH_RE = /^\/firmware\/sha256\/([0-9a-f]{64})\.bin$/;
+const JSON_TYPE_RE = /^application\/json\s*(?:;\s*charset="?utf-8"?\s*)?$/i;
+const JSON_CONTENT_TYPE = "application/json; charset=utf-8";
+
+export interface FastPathOptions {
+  /** The Express app: answers everything the fast path does not. */
+  fallback: RequestListener;
+  limiter: AuthFailureLimiter;
+  /** Headers every response carries (helmet's), computed once. */
+  securityHeaders: ReadonlyArray<readonly [string, string]>;
+}
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Reads a body whose length the headers announced (at most REPORT_BODY_LIMIT). */
+function readBody(req: IncomingMessage, length: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > length) req.destroy(new Error("body longer than announced"));
+      else chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks, size)));
+    req.on("error", reject);
+    req.on("aborted", () => reject(new Error("request aborted")));
+  });
+}
+
+export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener {
+  if (ctx.config.trustProxy) return o.fallback; // client addresses come from X-Forwarded-For: Express's job
+  const lines = unredacted(ctx.log); // request and report lines: fixed fields, never a credential
+
+  const requestId = (req: IncomingMessage) => {
+    const incoming = one(req.headers["x-request-id"]);
+    return incoming !== undefined && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
+  };
+
+  const security = o.securityHeaders.flat(); // [name, value, name, value, ...], as writeHead takes them
+  const head = (res: ServerResponse, id: string, status: number, extra: Record<string, string>) => {
+    const headers = ["X-Request-Id", id, ...security];
+    for (const k in extra) headers.push(k, extra[k]!);
+    res.writeHead(status, headers);
+  };
+
+  const send = (res: ServerResponse, id: string, status: number, extra: Record<string, string>, body?: Buffer) => {
+    head(res, id, status, body ? { ...extra, "Content-Type": JSON_CONTENT_TYPE, "Content-Length": String(body.length) } : extra);
+    res.end(body);
+  };
+
+  const logDone = (id: string, method: string, path: string, status: number, started: number) => {
+    const line = { req: { id, method, path }, res: { status }, responseTime: Date.now() - started };
+    if (status >= 500) lines.error(line, "request completed");
+    else if (status >= 400) lines.warn(line, "request completed");
+    else lines.info(line, "request completed");
+  };
+
+  const credentials = (req: IncomingMessage) => authenticateDevice(ctx, { url: req.url ?? "", headers: req.headers });
+
+  /** GET /firmware/manifest: answered here only when the answer is a 200 or 304. */
+  const poll = async (req: IncomingMessage, res: ServerResponse, started: number): Promise<boolean> => {
+    const ip = req.socket.remoteAddress ?? "";
+    if (await o.limiter.isLimited(ip)) return false;
+    const h = req.headers;
+    let a;
+    try {
+      a = await answerManifest(ctx, {
+        caller: await credentials(req),
+        nonce: one(h["x-nonce"]),
+        chip: one(h["x-device-chip"]),
+        chipRev: one(h["x-device-chip-rev"]),
+        version: one(h["x-device-version"]),
+        ifNoneMatch: h["if-none-match"],
+        host: h.host,
+        ip,
+      });
+    } catch {
+      return false; // a refusal, or a fault: the Express app answers it (and logs it) the usual way
+    }
+    const id = requestId(req);
+    send(res, id, a.status, a.headers, a.body);
+    logDone(id, "GET", "/firmware/manifest", a.status, started);
+    return true;
+  };
+
+  /** POST /firmware/report: taken here once its headers and credentials pass; its body is then ours. */
+  const report = async (req: IncomingMessage, res: ServerResponse, started: number): Promise<boolean> => {
+    const h = req.headers;
+    const declared = h["content-length"] ?? "";
+    if (
+      !JSON_TYPE_RE.test(h["content-type"] ?? "") ||
+      (h["content-encoding"] !== undefined && h["content-encoding"] !== "identity") ||
+      h["transfer-encoding"] !== undefined ||
+      !/^[0-9]{1,5}$/.test(declared) ||
+      Number(declared) === 0 || // the app's parser reads an empty body as {}: leave that to it
+      Number(declared) > REPORT_BODY_LIMIT
+    ) {
+      return false;
+    }
+    const ip = req.socket.remoteAddress ?? "";
+    if (await o.limiter.isLimited(ip)) return false;
+    let caller;
+    try {
+      caller = await credentials(req);
+    } catch {
+      return false;
+    }
+    const id = requestId(req);
+    let status = 200;
+    try {
+      const text = (await readBody(req, Number(declared))).toString("utf8").replace(/^\uFEFF/, "");
+      // As the app's JSON parser (strict, byte order mark dropped): only an object or an array is JSON here.
+      let body: unknown;
+      try {
+        if (!/^[\x20\x09\x0a\x0d]*[[{]/.test(text)) throw new SyntaxError("not an object or array");
+        body = JSON.parse(text);
+      } catch {
+        throw new HttpError(400, "invalid_json", "request body is not valid JSON");
+      }
+      const a = await acceptReport(ctx, caller, body, ip);
+      lines.info({ req: { id }, device: a.deviceId, status: a.status, reason: a.reason, duplicate: a.duplicate }, "device report");
+      send(res, id, 200, {}, Buffer.from(a.duplicate ? '{"ok":true,"duplicate":true}' : '{"ok":true,"duplicate":false}'));
+    } catch (err) {
+      if (res.headersSent || req.socket.destroyed) {
+        res.destroy();
+        return true;
+      }
+      const e = err instanceof HttpError ? err : new HttpError(500, "internal_error", "the server failed to handle this request; it has been logged");
+      if (!(err instanceof HttpError)) ctx.log.error({ err, req: { id } }, "unhandled server error");
+      status = e.status;
+      const body = JSON.stringify({ error: { code: e.code, message: e.message, ...(e.details ?? {}) } });
+      send(res, id, e.status, { ...e.headers, "Cache-Control": "no-store" }, Buffer.from(body));
+    }
+    logDone(id, "POST", "/firmware/report", status, started);
+    return true;
+  };
+
+  /** GET /firmware/sha256/<hash>.bin: answered here when the answer is 200, 206 or 304. */
+  const download = async (req: IncomingMessage, res: ServerResponse, started: number): Promise<boolean> => {
+    const m = IMAGE_BY_HASH_RE.exec(req.url ?? "");
+    if (!m) return false;
+    const ip = req.socket.remoteAddress ?? "";
+    if (await o.limiter.isLimited(ip)) return false;
+    try {
+      await credentials(req);
+    } catch {
+      return false;
+    }
+    const image = ctx.catalog.image(m[1]!);
+    if (!image) return false;
+    const src = imageSource(ctx, image, imageFilename(image));
+    const h = req.headers;
+    let plan;
+    try {
+      plan = planBytes({ method: "GET", range: h.range, ifRange: one(h["if-range"]), ifNoneMatch: h["if-none-match"] }, src);
+    } catch {
+      return false; // 416: the app answers it
+    }
+    const id = requestId(req);
+    head(res, id, plan.status, plan.headers);
+    // The line is written when the transfer ends, with its duration, as for the app's requests.
+    const path = req.url!;
+    res.once("close", () => {
+      if (res.writableFinished) logDone(id, "GET", path, plan.status, started);
+      else lines.info({ req: { id, method: "GET", path }, res: { status: plan.status }, responseTime: Date.now() - started }, "request aborted");
+    });
+    writeBytes(res, src, plan, ctx.log);
+    return true;
+  };
+
+  return (req, res) => {
+    const handler =
+      req.method === "GET"
+        ? req.url === "/firmware/manifest"
+          ? poll
+          : req.url?.startsWith("/firmware/sha256/")
+            ? download
+            : null
+        : req.method === "POST" && req.url === "/firmware/report"
+          ? report
+          : null;
+    if (!handler) return o.fallback(req, res);
+    handler(req, res, Date.now()).then(
+      (done) => {
+        if (!done) o.fallback(req, res);
+      },
+      (err) => {
+        ctx.log.error({ err }, "device API fast path failed");
+        if (!res.headersSent) o.fallback(req, res);
+        else res.destroy();
+      },
+    );
+  };
+}

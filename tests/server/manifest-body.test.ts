@@ -1,0 +1,59 @@
+import { createHash } from "node:crypto";
+import { analyzeImage, blockHashes } from "../../server/catalog/analyze";
+import { manifestBody } from "../../server/device-api/manifest";
+import type { Offer } from "../../server/device-api/offer";
+import { HELLO_WORLD, HELLO_WORLD_S3, read } from "../helpers/fixtures";
+
+function offer(file: string, blockSize: number, release: string | null = null): Offer {
+  const data = read(file);
+  const a = analyzeImage(data, 0x200000);
+  if (!a.ok) throw new Error(a.message);
+  const hashes = blockHashes(data, blockSize);
+  return {
+    ...a.facts,
+    firstIngestedAt: "2026-01-01T00:00:00.000Z",
+    lastIngestedAt: "2026-01-01T00:00:00.000Z",
+    blockSize,
+    blockCount: hashes.length / 32,
+    blockHashes: hashes,
+    blockHashesSha256: createHash("sha256").update(hashes).digest("hex"),
+    release,
+    allowDowngrade: release !== null,
+  };
+}
+
+// The manifest text is built from a per-offer cached head plus the per-request fields; devices MAC these exact
+// bytes, so they must be what JSON.stringify of the whole manifest gives, whatever the ids and nonces hold.
+describe("manifest body", () => {
+  const images = [offer(HELLO_WORLD, 8192), offer(HELLO_WORLD_S3, 4096, 'r"1\\')];
+
+  it.each([
+    ["aa:bb:cc:dd:ee:ff", "q3Zk0Yw2Jc1mX8rTq5a9"],
+    [null, null],
+    ['dev"quote\\back', "n".repeat(64)],
+  ])("is exactly the JSON of the whole manifest (device %p)", (deviceId, nonce) => {
+    for (const image of images) {
+      for (const base of ["https://ota.example.com", "https://localhost:8443"]) {
+        const body = manifestBody(image, base, 300, deviceId, nonce).toString("utf8");
+        const parsed = JSON.parse(body);
+        expect(parsed.device_id).toBe(deviceId);
+        expect(parsed.nonce).toBe(nonce);
+        expect(parsed.url).toBe(`${base}/firmware/sha256/${image.sha256}.bin`);
+        expect(parsed.block_size).toBe(image.blockSize);
+        expect([parsed.release, parsed.allow_downgrade]).toEqual([image.release, image.allowDowngrade]);
+        expect(Date.parse(parsed.issued_at)).toBeGreaterThan(Date.now() - 60_000);
+        // Byte-identical to a fresh JSON.stringify with the same key order.
+        expect(body).toBe(JSON.stringify(parsed));
+        expect(Object.keys(parsed).slice(-4)).toEqual(["interval", "device_id", "nonce", "issued_at"]);
+      }
+    }
+  });
+
+  it("changes with the offer: another interval or base gives another head", () => {
+    const a = JSON.parse(manifestBody(images[0]!, "https://a.example", 300, "d", "n".repeat(16)).toString());
+    const b = JSON.parse(manifestBody(images[0]!, "https://a.example", 60, "d", "n".repeat(16)).toString());
+    const c = JSON.parse(manifestBody(images[0]!, "https://b.example", 300, "d", "n".repeat(16)).toString());
+    expect([a.interval, b.interval]).toEqual([300, 60]);
+    expect(c.block_hashes_url.startsWith("https://b.example/")).toBe(true);
+  });
+});
