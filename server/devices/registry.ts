@@ -8,6 +8,7 @@ import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import { preparedQuery } from "../store/prepared";
+import { WriteBehind } from "../store/write-behind";
 import type { Database, DeviceRow, ReportRow } from "../store/schema";
 
 export interface Sighting {
@@ -140,9 +141,8 @@ interface QueuedReport {
  * endpoint that records reports.
  */
 export class DeviceRegistry extends EventEmitter {
-  private pending = new Map<string, Sighting & { at: string }>();
-  private timer: NodeJS.Timeout | null = null;
-  private flushing: Promise<void> = Promise.resolve();
+  /** Poll sightings not yet written, by device id. */
+  private readonly pending: WriteBehind<string, Sighting & { at: string }>;
   private reportQueue: QueuedReport[] = [];
   private committingReports = false;
 
@@ -155,9 +155,10 @@ export class DeviceRegistry extends EventEmitter {
     private readonly db: Kysely<Database>,
     private readonly log: Logger,
     private readonly onlineWindowMs: number,
-    private readonly flushMs = 1000,
+    flushMs = 1000,
   ) {
     super();
+    this.pending = new WriteBehind((batch) => this.writeSightings(batch), log, "device sightings", flushMs);
     this.getQuery = preparedQuery(["id"], (p) => db.selectFrom("devices").selectAll().where("id", "=", p.id));
     // A sighting: seen now; chip, version and address when the poll said them, else what is known.
     // Every column but the times is kept when the poll did not say it (null).
@@ -242,33 +243,17 @@ export class DeviceRegistry extends EventEmitter {
       ip: s.ip ?? prev?.ip,
       client: mergeClient(prev?.client, s.client),
     });
-    if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = null;
-        void this.flush();
-      }, this.flushMs);
-      this.timer.unref();
-    }
   }
 
-  /** Writes pending sightings in one transaction. */
+  /** Writes pending sightings now. */
   flush(): Promise<void> {
-    this.flushing = this.flushing.then(async () => {
-      if (this.pending.size === 0) return;
-      const batch = [...this.pending];
-      this.pending.clear();
-      try {
-        await this.db.transaction().execute(async (trx) => {
-          for (const [id, s] of batch) {
-            await trx.executeQuery(this.sightingQuery(sightingArgs(id, s)));
-          }
-        });
-      } catch (err) {
-        this.log.error({ err, devices: batch.length }, "could not record device sightings; will retry");
-        for (const [id, s] of batch) if (!this.pending.has(id)) this.pending.set(id, s);
-      }
+    return this.pending.flush();
+  }
+
+  private async writeSightings(batch: [string, Sighting & { at: string }][]): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      for (const [id, s] of batch) await trx.executeQuery(this.sightingQuery(sightingArgs(id, s)));
     });
-    return this.flushing;
   }
 
   /** Registers a device for its own key; rotate=true invalidates the previous key. Returns the key generation. */
@@ -486,9 +471,7 @@ export class DeviceRegistry extends EventEmitter {
   }
 
   async close(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.flush();
+    await this.pending.close();
     while (this.committingReports || this.reportQueue.length) {
       await this.commitReports();
       await new Promise((r) => setImmediate(r));

@@ -14,6 +14,7 @@ import type { AuditEntry, AuditLog } from "../audit/audit-log";
 import type { ReportInput } from "../devices/registry";
 import type { CompiledRelease, ReleaseStore } from "../releases/release-store";
 import type { Database, RolloutDeviceRow, RolloutRow, RolloutState } from "../store/schema";
+import { WriteBehind } from "../store/write-behind";
 import { bucketOf, stageLimit } from "./bucket";
 import { finished, pauseReason, readyToAdvance, rolloutPolicySchema, type Outcomes, type RolloutPolicy } from "./policy";
 
@@ -93,9 +94,8 @@ type Match = "own" | "step" | "unknown" | "other";
 export class RolloutManager extends EventEmitter {
   private readonly byId = new Map<string, Live>();
   private readonly byRelease = new Map<string, Live>();
-  private pending = new Map<string, RolloutDeviceRow>();
-  private timer: NodeJS.Timeout | null = null;
-  private flushing: Promise<void> = Promise.resolve();
+  /** Member changes not yet written, by rollout and device. */
+  private readonly pending: WriteBehind<string, RolloutDeviceRow>;
   private lock: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -104,9 +104,10 @@ export class RolloutManager extends EventEmitter {
     private readonly audit: AuditLog,
     private readonly bucketKey: Buffer,
     private readonly log: Logger,
-    private readonly flushMs = 1000,
+    flushMs = 1000,
   ) {
     super();
+    this.pending = new WriteBehind((batch) => this.writeMembers(batch.map(([, row]) => row)), log, "rollout progress", flushMs);
   }
 
   async load(): Promise<void> {
@@ -210,41 +211,24 @@ export class RolloutManager extends EventEmitter {
       updated_at: at,
       finished_at: m.finishedAt === null ? null : new Date(m.finishedAt).toISOString(),
     });
-    if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = null;
-        void this.flush();
-      }, this.flushMs);
-      this.timer.unref();
-    }
   }
 
-  /** Writes pending member changes in one transaction. */
+  /** Writes pending member changes now. */
   flush(): Promise<void> {
-    this.flushing = this.flushing.then(async () => {
-      if (this.pending.size === 0) return;
-      const batch = [...this.pending.values()];
-      this.pending.clear();
-      try {
-        await this.db.transaction().execute(async (trx) => {
-          for (const row of batch) {
-            const { rollout_id: _r, device_id: _d, joined_at: _j, ...update } = row;
-            await trx
-              .insertInto("rollout_devices")
-              .values(row)
-              .onConflict((oc) => oc.columns(["rollout_id", "device_id"]).doUpdateSet(update))
-              .execute();
-          }
-        });
-      } catch (err) {
-        this.log.error({ err, rows: batch.length }, "could not record rollout progress; will retry");
-        for (const row of batch) {
-          const k = `${row.rollout_id}\u0000${row.device_id}`;
-          if (!this.pending.has(k)) this.pending.set(k, row);
-        }
+    return this.pending.flush();
+  }
+
+  private async writeMembers(rows: RolloutDeviceRow[]): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      for (const row of rows) {
+        const { rollout_id: _r, device_id: _d, joined_at: _j, ...update } = row;
+        await trx
+          .insertInto("rollout_devices")
+          .values(row)
+          .onConflict((oc) => oc.columns(["rollout_id", "device_id"]).doUpdateSet(update))
+          .execute();
       }
     });
-    return this.flushing;
   }
 
   // ---- reports ----------------------------------------------------------------------------------------------
@@ -543,9 +527,7 @@ export class RolloutManager extends EventEmitter {
   }
 
   async close(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
     await this.lock.catch(() => undefined);
-    await this.flush();
+    await this.pending.close();
   }
 }
