@@ -1,8 +1,12 @@
 // End to end: the real agent in the DeviceScript VM, on an emulated ESP32 starting from its factory image,
 // against the real HTTPS server (CA pinned), through a TLS relay that can tamper with answers.
 import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
 import { otaSlots } from "../../device/host/esp/bootloader";
+import { deriveImage } from "../../device/host/esp/factory-image";
 import { deviceTestEnv, foreignWrites, HELLO, HELLO_VERSION, reported, serverView } from "../helpers/device";
+import { eventually } from "../helpers/server";
 
 jest.setTimeout(60_000);
 
@@ -139,5 +143,29 @@ describe("device agent: updates end to end", () => {
       expect(d.running!.partition.name).toBe("app0");
     }
     expect((await serverView(env.s, "dev-newer")).device).toMatchObject({ state: "rejected", version: "v9.0.0" });
+  });
+});
+
+describe("device agent: versions of the full 31 characters", () => {
+  const env = deviceTestEnv();
+
+  // The checkpoint (image SHA-256, version, sizes, stage) is one setting; read back, it must fit one Jacdac
+  // packet, or the runtime panics at every read of it.
+  it("updates from one to another, through every checkpoint stage, and confirms", async () => {
+    const from = "v1.0.0-rc.1+build.0123456789abc";
+    const to = "v1.0.1-rc.1+build.0123456789abc";
+    expect([from.length, to.length]).toEqual([31, 31]);
+    const image = deriveImage(HELLO, { version: to });
+    const sha = createHash("sha256").update(image).digest("hex");
+    fs.writeFileSync(path.join(env.s.dirs.firmware, "long-version.bin"), image);
+    await eventually(async () => (await env.s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": env.s.creds.deviceApiKey } })).json().sha256 === sha, 10_000);
+
+    const dev = await env.device({ id: "dev-long-version", url: env.relay.url, factoryVersion: from });
+    await dev.powerOn();
+    await reported(dev, "confirmed", 60_000);
+    expect(dev.running!.partition.name).toBe("app1");
+    expect(dev.running!.image.app.version).toBe(to);
+    expect(foreignWrites(dev.ops, image)).toEqual([]);
+    expect((await serverView(env.s, "dev-long-version")).device).toMatchObject({ state: "confirmed", version: to });
   });
 });

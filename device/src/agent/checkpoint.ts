@@ -21,8 +21,6 @@ export interface Checkpoint {
     offset: number
     stage: string
     attempts: number
-    /** Version that ran before the install. */
-    from: string
 }
 
 const KEY = "ota_ckpt"
@@ -34,7 +32,6 @@ export async function loadCheckpoint(store: Store): Promise<Checkpoint> {
         return null
     if (typeof c.attempts !== "number") c.attempts = 0
     if (typeof c.version !== "string") c.version = ""
-    if (typeof c.from !== "string") c.from = ""
     if (typeof c.blockSize !== "number") c.blockSize = 0
     return c as Checkpoint
 }

@@ -95,7 +95,6 @@ export class Updater {
                 offset: 0,
                 stage: STAGE_CONFIRMING,
                 attempts: 0,
-                from: "",
             }
         }
         this.ck.stage = STAGE_CONFIRMING
@@ -192,7 +191,6 @@ export class Updater {
                 offset: 0,
                 stage: STAGE_DOWNLOAD,
                 attempts: attempts,
-                from: this.info.runningVersion,
             }
         }
         this.ck = ck

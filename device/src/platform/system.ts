@@ -2,7 +2,8 @@
 
 import * as ds from "@devicescript/core"
 import { hmac, randomBuffer } from "@devicescript/crypto"
-import { deleteSetting, settings, writeSetting } from "@devicescript/settings"
+import { deleteSetting, settings } from "@devicescript/settings"
+import { fail } from "../agent/errors"
 import { Store, System } from "../agent/platform"
 import { request } from "./request"
 
@@ -40,6 +41,12 @@ export class DeviceSystem implements System {
 
 const SETTINGS_GET = 0x80
 const GET_TIMEOUT_MS = 2000
+/**
+ * The settings service answers a read with the key, a NUL and the value in one Jacdac packet, whose payload
+ * is at most 232 bytes (a 236-byte frame less the packet header). A longer answer makes the runtime panic
+ * (jd_queue_push) at every read of that key, boot after boot: such a value is never written.
+ */
+const MAX_SETTING = 232
 
 /**
  * Settings through the runtime's settings service. Reads are answered by a report; @devicescript/settings
@@ -68,7 +75,10 @@ export class SettingsStore implements Store {
     }
 
     async write(key: string, value: any, durable: boolean): Promise<void> {
-        await writeSetting(key, value)
+        const b = Buffer.from(JSON.stringify(value))
+        if (key.length + 1 + b.length > MAX_SETTING)
+            fail("write_failed", "setting " + key + " would take " + (key.length + 1 + b.length) + " bytes; at most " + MAX_SETTING + " can be read back")
+        await settings.set(key, b)
         // The settings service writes flash when it handles the command, in order: once a read of the same
         // key is answered, the write is in flash.
         if (durable) await this.read(key)
