@@ -65,9 +65,9 @@ describe("a staged rollout to device agents in the VM", () => {
   const inStage = (id: string) => bucket(rolloutId, id) < 1000;
 
   // The fleet before the rollout: A and D in the first stage, C outside; B in it too, but off until later.
-  // Registered mid-rollout: E in the first stage, F outside. Plain HTTPS pollers with the fleet key: the rest.
+  // Registered mid-rollout: E in the first stage, F outside. 200 plain HTTPS pollers with the fleet key: the rest.
   let A: Agent, B: Agent, C: Agent, D: Agent, E: Agent, F: Agent;
-  const pollers = Array.from({ length: 60 }, (_, i) => mac(i + 1, "dd:00:00"));
+  const pollers = Array.from({ length: 200 }, (_, i) => mac(i + 1, "dd:00:00"));
   let pollersInStage: string[];
   let strangers: string[];
   /** The pollers offered release 2 (each polls once, as a release 1 device, in the given order). */
