@@ -72,6 +72,8 @@ export interface BootEvent {
 
 export const DEFAULT_CHIP = chipByName("esp32", 300);
 const SETTINGS_SERVICE = 0x1107dc4a;
+/** A settings read answers with name, NUL and value in one 232-byte packet payload. */
+const MAX_SETTING_BYTES = 232;
 
 /** jacdac-ts logs its own life cycle on console.debug; keep that out of test and CLI output. */
 async function quietly<T>(fn: () => Promise<T>): Promise<T> {
@@ -316,6 +318,12 @@ export class EmulatedDevice extends EventEmitter {
     const client = new jd.SettingsClient(service);
     for (const [k, v] of Object.entries(settings)) {
       if (k.length > 13) throw new Error(`setting name ${k} is longer than 13 characters`);
+      // The agent reads a setting back in one packet (name, NUL, value): a longer one would crash it at
+      // every read (device/src/platform/system.ts), so it is refused here, before the device ever boots.
+      const size = k.length + 1 + Buffer.byteLength(JSON.stringify(v));
+      if (size > MAX_SETTING_BYTES) {
+        throw new Error(`setting ${k} would take ${size} bytes and the agent reads back at most ${MAX_SETTING_BYTES}; shorten it (for server_url, a shorter OTA_PUBLIC_URL or --server)`);
+      }
       await client.setStringValue(k, JSON.stringify(v));
     }
   }

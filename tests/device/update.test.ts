@@ -146,7 +146,7 @@ describe("device agent: updates end to end", () => {
   });
 });
 
-describe("device agent: versions of the full 31 characters", () => {
+describe("device agent: settings that fill a settings packet (31-character versions, a long server URL)", () => {
   const env = deviceTestEnv();
 
   // The checkpoint (image SHA-256, version, sizes, stage) is one setting; read back, it must fit one Jacdac
@@ -167,5 +167,17 @@ describe("device agent: versions of the full 31 characters", () => {
     expect(dev.running!.image.app.version).toBe(to);
     expect(foreignWrites(dev.ops, image)).toEqual([]);
     expect((await serverView(env.s, "dev-long-version")).device).toMatchObject({ state: "confirmed", version: to });
+  });
+
+  it("refuses to provision a setting the agent could not read back (a server URL too long for one packet)", async () => {
+    // name + NUL + JSON value: 10 + 1 + 2 + 219 = 232 fits; one character more does not.
+    const url = (n: number) => `${env.relay.url}/${"p".repeat(n - env.relay.url.length - 1)}`;
+    const fits = await env.device({ id: "dev-url-fits", url: url(219) });
+    const prefix = new URL(url(219)).pathname;
+    await fits.powerOn();
+    // It read the setting back and used it: its check-in reached the relay under that long path.
+    await eventually(async () => env.relay.requests.some((r) => r.path.startsWith(`${prefix}/firmware/manifest`)), 30_000);
+    const tooLong = await env.device({ id: "dev-url-long", url: url(220) });
+    await expect(tooLong.powerOn()).rejects.toThrow(/setting server_url would take 233 bytes .* at most 232/);
   });
 });
