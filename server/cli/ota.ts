@@ -10,7 +10,7 @@ import { ROLES } from "../auth/credentials";
 import { ConfigError, loadConfig } from "../config/config";
 import type { Context } from "../context";
 import { deviceIdSchema, DEVICE_ID_RULE } from "../devices/device-id";
-import { provisionDevice } from "../devices/provisioning";
+import { MAX_SERVER_URL_LENGTH, provisionDevice, SERVER_URL_TOO_LONG } from "../devices/provisioning";
 import { normalizeChip, CHIP_NAMES } from "../image/chips";
 import { ExportError, exportStatic } from "../export/static-export";
 import { createLogger } from "../logging/logger";
@@ -102,6 +102,7 @@ export function buildProgram(): Command {
     .option("--remote", "provision through the operator API of the server you logged in to (ota login), not the local data folder")
     .action(async (id: string, opts: { out?: string; serverUrl?: string; chip?: string; rotate?: boolean; remote?: boolean }) => {
       if (opts.serverUrl && !/^https?:\/\/[^\s/]+/.test(opts.serverUrl)) throw new UsageError("--server-url must be an http(s) URL");
+      if (opts.serverUrl && Buffer.byteLength(opts.serverUrl.replace(/\/+$/, "")) > MAX_SERVER_URL_LENGTH) throw new UsageError(`--server-url ${SERVER_URL_TOO_LONG}`);
       const chip = opts.chip === undefined ? undefined : normalizeChip(opts.chip);
       if (opts.chip !== undefined && !chip) throw new UsageError(`--chip must be one of ${CHIP_NAMES.join(", ")}`);
       if (opts.remote && chip) throw new UsageError("--chip is for local provisioning; with --remote, set it afterwards: ota device set ID --chip CHIP");

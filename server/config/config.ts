@@ -2,6 +2,7 @@
 // a bad value stops the server with a message naming the variable.
 import path from "node:path";
 import { z } from "zod";
+import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "../devices/provisioning";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -47,6 +48,7 @@ export const envSchema = z.object({
   OTA_PUBLIC_URL: z
     .url({ protocol: /^https?$/, message: "must be an absolute http(s) URL such as https://ota.example.com:8443" })
     .transform((u) => u.replace(/\/+$/, ""))
+    .refine((u) => Buffer.byteLength(u) <= MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG)
     .optional(),
   OTA_BLOCK_SIZE: int(1024, 16384)
     .refine((n) => (n & (n - 1)) === 0, "must be a power of two")

@@ -17,6 +17,14 @@ export interface ProvisioningBundle {
   pollInterval: number;
 }
 
+/**
+ * The longest server URL the device agent can keep: it stores it as the setting `server_url` (a JSON string),
+ * and reads a setting back in one 232-byte packet with its name and a NUL (device/README.md, "Settings").
+ */
+export const MAX_SERVER_URL_LENGTH = 232 - "server_url".length - 1 - 2;
+
+export const SERVER_URL_TOO_LONG = `is longer than the ${MAX_SERVER_URL_LENGTH} characters the device agent can keep; use a shorter host name or path`;
+
 export function defaultServerUrl(config: Config): string {
   return config.publicUrl ?? `https://localhost:${config.port || 8443}`;
 }
@@ -26,6 +34,9 @@ export async function provisionDevice(
   deviceId: string,
   opts: { rotate?: boolean; serverUrl?: string | undefined; chip?: string | undefined } = {},
 ): Promise<ProvisioningBundle> {
+  const serverUrl = (opts.serverUrl ?? defaultServerUrl(deps.config)).replace(/\/+$/, "");
+  // Checked before anything is stored: a bundle the agent cannot keep would crash it at every boot.
+  if (Buffer.byteLength(serverUrl) > MAX_SERVER_URL_LENGTH) throw new ServerUrlTooLong(serverUrl);
   const generation = await deps.devices.provision(deviceId, { rotate: opts.rotate, chip: opts.chip });
   const caFile = deps.config.tls.ca;
   const ca = caFile && fs.existsSync(caFile) ? fs.readFileSync(caFile, "utf8") : null;
@@ -34,8 +45,14 @@ export async function provisionDevice(
     apiKey: deps.credentials.deviceApiKey(deviceId, generation),
     hmacKey: deps.credentials.deviceMacKey(deviceId, generation).toString("hex"),
     keyGeneration: generation,
-    serverUrl: (opts.serverUrl ?? defaultServerUrl(deps.config)).replace(/\/+$/, ""),
+    serverUrl,
     ca,
     pollInterval: deps.config.pollInterval,
   };
+}
+
+export class ServerUrlTooLong extends Error {
+  constructor(url: string) {
+    super(`the server URL (${Buffer.byteLength(url)} characters) ${SERVER_URL_TOO_LONG}`);
+  }
 }

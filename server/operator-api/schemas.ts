@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../catalog/analyze";
 import { deviceIdSchema } from "../devices/device-id";
+import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "../devices/provisioning";
 import { queryInt } from "../http/validate";
 import { CHIP_NAMES, normalizeChip } from "../image/chips";
 import { hasOrder } from "../releases/version";
@@ -65,7 +66,13 @@ export const reportsQuery = z
   .strict();
 
 export const provisionBody = z
-  .object({ rotate: z.boolean().optional(), server_url: z.url({ protocol: /^https?$/ }).optional() })
+  .object({
+    rotate: z.boolean().optional(),
+    server_url: z
+      .url({ protocol: /^https?$/ })
+      .refine((u) => Buffer.byteLength(u.replace(/\/+$/, "")) <= MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG)
+      .optional(),
+  })
   .strict();
 
 export const devicePatchBody = z

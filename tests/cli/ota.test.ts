@@ -74,6 +74,7 @@ describe("the ota command", () => {
     [["token", "create"], /--role/],
     [["token", "create", "--role", "king"], /Allowed choices are viewer, releaser, admin/],
     [["device", "provision", "x", "--chip", "z80"], /--chip must be one of/],
+    [["device", "provision", "x", "--server-url", `https://ota.example.com/${"p".repeat(196)}`], /--server-url is longer than the 219 characters the device agent can keep/],
     [["frobnicate"], /unknown command/],
   ])("ota %j exits 2 with a clear message", (args, message) => {
     const r = ota(...args);

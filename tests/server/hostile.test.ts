@@ -17,6 +17,7 @@ interface Case {
   body?: () => string | Buffer;
   status: number;
   code?: string;
+  message?: RegExp;
 }
 
 function multipart(fields: Record<string, string>, file?: { name: string; data: Buffer; field?: string }) {
@@ -173,6 +174,15 @@ describe("hostile and malformed requests", () => {
     { name: "unknown device", path: "/api/v1/devices/nobody", headers: op, status: 404, code: "device_not_found" },
     { name: "provision with bad JSON", method: "POST", path: "/api/v1/devices/x/provision", headers: () => json(op()), body: () => "{", status: 400, code: "invalid_json" },
     { name: "provision with unknown fields", method: "POST", path: "/api/v1/devices/x/provision", headers: () => json(op()), body: () => '{"admin":true}', status: 400 },
+    {
+      name: "provision with a server URL too long for the agent",
+      method: "POST",
+      path: "/api/v1/devices/x/provision",
+      headers: () => json(op()),
+      body: () => JSON.stringify({ server_url: `https://ota.example.com/${"p".repeat(196)}` }),
+      status: 400,
+      message: /server_url: is longer than the 219 characters the device agent can keep/,
+    },
     { name: "image by a bad hash", path: "/api/v1/firmware/nothex", headers: op, status: 400 },
     { name: "unknown endpoint", path: "/api/v1/nothing", headers: op, status: 404, code: "not_found" },
     { name: "unknown top-level path", path: "/../../etc/passwd", status: 404 },
@@ -192,6 +202,7 @@ describe("hostile and malformed requests", () => {
       expect(typeof err.code).toBe("string");
       expect(typeof err.message).toBe("string");
       if (c.code) expect(err.code).toBe(c.code);
+      if (c.message) expect(err.message).toMatch(c.message);
     }
   });
 

@@ -90,6 +90,7 @@ describe("configuration", () => {
     [{ OTA_BLOCK_SIZE: "3000" }, /OTA_BLOCK_SIZE: must be a power of two/],
     [{ OTA_BLOCK_SIZE: "65536" }, /OTA_BLOCK_SIZE: must be between 1024 and 16384/],
     [{ OTA_PUBLIC_URL: "ftp://x" }, /OTA_PUBLIC_URL: must be an absolute http\(s\) URL/],
+    [{ OTA_PUBLIC_URL: `https://ota.example.com/${"p".repeat(196)}` }, /OTA_PUBLIC_URL: is longer than the 219 characters the device agent can keep/],
     [{ OTA_POLL_INTERVAL: "1" }, /OTA_POLL_INTERVAL: must be between 10 and 86400/],
     [{ OTA_TRUST_PROXY: "maybe" }, /OTA_TRUST_PROXY: must be true or false/],
     [{ OTA_TLS_CERT: "/x.crt" }, /OTA_TLS_KEY: must be set together with OTA_TLS_CERT/],
