@@ -137,22 +137,17 @@ export async function authenticateDevice(ctx: Context, req: DeviceCredentialRequ
       throw unauthorized("invalid_credential", "the API key is not valid for this device");
     }
     if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision it again");
-    return { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip };
+    return { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip, row: device };
   }
 
   if (key.startsWith(FLEET_KEY_PREFIX)) {
     if (!(await ctx.credentials.verifyFleetKey(key))) throw unauthorized("invalid_credential", "the API key is not valid");
-    let generation = 0;
-    let chip: string | null = null;
-    if (deviceId) {
-      const device = await ctx.devices.get(deviceId);
-      if (device?.provisioned_at && !device.revoked_at) {
-        throw forbidden("device_key_required", `device ${deviceId} is provisioned: it must use its own key, not a fleet key`);
-      }
-      generation = device?.key_generation ?? 0;
-      chip = device?.chip ?? null;
+    if (!deviceId) return { kind: "fleet", id: null, idSource, generation: 0, provisioned: false, chip: null };
+    const device = (await ctx.devices.get(deviceId)) ?? null;
+    if (device?.provisioned_at && !device.revoked_at) {
+      throw forbidden("device_key_required", `device ${deviceId} is provisioned: it must use its own key, not a fleet key`);
     }
-    return { kind: "fleet", id: deviceId, idSource, generation, provisioned: false, chip };
+    return { kind: "fleet", id: deviceId, idSource, generation: device?.key_generation ?? 0, provisioned: false, chip: device?.chip ?? null, row: device };
   }
 
   if (await isOperatorToken(ctx, key)) {

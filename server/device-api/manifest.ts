@@ -180,7 +180,7 @@ export async function answerManifest(ctx: Context, r: ManifestRequest): Promise<
 
   if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, chipRev: chipRev ?? undefined, version: version ?? undefined, ip: r.ip });
 
-  const asker = { deviceId, chip, version, chipRev };
+  const asker = { deviceId, chip, version, chipRev, row: caller.row };
   const image = await chooseImage(ctx, asker);
   if (!image) throw noFirmware(ctx, asker);
   if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {

@@ -7,6 +7,7 @@
 // lookups (the device's row, and its tags when some release on its channel targets tags).
 import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
+import type { DeviceRow } from "../store/schema";
 import { assign, type DeviceFacts } from "../releases/assign";
 
 export const DEFAULT_CHANNEL = "stable";
@@ -17,6 +18,8 @@ export interface Asker {
   version: string | null;
   /** Full chip revision (major * 100 + minor), when the device says it. */
   chipRev?: number | null | undefined;
+  /** The device's registry row when the caller has just read it (null: not registered); read here otherwise. */
+  row?: DeviceRow | null | undefined;
 }
 
 /** An image as offered to one device: with the release it comes from, which decides allow_downgrade. */
@@ -63,7 +66,7 @@ export async function chooseImage(ctx: Context, asker: Asker): Promise<Offer | u
 
 /** What the registry and the request together say about the asking device. */
 export async function deviceFacts(ctx: Context, asker: Asker): Promise<DeviceFacts> {
-  const row = asker.deviceId ? await ctx.devices.get(asker.deviceId) : undefined;
+  const row = !asker.deviceId ? undefined : asker.row !== undefined ? (asker.row ?? undefined) : await ctx.devices.get(asker.deviceId);
   const known = row ? ctx.devices.view(row) : undefined;
   const channel = known?.channel ?? DEFAULT_CHANNEL;
   return {

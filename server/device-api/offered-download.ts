@@ -80,7 +80,7 @@ export function offeredDownloadHandler(ctx: Context): RequestHandler {
       );
     }
 
-    const asker = { deviceId: caller.id, chip, version };
+    const asker = { deviceId: caller.id, chip, version, row: caller.row };
     const image = await chooseImage(ctx, asker);
     if (!image) {
       // Under releases, "no release is for this device now" is not an error: to HTTPUpdate and esp_https_ota

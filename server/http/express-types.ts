@@ -1,5 +1,6 @@
 // What authentication attaches to a request.
 import type { OperatorIdentity } from "../auth/credentials";
+import type { DeviceRow } from "../store/schema";
 
 export interface DeviceIdentity {
   /** "device": the device's own key; "fleet": a fleet API key (device id, if any, is only claimed). */
@@ -13,6 +14,8 @@ export interface DeviceIdentity {
   provisioned: boolean;
   /** The chip the registry knows for this device, if any. */
   chip: string | null;
+  /** The registry row read to authenticate it (null: none yet), so the offer decision does not read it again. */
+  row?: DeviceRow | null;
 }
 
 declare global {
