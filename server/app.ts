@@ -6,6 +6,7 @@ import { pinoHttp } from "pino-http";
 import type { Context } from "./context";
 import { deviceRouter, offeredDownloadRouter } from "./device-api/router";
 import { withFastPath, type RequestListener } from "./device-api/fast-path";
+import type { ReplyOptions } from "./device-api/replies";
 import { authFailureLimiter, type AuthFailureLimiter } from "./http/auth-limiter";
 import { errorHandler, notFoundHandler } from "./http/errors";
 import { operatorRouter } from "./operator-api/router";
@@ -25,11 +26,15 @@ function staticSecurityHeaders(): [string, string][] {
   return headers;
 }
 
-/** What the HTTPS server runs: the device API fast path in front of the Express app. */
-export function createRequestListener(ctx: Context): RequestListener {
+/**
+ * What the HTTPS server runs: the device API fast path in front of the Express app, and what the poll layer
+ * under the HTTP server (device-api/poll-connection.ts) shares with them: the failure limiter and the headers.
+ */
+export function createRequestListener(ctx: Context): { listener: RequestListener; replies: ReplyOptions } {
   const limiter = authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs);
   const app = createApp(ctx, limiter);
-  return withFastPath(ctx, { fallback: app, limiter, securityHeaders: staticSecurityHeaders() });
+  const replies = { limiter, securityHeaders: staticSecurityHeaders() };
+  return { listener: withFastPath(ctx, { fallback: app, ...replies }), replies };
 }
 
 export function createApp(

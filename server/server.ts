@@ -6,6 +6,7 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { createRequestListener } from "./app";
+import { answerPollsOnConnections, type PollConnections } from "./device-api/poll-connection";
 import { AuditLog } from "./audit/audit-log";
 import { Credentials } from "./auth/credentials";
 import { ensureFirstStartCredentials } from "./auth/first-start";
@@ -31,6 +32,8 @@ export interface RunningServer {
   url: string;
   /** The dev-credentials.json written at this start, if this was the first. */
   devCredentialsFile: string | null;
+  /** Connections whose polls are answered below the HTTP server (null when that layer is off: behind a proxy). */
+  polls: PollConnections | null;
   close(): Promise<void>;
 }
 
@@ -117,6 +120,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   const { ctx, close: closeContext } = await openContext(config, log, { serving: true });
   const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, ctx.credentials, log);
   const partitions = ctx.partitions;
+  const handlers = createRequestListener(ctx);
   const server = https.createServer(
     {
       cert: tls.cert,
@@ -125,11 +129,12 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
       // Without resumption every connection is a full handshake, as with devices that keep no session.
       ...(config.tlsSessionResumption ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
     },
-    createRequestListener(ctx),
+    handlers.listener,
   );
   server.headersTimeout = 15_000;
   server.requestTimeout = 300_000;
   server.keepAliveTimeout = 5_000;
+  const polls = answerPollsOnConnections(server, ctx, { ...handlers.replies, keepAliveTimeoutMs: server.keepAliveTimeout });
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === "ECONNRESET") return socket.destroy();
     const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
@@ -162,12 +167,17 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
     port,
     url,
     devCredentialsFile,
+    polls,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();
-          setTimeout(() => server.closeAllConnections(), 2000).unref();
+          polls?.closeIdle();
+          setTimeout(() => {
+            server.closeAllConnections();
+            polls?.closeAll();
+          }, 2000).unref();
         });
         await closeContext();
       })();

@@ -64,11 +64,16 @@ export function sha256Hex(text: string | Buffer): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
-/** Constant-time equality for secrets of any length (lengths are compared via fixed-size digests). */
+/**
+ * Constant-time equality of a presented secret with the expected one. Equal lengths are compared byte by byte
+ * directly; unequal lengths through fixed-size digests, so the time never depends on where they differ. (Every
+ * secret compared here has a fixed, documented length, so that lengths differ is nothing to hide.)
+ */
 export function safeEqual(a: string | Buffer, b: string | Buffer): boolean {
-  const da = createHash("sha256").update(a).digest();
-  const db = createHash("sha256").update(b).digest();
-  return timingSafeEqual(da, db);
+  const ba = typeof a === "string" ? Buffer.from(a, "utf8") : a;
+  const bb = typeof b === "string" ? Buffer.from(b, "utf8") : b;
+  if (ba.length === bb.length) return timingSafeEqual(ba, bb);
+  return timingSafeEqual(createHash("sha256").update(ba).digest(), createHash("sha256").update(bb).digest());
 }
 
 export function hmacHex(key: Buffer, data: string | Buffer): string {

@@ -4,34 +4,29 @@
 // request, with the same code as the Express routes (authenticateDevice, answerManifest, acceptReport,
 // planBytes/writeBytes), the same security headers (helmet's, computed once), request id and log lines.
 //
+// Polls on connections that never left the poll layer (poll-connection.ts) do not even get here; this path takes
+// the polls on connections handed to Node's HTTP server, and reports and downloads.
+//
 // Everything else goes to the Express app, untouched: another path or method, a query string, a proxy setup,
 // an address being throttled, a refused credential, and for polls and downloads every refusal. A report's body is read only
 // once its headers and credentials have passed; refusals found in the body (bad JSON, bad fields) are answered
 // here with the same JSON errors the app gives.
-import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "../context";
-import type { AuthFailureLimiter } from "../http/auth-limiter";
 import { HttpError } from "../http/errors";
-import { unredacted } from "../logging/logger";
 import { authenticateDevice } from "./auth";
 import { imageFilename, imageSource, planBytes, writeBytes } from "./download";
-import { answerManifest } from "./manifest";
 import { acceptReport, REPORT_BODY_LIMIT } from "./report";
+import { deviceReplies, type ReplyOptions } from "./replies";
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
-const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const IMAGE_BY_HASH_RE = /^\/firmware\/sha256\/([0-9a-f]{64})\.bin$/;
 const JSON_TYPE_RE = /^application\/json\s*(?:;\s*charset="?utf-8"?\s*)?$/i;
-const JSON_CONTENT_TYPE = "application/json; charset=utf-8";
 
-export interface FastPathOptions {
+export interface FastPathOptions extends ReplyOptions {
   /** The Express app: answers everything the fast path does not. */
   fallback: RequestListener;
-  limiter: AuthFailureLimiter;
-  /** Headers every response carries (helmet's), computed once. */
-  securityHeaders: ReadonlyArray<readonly [string, string]>;
 }
 
 function one(v: string | string[] | undefined): string | undefined {
@@ -56,55 +51,25 @@ function readBody(req: IncomingMessage, length: number): Promise<Buffer> {
 
 export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener {
   if (ctx.config.trustProxy) return o.fallback; // client addresses come from X-Forwarded-For: Express's job
-  const lines = unredacted(ctx.log); // request and report lines: fixed fields, never a credential
+  const replies = deviceReplies(ctx, o);
+  const { lines, requestId, logDone } = replies;
 
-  const requestId = (req: IncomingMessage) => {
-    const incoming = one(req.headers["x-request-id"]);
-    return incoming !== undefined && REQUEST_ID_RE.test(incoming) ? incoming : randomUUID();
-  };
-
-  const security = o.securityHeaders.flat(); // [name, value, name, value, ...], as writeHead takes them
-  const head = (res: ServerResponse, id: string, status: number, extra: Record<string, string>) => {
-    const headers = ["X-Request-Id", id, ...security];
-    for (const k in extra) headers.push(k, extra[k]!);
-    res.writeHead(status, headers);
+  const head = (res: ServerResponse, id: string, status: number, extra: Record<string, string>, body?: Buffer) => {
+    res.writeHead(status, replies.headerList(id, extra, body));
   };
 
   const send = (res: ServerResponse, id: string, status: number, extra: Record<string, string>, body?: Buffer) => {
-    head(res, id, status, body ? { ...extra, "Content-Type": JSON_CONTENT_TYPE, "Content-Length": String(body.length) } : extra);
+    head(res, id, status, extra, body);
     res.end(body);
-  };
-
-  const logDone = (id: string, method: string, path: string, status: number, started: number) => {
-    const line = { req: { id, method, path }, res: { status }, responseTime: Date.now() - started };
-    if (status >= 500) lines.error(line, "request completed");
-    else if (status >= 400) lines.warn(line, "request completed");
-    else lines.info(line, "request completed");
   };
 
   const credentials = (req: IncomingMessage) => authenticateDevice(ctx, { url: req.url ?? "", headers: req.headers });
 
   /** GET /firmware/manifest: answered here only when the answer is a 200 or 304. */
   const poll = async (req: IncomingMessage, res: ServerResponse, started: number): Promise<boolean> => {
-    const ip = req.socket.remoteAddress ?? "";
-    if (await o.limiter.isLimited(ip)) return false;
-    const h = req.headers;
-    let a;
-    try {
-      a = await answerManifest(ctx, {
-        caller: await credentials(req),
-        nonce: one(h["x-nonce"]),
-        chip: one(h["x-device-chip"]),
-        chipRev: one(h["x-device-chip-rev"]),
-        version: one(h["x-device-version"]),
-        ifNoneMatch: h["if-none-match"],
-        host: h.host,
-        ip,
-      });
-    } catch {
-      return false; // a refusal, or a fault: the Express app answers it (and logs it) the usual way
-    }
-    const id = requestId(req);
+    const a = await replies.poll(req.headers, req.socket.remoteAddress ?? "");
+    if (!a) return false;
+    const id = requestId(req.headers);
     send(res, id, a.status, a.headers, a.body);
     logDone(id, "GET", "/firmware/manifest", a.status, started);
     return true;
@@ -132,7 +97,7 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
     } catch {
       return false;
     }
-    const id = requestId(req);
+    const id = requestId(req.headers);
     let status = 200;
     try {
       const text = (await readBody(req, Number(declared))).toString("utf8").replace(/^\uFEFF/, "");
@@ -183,7 +148,7 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
     } catch {
       return false; // 416: the app answers it
     }
-    const id = requestId(req);
+    const id = requestId(req.headers);
     head(res, id, plan.status, plan.headers);
     // The line is written when the transfer ends, with its duration, as for the app's requests.
     const path = req.url!;

@@ -1,5 +1,5 @@
 import { hkdfSync, randomBytes } from "node:crypto";
-import { deriveKey, deviceApiKey, deviceMacKey, operatorSigningKey } from "../../server/auth/keys";
+import { deriveKey, deviceApiKey, deviceMacKey, operatorSigningKey, safeEqual } from "../../server/auth/keys";
 
 // The salt and info layout are part of the key hierarchy in docs/security.md.
 const nodeHkdf = (master: Buffer, ...info: (string | number)[]) =>
@@ -31,5 +31,21 @@ describe("key derivation", () => {
     // The cached extract step must follow the secret, not the first one it saw.
     expect(deriveKey(a, "x", 1)).toEqual(nodeHkdf(a, "x", 1));
     expect(deriveKey(b, "x", 1)).toEqual(nodeHkdf(b, "x", 1));
+  });
+});
+
+describe("safeEqual", () => {
+  it("is true only for the same bytes, whatever their length or type", () => {
+    const key = deviceApiKey(randomBytes(32), "dev-1", 1);
+    expect(safeEqual(key, key.slice())).toBe(true);
+    expect(safeEqual(key, Buffer.from(key))).toBe(true);
+    for (const i of [0, 7, key.length - 1]) {
+      const other = key.slice(0, i) + (key[i] === "A" ? "B" : "A") + key.slice(i + 1);
+      expect(safeEqual(other, key)).toBe(false);
+    }
+    expect(safeEqual(key.slice(0, -1), key)).toBe(false);
+    expect(safeEqual(key + "A", key)).toBe(false);
+    expect(safeEqual("", key)).toBe(false);
+    expect(safeEqual("", "")).toBe(true);
   });
 });

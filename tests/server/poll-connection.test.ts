@@ -1,0 +1,259 @@
+// Manifest polls are answered on the TLS connection itself (server/device-api/poll-connection.ts) until
+// anything else arrives; then the connection is Node's HTTP server's, with every byte not yet answered. These
+// tests speak raw bytes over one kept-alive TLS connection, as a device does, and check both sides of that line.
+import { createHmac, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import tls from "node:tls";
+import { HELLO_WORLD } from "../helpers/fixtures";
+import { eventually, startTestServer, type TestServer } from "../helpers/server";
+
+const nonce = () => randomBytes(12).toString("base64url");
+const mac = (hexKey: string, data: string | Buffer) => createHmac("sha256", Buffer.from(hexKey, "hex")).update(data).digest("hex");
+
+interface Bundle {
+  deviceId: string;
+  apiKey: string;
+  hmacKey: string;
+}
+
+interface Answer {
+  status: number;
+  headers: Map<string, string>;
+  body: Buffer;
+}
+
+/** One TLS connection, read as a stream of HTTP responses (Content-Length bodies; none for 304). */
+class Connection {
+  private buf = Buffer.alloc(0);
+  private waiting: (() => void) | null = null;
+  closed = false;
+
+  private constructor(readonly sock: tls.TLSSocket) {
+    sock.on("data", (c: Buffer) => {
+      this.buf = Buffer.concat([this.buf, c]);
+      this.waiting?.();
+    });
+    sock.on("close", () => {
+      this.closed = true;
+      this.waiting?.();
+    });
+    sock.on("error", () => undefined);
+  }
+
+  static open(s: TestServer): Promise<Connection> {
+    return new Promise((resolve, reject) => {
+      const sock = tls.connect({ host: "127.0.0.1", port: s.port, ca: s.ca, servername: "localhost" }, () => resolve(new Connection(sock)));
+      sock.once("error", reject);
+    });
+  }
+
+  send(text: string | Buffer): void {
+    this.sock.write(text);
+  }
+
+  private async until(ready: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (!ready()) {
+      if (this.closed) throw new Error(`connection closed while waiting for ${what}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => {
+        this.waiting = resolve;
+        setTimeout(resolve, 100);
+      });
+    }
+  }
+
+  async next(): Promise<Answer> {
+    await this.until(() => this.buf.includes("\r\n\r\n"), "a response head");
+    const end = this.buf.indexOf("\r\n\r\n");
+    const [statusLine, ...lines] = this.buf.subarray(0, end).toString("latin1").split("\r\n");
+    const headers = new Map(lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
+    const status = Number(statusLine!.split(" ")[1]);
+    const announced = headers.get("content-length");
+    if (announced === undefined && status !== 304) {
+      await this.until(() => this.closed, "the end of a body without a length");
+    }
+    const length = status === 304 ? 0 : announced === undefined ? this.buf.length - end - 4 : Number(announced);
+    await this.until(() => this.buf.length >= end + 4 + length, "a response body");
+    const body = this.buf.subarray(end + 4, end + 4 + length);
+    this.buf = this.buf.subarray(end + 4 + length);
+    return { status, headers, body };
+  }
+
+  async closedByServer(): Promise<boolean> {
+    await this.until(() => this.closed, "the server to close").catch(() => undefined);
+    return this.closed;
+  }
+
+  end(): void {
+    this.sock.destroy();
+  }
+}
+
+describe("polls answered on the connection", () => {
+  let s: TestServer;
+  let d: Bundle;
+  const op = () => ({ Authorization: `Bearer ${s.creds.operatorToken}` });
+  const pollText = (extra: Record<string, string> = {}, target = "/firmware/manifest") =>
+    [`GET ${target} HTTP/1.1`, `Host: localhost:${s.port}`, `X-API-Key: ${d.apiKey}`, `X-Device-Id: ${d.deviceId}`, `X-Nonce: ${nonce()}`]
+      .concat(Object.entries(extra).map(([k, v]) => `${k}: ${v}`))
+      .join("\r\n") + "\r\n\r\n";
+  const layerConnections = () => s.running.polls!.size;
+
+  beforeAll(async () => {
+    s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "50" });
+    fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
+    await eventually(async () => s.running.ctx.catalog.latest("esp32"));
+    d = (await s.req("POST", "/api/v1/devices/conn-1/provision", { headers: { ...op(), "Content-Type": "application/json" }, body: "{}" })).json();
+  });
+  afterAll(async () => s.close());
+
+  it("answers polls on a kept-alive connection with authenticated manifests, and the same headers as the app", async () => {
+    const c = await Connection.open(s);
+    try {
+      c.send(pollText({ "X-Request-Id": "conn-poll-1" }));
+      const a = await c.next();
+      expect(a.status).toBe(200);
+      expect(a.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, a.body));
+      expect(a.headers.get("x-request-id")).toBe("conn-poll-1");
+      expect(a.headers.get("connection")).toBe("keep-alive");
+      expect(a.headers.get("keep-alive")).toBe("timeout=5");
+      expect(JSON.parse(a.body.toString()).device_id).toBe(d.deviceId);
+      expect(layerConnections()).toBe(1); // still ours: answered below the HTTP server
+
+      // The same poll through the app (a query string is the app's), on a fresh connection.
+      const app = await s.req("GET", "/firmware/manifest?chip=esp32", { headers: { "X-API-Key": d.apiKey, "X-Device-Id": d.deviceId, "X-Nonce": nonce() } });
+      const perAnswer = new Set(["date", "x-request-id", "x-manifest-hmac", "content-length", "connection", "keep-alive"]);
+      const names = (h: Iterable<string>) => [...h].filter((k) => !perAnswer.has(k)).sort();
+      expect(names(a.headers.keys())).toEqual(names(Object.keys(app.headers)));
+      for (const k of names(a.headers.keys())) expect(a.headers.get(k)).toBe(String(app.headers[k]));
+
+      const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "conn-poll-1"));
+      expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: "/firmware/manifest" }, res: { status: 200 } });
+    } finally {
+      c.end();
+    }
+  });
+
+  it("answers pipelined requests in order, handing the connection over at the first that is not a poll", async () => {
+    const c = await Connection.open(s);
+    try {
+      const report = JSON.stringify({ device_id: d.deviceId, status: "checking", report_id: "conn-report-1" });
+      // Two polls, a report with a body, then a poll: all in one write.
+      c.send(
+        pollText() +
+          pollText() +
+          `POST /firmware/report HTTP/1.1\r\nHost: localhost\r\nX-API-Key: ${d.apiKey}\r\nX-Device-Id: ${d.deviceId}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(report)}\r\n\r\n${report}` +
+          pollText({ "X-Request-Id": "after-handover" }),
+      );
+      const answers = [await c.next(), await c.next(), await c.next(), await c.next()];
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+      expect(answers[0]!.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, answers[0]!.body));
+      expect(answers[1]!.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, answers[1]!.body));
+      expect(JSON.parse(answers[2]!.body.toString())).toEqual({ ok: true, duplicate: false });
+      expect(answers[3]!.headers.get("x-request-id")).toBe("after-handover");
+      expect(answers[3]!.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, answers[3]!.body));
+      expect(layerConnections()).toBe(0); // the HTTP server's now
+    } finally {
+      c.end();
+    }
+  });
+
+  it("hands over a head that arrives in pieces, and the HTTP server answers it", async () => {
+    const c = await Connection.open(s);
+    try {
+      const text = pollText();
+      c.send(text.slice(0, 25));
+      await new Promise((r) => setTimeout(r, 100));
+      c.send(text.slice(25));
+      const a = await c.next();
+      expect(a.status).toBe(200);
+      expect(a.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, a.body));
+      expect(layerConnections()).toBe(0);
+    } finally {
+      c.end();
+    }
+  });
+
+  it.each([
+    ["a repeated X-Device-Id", (t: string) => t.replace("X-Nonce", `X-Device-Id: conn-2\r\nX-Nonce`), 400],
+    ["a header folded onto two lines", (t: string) => t.replace("\r\nX-Nonce", "\r\n X-Other: 1\r\nX-Nonce"), 400],
+    ["a bare LF", (t: string) => t.replace("\r\nX-Nonce", "\nX-Nonce"), 400],
+    ["a control byte in a value", (t: string) => t.replace("Host: localhost", "Host: local\x01host"), 400],
+    ["a request body on a GET", (t: string) => t.replace("\r\n\r\n", "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 200],
+    ["no Host", (t: string) => t.replace(/Host: \S+\r\n/, ""), 400],
+    ["HTTP/1.0", (t: string) => t.replace("HTTP/1.1", "HTTP/1.0"), 200],
+    ["a wrong key", (t: string) => t.replace(/X-API-Key: \S+/, "X-API-Key: otadev_wrong"), 401],
+  ])("leaves a poll with %s to Node's parser and the app", async (_what, change, status) => {
+    const c = await Connection.open(s);
+    try {
+      c.send(change(pollText()));
+      const a = await c.next();
+      expect(a.status).toBe(status);
+      // Node itself refuses a head without Host (its own bare 400); every other refusal is the app's JSON error.
+      if (status >= 400) {
+        if (_what !== "no Host") expect(JSON.parse(a.body.toString()).error.code).toEqual(expect.any(String));
+      } else expect(a.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, a.body));
+      expect(layerConnections()).toBe(0);
+    } finally {
+      c.end();
+    }
+  });
+
+  it("closes after answering a poll that asks for it", async () => {
+    const c = await Connection.open(s);
+    c.send(pollText({ Connection: "close" }));
+    const a = await c.next();
+    expect(a.status).toBe(200);
+    expect(a.headers.get("connection")).toBe("close");
+    expect(await c.closedByServer()).toBe(true);
+  });
+
+  it("refuses a replayed nonce through the app without using up anything first", async () => {
+    const c = await Connection.open(s);
+    try {
+      const text = pollText();
+      c.send(text);
+      expect((await c.next()).status).toBe(200);
+      c.send(text);
+      const replay = await c.next();
+      expect(replay.status).toBe(409);
+      expect(JSON.parse(replay.body.toString()).error.code).toBe("nonce_reused");
+    } finally {
+      c.end();
+    }
+  });
+
+  it("closes an idle connection after the keep-alive timeout", async () => {
+    const c = await Connection.open(s);
+    c.send(pollText());
+    expect((await c.next()).status).toBe(200);
+    const t0 = Date.now();
+    await eventually(async () => c.closed, 8_000, 100);
+    expect(Date.now() - t0).toBeGreaterThan(4_000);
+  });
+});
+
+describe("stopping the server", () => {
+  it("ends idle poll connections at once", async () => {
+    const s = await startTestServer();
+    fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
+    await eventually(async () => s.running.ctx.catalog.latest("esp32"));
+    const d: Bundle = (
+      await s.req("POST", "/api/v1/devices/stop-1/provision", {
+        headers: { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" },
+        body: "{}",
+      })
+    ).json();
+    const text = `GET /firmware/manifest HTTP/1.1\r\nHost: localhost\r\nX-API-Key: ${d.apiKey}\r\nX-Device-Id: ${d.deviceId}\r\nX-Nonce: ${nonce()}\r\n\r\n`;
+    const idle = await Connection.open(s);
+    idle.send(text);
+    expect((await idle.next()).status).toBe(200);
+    const t0 = Date.now();
+    await s.close();
+    expect(Date.now() - t0).toBeLessThan(1_500);
+    expect(await idle.closedByServer()).toBe(true);
+  });
+});
