@@ -28,7 +28,7 @@ function staticSecurityHeaders(): [string, string][] {
 
 /**
  * What the HTTPS server runs: the device API fast path in front of the Express app, and what the poll layer
- * under the HTTP server (device-api/poll-connection.ts) shares with them: the failure limiter and the headers.
+ * under the HTTP server (device-api/device-connection.ts) shares with them: the failure limiter and the headers.
  */
 export function createRequestListener(ctx: Context): { listener: RequestListener; replies: ReplyOptions } {
   const limiter = authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs);

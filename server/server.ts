@@ -6,7 +6,7 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { createRequestListener } from "./app";
-import { answerPollsOnConnections, type PollConnections } from "./device-api/poll-connection";
+import { answerOnConnections, type DeviceConnections } from "./device-api/device-connection";
 import { AuditLog } from "./audit/audit-log";
 import { Credentials } from "./auth/credentials";
 import { ensureFirstStartCredentials } from "./auth/first-start";
@@ -32,8 +32,8 @@ export interface RunningServer {
   url: string;
   /** The dev-credentials.json written at this start, if this was the first. */
   devCredentialsFile: string | null;
-  /** Connections whose polls are answered below the HTTP server (null when that layer is off: behind a proxy). */
-  polls: PollConnections | null;
+  /** Connections whose requests are answered below the HTTP server (null when that layer is off: behind a proxy). */
+  deviceConnections: DeviceConnections | null;
   close(): Promise<void>;
 }
 
@@ -134,7 +134,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   server.headersTimeout = 15_000;
   server.requestTimeout = 300_000;
   server.keepAliveTimeout = 5_000;
-  const polls = answerPollsOnConnections(server, ctx, { ...handlers.replies, keepAliveTimeoutMs: server.keepAliveTimeout });
+  const deviceConnections = answerOnConnections(server, ctx, { ...handlers.replies, keepAliveTimeoutMs: server.keepAliveTimeout });
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === "ECONNRESET") return socket.destroy();
     const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
@@ -167,16 +167,16 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
     port,
     url,
     devCredentialsFile,
-    polls,
+    deviceConnections,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();
-          polls?.closeIdle();
+          deviceConnections?.closeIdle();
           setTimeout(() => {
             server.closeAllConnections();
-            polls?.closeAll();
+            deviceConnections?.closeAll();
           }, 2000).unref();
         });
         await closeContext();

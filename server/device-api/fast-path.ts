@@ -4,7 +4,7 @@
 // request, with the same code as the Express routes (authenticateDevice, answerManifest, acceptReport,
 // planBytes/writeBytes), the same security headers (helmet's, computed once), request id and log lines.
 //
-// Polls on connections that never left the poll layer (poll-connection.ts) do not even get here; this path takes
+// Polls on connections that never left the poll layer (device-connection.ts) do not even get here; this path takes
 // the polls on connections handed to Node's HTTP server, and reports and downloads.
 //
 // Everything else goes to the Express app, untouched: another path or method, a query string, a proxy setup,
@@ -15,13 +15,12 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "../context";
 import { HttpError } from "../http/errors";
 import { authenticateDevice } from "./auth";
-import { imageFilename, imageSource, planBytes, writeBytes } from "./download";
+import { writeBytes } from "./download";
 import { acceptReport, REPORT_BODY_LIMIT } from "./report";
 import { deviceReplies, type ReplyOptions } from "./replies";
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
-const IMAGE_BY_HASH_RE = /^\/firmware\/sha256\/([0-9a-f]{64})\.bin$/;
 const JSON_TYPE_RE = /^application\/json\s*(?:;\s*charset="?utf-8"?\s*)?$/i;
 
 export interface FastPathOptions extends ReplyOptions {
@@ -129,25 +128,9 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
 
   /** GET /firmware/sha256/<hash>.bin: answered here when the answer is 200, 206 or 304. */
   const download = async (req: IncomingMessage, res: ServerResponse, started: number): Promise<boolean> => {
-    const m = IMAGE_BY_HASH_RE.exec(req.url ?? "");
-    if (!m) return false;
-    const ip = req.socket.remoteAddress ?? "";
-    if (await o.limiter.isLimited(ip)) return false;
-    try {
-      await credentials(req);
-    } catch {
-      return false;
-    }
-    const image = ctx.catalog.image(m[1]!);
-    if (!image) return false;
-    const src = imageSource(ctx, image, imageFilename(image));
-    const h = req.headers;
-    let plan;
-    try {
-      plan = planBytes({ method: "GET", range: h.range, ifRange: one(h["if-range"]), ifNoneMatch: h["if-none-match"] }, src);
-    } catch {
-      return false; // 416: the app answers it
-    }
+    const d = await replies.download(req.url ?? "", req.headers, req.socket.remoteAddress ?? "");
+    if (!d) return false;
+    const { plan, src } = d;
     const id = requestId(req.headers);
     head(res, id, plan.status, plan.headers);
     // The line is written when the transfer ends, with its duration, as for the app's requests.

@@ -1,5 +1,5 @@
 // What the device API's fast answers share, however they reach the wire (Node's ServerResponse in fast-path.ts,
-// or the socket itself in poll-connection.ts): the manifest answer for a poll, the response header list with
+// or the socket itself in device-connection.ts): the manifest answer for a poll, the response header list with
 // request id and security headers, and the request's log line. One place, so both give the same bytes.
 import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
@@ -7,9 +7,11 @@ import type { Context } from "../context";
 import type { AuthFailureLimiter } from "../http/auth-limiter";
 import { unredacted } from "../logging/logger";
 import { authenticateDevice } from "./auth";
+import { imageFilename, imageSource, planBytes, type BytePlan, type ByteSource } from "./download";
 import { answerManifest, type ManifestAnswer } from "./manifest";
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const IMAGE_BY_HASH_RE = /^\/firmware\/sha256\/([0-9a-f]{64})\.bin$/;
 export const JSON_CONTENT_TYPE = "application/json; charset=utf-8";
 
 export interface ReplyOptions {
@@ -72,6 +74,33 @@ export function deviceReplies(ctx: Context, o: ReplyOptions) {
         });
       } catch {
         return null;
+      }
+    },
+
+    /**
+     * GET /firmware/sha256/<hash>.bin: which bytes to send (200, 206 or 304), or null when the Express app must
+     * answer (throttled, refused, unknown image, 416).
+     */
+    async download(target: string, headers: IncomingHttpHeaders, ip: string): Promise<{ plan: BytePlan; src: ByteSource } | null> {
+      const m = IMAGE_BY_HASH_RE.exec(target);
+      if (!m) return null;
+      if (await o.limiter.isLimited(ip)) return null;
+      try {
+        await authenticateDevice(ctx, { url: target, headers });
+      } catch {
+        return null;
+      }
+      const image = ctx.catalog.image(m[1]!);
+      if (!image) return null;
+      const src = imageSource(ctx, image, imageFilename(image));
+      try {
+        const plan = planBytes(
+          { method: "GET", range: one(headers.range), ifRange: one(headers["if-range"]), ifNoneMatch: one(headers["if-none-match"]) },
+          src,
+        );
+        return { plan, src };
+      } catch {
+        return null; // 416: the app answers it
       }
     },
   };

@@ -1,5 +1,5 @@
 // A strict reader of HTTP/1.1 request heads, for the requests the server answers below Node's HTTP layer
-// (device-api/poll-connection.ts). It recognises only the plainest well-formed head: a request line, header
+// (device-api/device-connection.ts). It recognises only the plainest well-formed head: a request line, header
 // lines of visible ASCII, CRLF line ends, no repeated header. Anything else is "other", and the connection goes
 // to Node's own parser (llhttp), which answers or refuses it exactly as for any other connection: this reader
 // never has to decide what is malformed, only what is certainly plain.

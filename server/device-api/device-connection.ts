@@ -1,25 +1,28 @@
-// Manifest polls answered on the TLS connection itself, below Node's HTTP layer. A fleet's traffic is mostly
-// one small authenticated GET /firmware/manifest per device every few minutes, and Node's HTTP machinery
-// (parser, IncomingMessage, ServerResponse, header handling) costs more than the poll's own work: measured in
-// bench/ (npm run bench), answering here serves about 40 % more polls per CPU-second.
+// The device API's everyday requests answered on the TLS connection itself, below Node's HTTP layer. A fleet's
+// traffic is mostly one small authenticated GET /firmware/manifest per device every few minutes, and images
+// fetched by hash (whole, or one block per Range request); Node's HTTP machinery (parser, IncomingMessage,
+// ServerResponse, corked writes) costs more than these requests' own work. Measured in bench/ (npm run bench):
+// about 35 % more polls and 15 % more download throughput per CPU-second.
 //
-// Every connection starts here. As long as what arrives is a complete, plain `GET /firmware/manifest` head
-// (server/http/request-head.ts) that the device API answers with a 200 or a 304, it is answered here, with the
-// same bytes, headers and log line as the Express route. The first time anything else arrives (another path or
-// method, a body, a head split across reads, anything unusual, a refusal), the connection is handed, with every
-// unanswered byte, to Node's HTTP server, which owns it from then on: the Express app answers that request and
-// all later ones, with Node's parser, limits and timeouts.
+// Every connection starts here. As long as what arrives is a complete, plain GET head (server/http/request-head.ts)
+// of the manifest, or of an image held in memory, that the device API answers with a 200, 206 or 304, it is
+// answered here, with the same bytes, headers and log line as the Express routes. The first time anything else
+// arrives (another path or method, a body, a head split across reads, anything unusual, a refusal), the
+// connection is handed, with every unanswered byte, to Node's HTTP server, which owns it from then on: the
+// Express app answers that request and all later ones, with Node's parser, limits and timeouts.
+import { STATUS_CODES } from "node:http";
 import type https from "node:https";
 import type { TLSSocket } from "node:tls";
 import type { Context } from "../context";
 import { readRequestHead, type RequestHead } from "../http/request-head";
+import { CHUNK } from "./download";
 import { deviceReplies, type ReplyOptions } from "./replies";
 
 const EMPTY = Buffer.alloc(0);
 /** Unanswered bytes a client may send ahead (pipelining) before its connection stops being read. */
 const MAX_BUFFERED = 32 * 1024;
 
-export interface PollConnections {
+export interface DeviceConnections {
   /** Connections this layer is serving now. */
   readonly size: number;
   /** Ends connections between requests; the others end after their answer. */
@@ -35,11 +38,11 @@ type ConnectionListener = (this: https.Server, socket: TLSSocket) => void;
  * it is, when the server is set up for a proxy (client addresses come from X-Forwarded-For: Express's job) or
  * its connection listener is not the one expected.
  */
-export function answerPollsOnConnections(
+export function answerOnConnections(
   server: https.Server,
   ctx: Context,
   o: ReplyOptions & { keepAliveTimeoutMs: number },
-): PollConnections | null {
+): DeviceConnections | null {
   if (ctx.config.trustProxy) return null;
   const listeners = server.listeners("secureConnection");
   if (listeners.length !== 1) return null;
@@ -47,10 +50,11 @@ export function answerPollsOnConnections(
   server.removeListener("secureConnection", http);
 
   const replies = deviceReplies(ctx, o);
-  const open = new Set<PollConnection>();
+  const keepAliveSeconds = Math.floor(o.keepAliveTimeoutMs / 1000);
+  const open = new Set<DeviceConnection>();
   let closing = false;
 
-  class PollConnection {
+  class DeviceConnection {
     private buffered: Buffer = EMPTY;
     private busy = false;
     private done = false;
@@ -116,8 +120,11 @@ export function answerPollsOnConnections(
       try {
         while (!this.done && this.buffered.length > 0) {
           const read = readRequestHead(this.buffered);
-          if (read.kind !== "head" || !isPlainPoll(read.head)) return this.handOff();
-          if (!(await this.answer(read.head))) return this.handOff();
+          const kind = read.kind === "head" ? plainRequest(read.head) : null;
+          if (!kind) return this.handOff();
+          const head = (read as { head: RequestHead }).head;
+          const answered = kind === "poll" ? await this.answerPoll(head) : await this.answerDownload(head);
+          if (!answered) return this.handOff();
           if (this.socket.writableNeedDrain) await new Promise((resolve) => this.socket.once("drain", resolve).once("close", resolve));
         }
         if (this.paused && !this.done) {
@@ -130,28 +137,74 @@ export function answerPollsOnConnections(
       if (closing && this.idle) this.end();
     }
 
-    private async answer(head: RequestHead): Promise<boolean> {
+    /** The status line and headers, as Node's server writes them; the body (a manifest) sent with them. */
+    private respond(head: RequestHead, status: number, list: string[], body: Buffer | null, more: boolean): { close: boolean } {
+      this.buffered = this.buffered.subarray(head.length);
+      const close = closing || hasToken(head.headers.connection, "close");
+      let text = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n`;
+      for (let i = 0; i < list.length; i += 2) text += `${list[i]}: ${list[i + 1]}\r\n`;
+      text += `Date: ${httpDate()}\r\n`;
+      text += close ? "Connection: close\r\n\r\n" : `Connection: keep-alive\r\nKeep-Alive: timeout=${keepAliveSeconds}\r\n\r\n`;
+      const bytes = body ? Buffer.concat([Buffer.from(text, "latin1"), body]) : Buffer.from(text, "latin1");
+      if (close) this.leave(); // no more requests: the connection ends with this answer
+      if (close && !more) this.socket.end(bytes);
+      else this.socket.write(bytes);
+      return { close };
+    }
+
+    private async answerPoll(head: RequestHead): Promise<boolean> {
       const started = Date.now();
       const a = await replies.poll(head.headers, this.socket.remoteAddress ?? "");
       if (!a) return false;
       if (this.done || this.socket.destroyed) return true; // gone meanwhile: nothing to write to
-      this.buffered = this.buffered.subarray(head.length);
-      const close = closing || hasToken(head.headers.connection, "close");
       const id = replies.requestId(head.headers);
-      const list = replies.headerList(id, a.headers, a.body);
-      let text = a.status === 200 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.1 304 Not Modified\r\n";
-      for (let i = 0; i < list.length; i += 2) text += `${list[i]}: ${list[i + 1]}\r\n`;
-      text += `Date: ${httpDate()}\r\n`;
-      text += close ? "Connection: close\r\n\r\n" : `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(o.keepAliveTimeoutMs / 1000)}\r\n\r\n`;
-      const bytes = a.body ? Buffer.concat([Buffer.from(text, "latin1"), a.body]) : Buffer.from(text, "latin1");
-      if (close) {
-        this.leave();
-        this.socket.end(bytes);
-      } else {
-        this.socket.write(bytes);
-      }
+      this.respond(head, a.status, replies.headerList(id, a.headers, a.body), a.body ?? null, false);
       replies.logDone(id, "GET", "/firmware/manifest", a.status, started);
       return true;
+    }
+
+    /** An image by hash, from memory: written to the socket in slices, each when the last has gone. */
+    private async answerDownload(head: RequestHead): Promise<boolean> {
+      const started = Date.now();
+      const d = await replies.download(head.target, head.headers, this.socket.remoteAddress ?? "");
+      if (!d || (d.plan.body && !d.src.buffer)) return false; // an image not held in memory streams from disk: the app's
+      if (this.done || this.socket.destroyed) return true;
+      const { plan, src } = d;
+      const id = replies.requestId(head.headers);
+      const { close } = this.respond(head, plan.status, replies.headerList(id, plan.headers), null, plan.body);
+      const sent = plan.body ? await this.sendSlices(src.buffer!, plan.start, plan.end + 1) : true;
+      if (close) this.socket.end();
+      const line = { req: { id, method: "GET", path: head.target }, res: { status: plan.status }, responseTime: Date.now() - started };
+      if (sent) replies.logDone(id, "GET", head.target, plan.status, started);
+      else replies.lines.info(line, "request aborted");
+      return true;
+    }
+
+    /** Writes buf[start, stop) in CHUNK slices, waiting for the socket to drain: no copy, at most a slice held. */
+    private sendSlices(buf: Buffer, start: number, stop: number): Promise<boolean> {
+      const socket = this.socket;
+      return new Promise((resolve) => {
+        let pos = start;
+        const finish = (ok: boolean) => {
+          socket.off("drain", pump);
+          socket.off("close", gone);
+          resolve(ok);
+        };
+        const gone = () => finish(false);
+        function pump(): void {
+          while (pos < stop) {
+            if (socket.destroyed) return finish(false);
+            const next = Math.min(pos + CHUNK, stop);
+            const more = socket.write(buf.subarray(pos, next));
+            pos = next;
+            if (!more && pos < stop) return; // on "drain"
+          }
+          finish(true);
+        }
+        socket.on("drain", pump);
+        socket.once("close", gone);
+        pump();
+      });
     }
 
     /** From here on the connection is Node's HTTP server's, starting with the first unanswered byte. */
@@ -167,7 +220,7 @@ export function answerPollsOnConnections(
     }
   }
 
-  server.on("secureConnection", (socket: TLSSocket) => new PollConnection(socket).start());
+  server.on("secureConnection", (socket: TLSSocket) => new DeviceConnection(socket).start());
 
   return {
     get size() {
@@ -184,19 +237,20 @@ export function answerPollsOnConnections(
   };
 }
 
-/** A request this layer may answer: a manifest poll with nothing that needs Node's parser to interpret. */
-function isPlainPoll(head: RequestHead): boolean {
+/** What this layer may answer: a GET of the manifest or of an image by hash, with nothing for Node's parser to interpret. */
+function plainRequest(head: RequestHead): "poll" | "download" | null {
   const h = head.headers;
-  return (
+  const plain =
     head.method === "GET" &&
-    head.target === "/firmware/manifest" &&
     h.host !== undefined &&
     h["content-length"] === undefined &&
     h["transfer-encoding"] === undefined &&
     h.expect === undefined &&
     h.upgrade === undefined &&
-    !hasToken(h.connection, "upgrade")
-  );
+    !hasToken(h.connection, "upgrade");
+  if (!plain) return null;
+  if (head.target === "/firmware/manifest") return "poll";
+  return head.target.startsWith("/firmware/sha256/") ? "download" : null;
 }
 
 function hasToken(list: string | undefined, token: string): boolean {

@@ -1,7 +1,7 @@
-// Manifest polls are answered on the TLS connection itself (server/device-api/poll-connection.ts) until
+// Manifest polls are answered on the TLS connection itself (server/device-api/device-connection.ts) until
 // anything else arrives; then the connection is Node's HTTP server's, with every byte not yet answered. These
 // tests speak raw bytes over one kept-alive TLS connection, as a device does, and check both sides of that line.
-import { createHmac, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import tls from "node:tls";
@@ -99,7 +99,7 @@ describe("polls answered on the connection", () => {
     [`GET ${target} HTTP/1.1`, `Host: localhost:${s.port}`, `X-API-Key: ${d.apiKey}`, `X-Device-Id: ${d.deviceId}`, `X-Nonce: ${nonce()}`]
       .concat(Object.entries(extra).map(([k, v]) => `${k}: ${v}`))
       .join("\r\n") + "\r\n\r\n";
-  const layerConnections = () => s.running.polls!.size;
+  const layerConnections = () => s.running.deviceConnections!.size;
 
   beforeAll(async () => {
     s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "50" });
@@ -156,6 +156,55 @@ describe("polls answered on the connection", () => {
       expect(answers[3]!.headers.get("x-request-id")).toBe("after-handover");
       expect(answers[3]!.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, answers[3]!.body));
       expect(layerConnections()).toBe(0); // the HTTP server's now
+    } finally {
+      c.end();
+    }
+  });
+
+  it("serves an image by hash after a poll on the same connection: whole, one block, and 304, like the app", async () => {
+    const image = fs.readFileSync(HELLO_WORLD);
+    const sha = createHash("sha256").update(image).digest("hex");
+    const get = (extra: Record<string, string> = {}) => pollText(extra, `/firmware/sha256/${sha}.bin`);
+    const c = await Connection.open(s);
+    try {
+      c.send(pollText());
+      const m = await c.next();
+      expect(JSON.parse(m.body.toString()).sha256).toBe(sha);
+      c.send(get({ "X-Request-Id": "conn-download-1" }));
+      const whole = await c.next();
+      expect(whole.status).toBe(200);
+      expect(createHash("sha256").update(whole.body).digest("hex")).toBe(sha);
+      expect(whole.headers.get("x-sha256")).toBe(sha);
+      c.send(get({ Range: "bytes=8192-16383" }) + get({ "If-None-Match": `"${sha}"` }));
+      const block = await c.next();
+      expect(block.status).toBe(206);
+      expect(block.headers.get("content-range")).toBe(`bytes 8192-16383/${image.length}`);
+      expect(block.body.equals(image.subarray(8192, 16384))).toBe(true);
+      const same = await c.next();
+      expect(same.status).toBe(304);
+      expect(layerConnections()).toBe(1);
+
+      const app = await s.req("GET", `/firmware/sha256/${sha}.bin?via=app`, { headers: { "X-API-Key": d.apiKey, "X-Device-Id": d.deviceId } });
+      const perAnswer = new Set(["date", "x-request-id", "connection", "keep-alive"]);
+      const names = (h: Iterable<string>) => [...h].filter((k) => !perAnswer.has(k)).sort();
+      expect(names(whole.headers.keys())).toEqual(names(Object.keys(app.headers)));
+      for (const k of names(whole.headers.keys())) expect(whole.headers.get(k)).toBe(String(app.headers[k]));
+      const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "conn-download-1"));
+      expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: `/firmware/sha256/${sha}.bin` }, res: { status: 200 } });
+    } finally {
+      c.end();
+    }
+  });
+
+  it("leaves a range it cannot satisfy to the app", async () => {
+    const sha = createHash("sha256").update(fs.readFileSync(HELLO_WORLD)).digest("hex");
+    const c = await Connection.open(s);
+    try {
+      c.send(pollText({ Range: "bytes=99999999-" }, `/firmware/sha256/${sha}.bin`));
+      const r = await c.next();
+      expect(r.status).toBe(416);
+      expect(JSON.parse(r.body.toString()).error.code).toBe("range_not_satisfiable");
+      expect(layerConnections()).toBe(0);
     } finally {
       c.end();
     }
