@@ -7,7 +7,7 @@
 // Every connection starts here. As long as what arrives is a complete, plain GET head (server/http/request-head.ts)
 // of the manifest, or of an image held in memory, that the device API answers with a 200, 206 or 304, it is
 // answered here, with the same bytes, headers and log line as the Express routes. The first time anything else
-// arrives (another path or method, a body, a head split across reads, anything unusual, a refusal), the
+// arrives (another path or method, a body, a head still incomplete after a second, anything unusual, a refusal), the
 // connection is handed, with every unanswered byte, to Node's HTTP server, which owns it from then on: the
 // Express app answers that request and all later ones, with Node's parser, limits and timeouts.
 import { STATUS_CODES } from "node:http";
@@ -19,6 +19,8 @@ import { CHUNK } from "./download";
 import { deviceReplies, type ReplyOptions } from "./replies";
 
 const EMPTY = Buffer.alloc(0);
+/** How long a head cut short may wait for the rest before the connection goes to Node's server. */
+const HEAD_WAIT_MS = 1000;
 /** Unanswered bytes a client may send ahead (pipelining) before its connection stops being read. */
 const MAX_BUFFERED = 32 * 1024;
 
@@ -59,6 +61,7 @@ export function answerOnConnections(
     private busy = false;
     private done = false;
     private paused = false;
+    private headTimer: NodeJS.Timeout | null = null;
 
     constructor(private readonly socket: TLSSocket) {}
 
@@ -105,6 +108,7 @@ export function answerOnConnections(
     private leave(): void {
       if (this.done) return;
       this.done = true;
+      this.stopHeadTimer();
       open.delete(this);
       this.socket.off("data", this.onData);
       this.socket.off("error", this.onError);
@@ -120,21 +124,60 @@ export function answerOnConnections(
       try {
         while (!this.done && this.buffered.length > 0) {
           const read = readRequestHead(this.buffered);
+          if (read.kind === "incomplete") {
+            this.awaitRestOfHead();
+            break;
+          }
+          this.stopHeadTimer();
           const kind = read.kind === "head" ? plainRequest(read.head) : null;
           if (!kind) return this.handOff();
           const head = (read as { head: RequestHead }).head;
           const answered = kind === "poll" ? await this.answerPoll(head) : await this.answerDownload(head);
           if (!answered) return this.handOff();
-          if (this.socket.writableNeedDrain) await new Promise((resolve) => this.socket.once("drain", resolve).once("close", resolve));
+          if (this.socket.writableNeedDrain) await this.drained();
         }
         if (this.paused && !this.done) {
           this.paused = false;
           this.socket.resume();
         }
+      } catch (err) {
+        // Not a refusal (those go to the app) but a fault: logged, and the connection dropped.
+        ctx.log.error({ err }, "device connection failed");
+        this.destroy();
       } finally {
         this.busy = false;
       }
       if (closing && this.idle) this.end();
+    }
+
+    /**
+     * A head cut by a read (a TLS record ends mid-head, as in a pipelined burst) is completed by the next read. One
+     * that stays incomplete for HEAD_WAIT_MS goes to Node's server, whose headersTimeout then deals with a client
+     * sending its head slowly.
+     */
+    private awaitRestOfHead(): void {
+      this.headTimer ??= setTimeout(() => {
+        this.headTimer = null;
+        if (!this.done && !this.busy) this.handOff();
+      }, HEAD_WAIT_MS);
+    }
+
+    private stopHeadTimer(): void {
+      if (this.headTimer) clearTimeout(this.headTimer);
+      this.headTimer = null;
+    }
+
+    /** Resolves when the socket has sent what it holds, or has closed. */
+    private drained(): Promise<void> {
+      return new Promise((resolve) => {
+        const done = () => {
+          this.socket.off("drain", done);
+          this.socket.off("close", done);
+          resolve();
+        };
+        this.socket.on("drain", done);
+        this.socket.on("close", done);
+      });
     }
 
     /** The status line and headers, as Node's server writes them; the body (a manifest) sent with them. */

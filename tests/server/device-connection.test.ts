@@ -210,17 +210,42 @@ describe("polls answered on the connection", () => {
     }
   });
 
-  it("hands over a head that arrives in pieces, and the HTTP server answers it", async () => {
+  it("answers 300 pipelined polls sent in one burst, in order, reading ahead no more than it must", async () => {
+    const c = await Connection.open(s);
+    try {
+      const ids = Array.from({ length: 300 }, (_, i) => `burst-poll-${i}`);
+      c.send(ids.map((id) => pollText({ "X-Request-Id": id })).join("")); // about 100 KiB of heads
+      for (const id of ids) {
+        const a = await c.next();
+        expect(a.status).toBe(200);
+        expect(a.headers.get("x-request-id")).toBe(id);
+        expect(a.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, a.body));
+      }
+      expect(layerConnections()).toBe(1);
+    } finally {
+      c.end();
+    }
+  });
+
+  it("answers a head that arrives in pieces, and hands over one whose rest does not come", async () => {
     const c = await Connection.open(s);
     try {
       const text = pollText();
       c.send(text.slice(0, 25));
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 200));
       c.send(text.slice(25));
       const a = await c.next();
       expect(a.status).toBe(200);
       expect(a.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, a.body));
-      expect(layerConnections()).toBe(0);
+      expect(layerConnections()).toBe(1);
+
+      const slow = pollText();
+      c.send(slow.slice(0, 40));
+      await eventually(async () => layerConnections() === 0, 3_000, 50); // Node's server has it after a second
+      c.send(slow.slice(40));
+      const b = await c.next();
+      expect(b.status).toBe(200);
+      expect(b.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, b.body));
     } finally {
       c.end();
     }
