@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
+import type SqliteDatabase from "better-sqlite3";
 import { preparedQuery } from "../store/prepared";
 import { WriteBehind } from "../store/write-behind";
 import type { Database, DeviceRow, ReportRow } from "../store/schema";
@@ -147,6 +148,7 @@ export class DeviceRegistry extends EventEmitter {
   private committingReports = false;
 
   private readonly getQuery;
+  private readonly readDevice: ((id: string) => DeviceRow | undefined) | null = null;
   private readonly sightingQuery;
   private readonly insertReportQuery;
   private readonly reportStateQuery;
@@ -156,10 +158,17 @@ export class DeviceRegistry extends EventEmitter {
     private readonly log: Logger,
     private readonly onlineWindowMs: number,
     flushMs = 1000,
+    /** A read-only SQLite connection for device lookups (Store.reader); without it, lookups go through Kysely. */
+    reader?: SqliteDatabase.Database,
   ) {
     super();
     this.pending = new WriteBehind((batch) => this.writeSightings(batch), log, "device sightings", flushMs);
     this.getQuery = preparedQuery(["id"], (p) => db.selectFrom("devices").selectAll().where("id", "=", p.id));
+    if (reader) {
+      // The same SQL as getQuery, run on the reader: Kysely's SQLite rows are better-sqlite3's rows.
+      const stmt = reader.prepare(this.getQuery({ id: "" }).sql);
+      this.readDevice = (id) => stmt.get(...this.getQuery({ id }).parameters) as DeviceRow | undefined;
+    }
     // A sighting: seen now; chip, version and address when the poll said them, else what is known.
     // Every column but the times is kept when the poll did not say it (null).
     this.sightingQuery = preparedQuery(["id", "at", ...SIGHTING_COLUMNS], (p) =>
@@ -229,6 +238,7 @@ export class DeviceRegistry extends EventEmitter {
   }
 
   async get(id: string): Promise<DeviceRow | undefined> {
+    if (this.readDevice) return this.readDevice(id);
     return (await this.db.executeQuery(this.getQuery({ id }))).rows[0];
   }
 

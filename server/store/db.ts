@@ -11,6 +11,12 @@ export interface Store {
   db: Kysely<Database>;
   /** The raw SQLite handle, for pragmas and checkpoints. */
   sqlite: SqliteDatabase.Database;
+  /**
+   * A second connection, for reads only, used by the per-request device lookup: synchronous (no wait for the
+   * connection Kysely shares), and in WAL mode it sees exactly what has been committed, never a transaction of
+   * the main connection that is still open.
+   */
+  reader: SqliteDatabase.Database;
   close(): Promise<void>;
 }
 
@@ -56,11 +62,16 @@ export async function openStore(dataDir: string, log: Logger): Promise<Store> {
     await db.destroy();
     throw new Error(`database migration failed in ${file}: ${error instanceof Error ? error.message : String(error)}`);
   }
+  const reader = new SqliteDatabase(file);
+  reader.pragma("query_only = ON");
+  reader.pragma("busy_timeout = 5000");
   return {
     db,
     sqlite,
+    reader,
     async close() {
       await db.destroy();
+      reader.close();
     },
   };
 }
