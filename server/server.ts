@@ -135,6 +135,10 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   server.requestTimeout = 300_000;
   server.keepAliveTimeout = 5_000;
   const deviceConnections = answerOnConnections(server, ctx, { ...handlers.replies, keepAliveTimeoutMs: server.keepAliveTimeout });
+  if (!deviceConnections && !config.trustProxy) {
+    // Every request still works (through Node's HTTP server); only the faster entrance is missing.
+    log.warn("this Node.js version's HTTPS server is not set up as expected: device requests go through the HTTP server only");
+  }
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === "ECONNRESET") return socket.destroy();
     const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
