@@ -8,7 +8,7 @@ import { deviceRouter, offeredDownloadRouter } from "./device-api/router";
 import { withFastPath, type RequestListener } from "./device-api/fast-path";
 import type { ReplyOptions } from "./device-api/replies";
 import { authFailureLimiter, type AuthFailureLimiter } from "./http/auth-limiter";
-import { errorHandler, notFoundHandler } from "./http/errors";
+import { errorHandler, notFoundHandler, sendError } from "./http/errors";
 import { operatorRouter } from "./operator-api/router";
 import "./http/express-types";
 
@@ -66,6 +66,13 @@ export function createApp(
     }),
   );
   app.use(securityHeaderMiddleware());
+  app.use((req, res, next) => {
+    if (req.httpVersion === "1.1" && req.headers.host === undefined) {
+      sendError(res, 400, "missing_host", "an HTTP/1.1 request must carry a Host header (RFC 9112, section 3.2)");
+      return;
+    }
+    next();
+  });
 
   app.get("/healthz", (_req, res) => {
     res.set("Cache-Control", "no-store").json({ status: "ok" });

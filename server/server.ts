@@ -126,6 +126,8 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
       cert: tls.cert,
       key: tls.key,
       minVersion: "TLSv1.2",
+      // The app answers a missing Host itself, with a JSON error like every other refusal (Node's own is bare).
+      requireHostHeader: false,
       // Without resumption every connection is a full handshake, as with devices that keep no session.
       ...(config.tlsSessionResumption ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
     },

@@ -144,6 +144,7 @@ export function withFastPath(ctx: Context, o: FastPathOptions): RequestListener 
   };
 
   return (req, res) => {
+    if (req.headers.host === undefined && req.httpVersion === "1.1") return o.fallback(req, res); // refused by the app
     const handler =
       req.method === "GET"
         ? req.url === "/firmware/manifest"
