@@ -1,21 +1,15 @@
 // Manifest polls are answered on the TLS connection itself (server/device-api/device-connection.ts) until
 // anything else arrives; then the connection is Node's HTTP server's, with every byte not yet answered. These
 // tests speak raw bytes over one kept-alive TLS connection, as a device does, and check both sides of that line.
-import { createHash, createHmac, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import tls from "node:tls";
 import { HELLO_WORLD } from "../helpers/fixtures";
+import { mac, nonce, type Bundle } from "../helpers/device-keys";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
 
-const nonce = () => randomBytes(12).toString("base64url");
-const mac = (hexKey: string, data: string | Buffer) => createHmac("sha256", Buffer.from(hexKey, "hex")).update(data).digest("hex");
 
-interface Bundle {
-  deviceId: string;
-  apiKey: string;
-  hmacKey: string;
-}
 
 interface Answer {
   status: number;

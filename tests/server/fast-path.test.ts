@@ -1,23 +1,17 @@
 // Polls and reports are answered by the fast path in front of Express (server/device-api/fast-path.ts); the
 // same requests with a query string go through the Express routes. Both must answer alike.
-import { createHash, createHmac, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { HELLO_WORLD } from "../helpers/fixtures";
+import { mac, nonce, type Bundle } from "../helpers/device-keys";
 import { eventually, startTestServer, type Reply, type TestServer } from "../helpers/server";
 
-const nonce = () => randomBytes(12).toString("base64url");
-const mac = (hexKey: string, data: string | Buffer) => createHmac("sha256", Buffer.from(hexKey, "hex")).update(data).digest("hex");
 // Headers that differ between any two answers whatever path produced them.
 const PER_ANSWER = new Set(["date", "x-request-id", "x-manifest-hmac", "content-length", "connection", "keep-alive"]);
 const stable = (r: Reply) => Object.fromEntries(Object.entries(r.headers).filter(([k]) => !PER_ANSWER.has(k)));
 
-interface Bundle {
-  deviceId: string;
-  apiKey: string;
-  hmacKey: string;
-}
 
 describe("device API fast path", () => {
   let s: TestServer;

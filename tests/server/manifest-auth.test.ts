@@ -1,20 +1,10 @@
-import { createHmac, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { HELLO_WORLD } from "../helpers/fixtures";
+import { mac, nonce, type Bundle } from "../helpers/device-keys";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
 
-const nonce = () => randomBytes(12).toString("base64url");
-const mac = (hexKey: string, data: string | Buffer) => createHmac("sha256", Buffer.from(hexKey, "hex")).update(data).digest("hex");
 
-interface Bundle {
-  deviceId: string;
-  apiKey: string;
-  hmacKey: string;
-  keyGeneration: number;
-  serverUrl: string;
-  ca: string;
-}
 
 describe("per-device authenticated manifests", () => {
   let s: TestServer;
