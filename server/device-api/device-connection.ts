@@ -147,7 +147,7 @@ export function answerOnConnections(
       } finally {
         this.busy = false;
       }
-      if (closing && this.idle) this.end();
+      if (closing && this.idle && !this.done) this.end();
     }
 
     /**
