@@ -85,6 +85,16 @@ class Connection {
   }
 }
 
+/** Runs `use` on a fresh connection to `s`, destroyed afterwards whatever happens. */
+async function withConnection(s: TestServer, use: (c: Connection) => Promise<void>): Promise<void> {
+  const c = await Connection.open(s);
+  try {
+    await use(c);
+  } finally {
+    c.end();
+  }
+}
+
 describe("polls answered on the connection", () => {
   let s: TestServer;
   let d: Bundle;
@@ -104,8 +114,7 @@ describe("polls answered on the connection", () => {
   afterAll(async () => s.close());
 
   it("answers polls on a kept-alive connection with authenticated manifests, and the same headers as the app", async () => {
-    const c = await Connection.open(s);
-    try {
+    await withConnection(s, async (c) => {
       c.send(pollText({ "X-Request-Id": "conn-poll-1" }));
       const a = await c.next();
       expect(a.status).toBe(200);
@@ -125,14 +134,11 @@ describe("polls answered on the connection", () => {
 
       const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "conn-poll-1"));
       expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: "/firmware/manifest" }, res: { status: 200 } });
-    } finally {
-      c.end();
-    }
+    });
   });
 
   it("answers pipelined requests in order, handing the connection over at the first that is not a poll", async () => {
-    const c = await Connection.open(s);
-    try {
+    await withConnection(s, async (c) => {
       const report = JSON.stringify({ device_id: d.deviceId, status: "checking", report_id: "conn-report-1" });
       // Two polls, a report with a body, then a poll: all in one write.
       c.send(
@@ -150,17 +156,14 @@ describe("polls answered on the connection", () => {
       expect(answers[3]!.headers.get("x-request-id")).toBe("after-handover");
       expect(answers[3]!.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, answers[3]!.body));
       expect(layerConnections()).toBe(0); // the HTTP server's now
-    } finally {
-      c.end();
-    }
+    });
   });
 
   it("serves an image by hash after a poll on the same connection: whole, one block, and 304, like the app", async () => {
     const image = fs.readFileSync(HELLO_WORLD);
     const sha = createHash("sha256").update(image).digest("hex");
     const get = (extra: Record<string, string> = {}) => pollText(extra, `/firmware/sha256/${sha}.bin`);
-    const c = await Connection.open(s);
-    try {
+    await withConnection(s, async (c) => {
       c.send(pollText());
       const m = await c.next();
       expect(JSON.parse(m.body.toString()).sha256).toBe(sha);
@@ -185,28 +188,22 @@ describe("polls answered on the connection", () => {
       for (const k of names(whole.headers.keys())) expect(whole.headers.get(k)).toBe(String(app.headers[k]));
       const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "conn-download-1"));
       expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: `/firmware/sha256/${sha}.bin` }, res: { status: 200 } });
-    } finally {
-      c.end();
-    }
+    });
   });
 
   it("leaves a range it cannot satisfy to the app", async () => {
     const sha = createHash("sha256").update(fs.readFileSync(HELLO_WORLD)).digest("hex");
-    const c = await Connection.open(s);
-    try {
+    await withConnection(s, async (c) => {
       c.send(pollText({ Range: "bytes=99999999-" }, `/firmware/sha256/${sha}.bin`));
       const r = await c.next();
       expect(r.status).toBe(416);
       expect(JSON.parse(r.body.toString()).error.code).toBe("range_not_satisfiable");
       expect(layerConnections()).toBe(0);
-    } finally {
-      c.end();
-    }
+    });
   });
 
   it("answers 300 pipelined polls sent in one burst, in order, reading ahead no more than it must", async () => {
-    const c = await Connection.open(s);
-    try {
+    await withConnection(s, async (c) => {
       const ids = Array.from({ length: 300 }, (_, i) => `burst-poll-${i}`);
       c.send(ids.map((id) => pollText({ "X-Request-Id": id })).join("")); // about 100 KiB of heads
       for (const id of ids) {
@@ -216,14 +213,11 @@ describe("polls answered on the connection", () => {
         expect(a.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, a.body));
       }
       expect(layerConnections()).toBe(1);
-    } finally {
-      c.end();
-    }
+    });
   });
 
   it("answers a head that arrives in pieces, and hands over one whose rest does not come", async () => {
-    const c = await Connection.open(s);
-    try {
+    await withConnection(s, async (c) => {
       const text = pollText();
       c.send(text.slice(0, 25));
       await new Promise((r) => setTimeout(r, 200));
@@ -240,9 +234,7 @@ describe("polls answered on the connection", () => {
       const b = await c.next();
       expect(b.status).toBe(200);
       expect(b.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, b.body));
-    } finally {
-      c.end();
-    }
+    });
   });
 
   it.each([
@@ -255,17 +247,14 @@ describe("polls answered on the connection", () => {
     ["HTTP/1.0", (t: string) => t.replace("HTTP/1.1", "HTTP/1.0"), 200],
     ["a wrong key", (t: string) => t.replace(/X-API-Key: \S+/, "X-API-Key: otadev_wrong"), 401],
   ])("leaves a poll with %s to Node's parser and the app", async (_what, change, status) => {
-    const c = await Connection.open(s);
-    try {
+    await withConnection(s, async (c) => {
       c.send(change(pollText()));
       const a = await c.next();
       expect(a.status).toBe(status);
       if (status >= 400) expect(JSON.parse(a.body.toString()).error.code).toEqual(_what === "no Host" ? "missing_host" : expect.any(String));
       else expect(a.headers.get("x-manifest-hmac")).toBe(mac(d.hmacKey, a.body));
       expect(layerConnections()).toBe(0);
-    } finally {
-      c.end();
-    }
+    });
   });
 
   it("closes after answering a poll that asks for it", async () => {
@@ -278,8 +267,7 @@ describe("polls answered on the connection", () => {
   });
 
   it("refuses a replayed nonce through the app without using up anything first", async () => {
-    const c = await Connection.open(s);
-    try {
+    await withConnection(s, async (c) => {
       const text = pollText();
       c.send(text);
       expect((await c.next()).status).toBe(200);
@@ -287,9 +275,7 @@ describe("polls answered on the connection", () => {
       const replay = await c.next();
       expect(replay.status).toBe(409);
       expect(JSON.parse(replay.body.toString()).error.code).toBe("nonce_reused");
-    } finally {
-      c.end();
-    }
+    });
   });
 
   it("closes an idle connection after the keep-alive timeout", async () => {
