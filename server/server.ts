@@ -4,9 +4,9 @@ import fs from "node:fs";
 import { STATUS_CODES } from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
+import type tls from "node:tls";
 import type { Logger } from "pino";
-import { createRequestListener } from "./app";
-import { answerOnConnections, type DeviceConnections } from "./device-api/device-connection";
+import { createApp } from "./app";
 import { AuditLog } from "./audit/audit-log";
 import { Credentials } from "./auth/credentials";
 import { ensureFirstStartCredentials } from "./auth/first-start";
@@ -32,10 +32,10 @@ export interface RunningServer {
   url: string;
   /** The dev-credentials.json written at this start, if this was the first. */
   devCredentialsFile: string | null;
-  /** Connections whose requests are answered below the HTTP server (null when that layer is off: behind a proxy). */
-  deviceConnections: DeviceConnections | null;
   close(): Promise<void>;
 }
+
+const ignore = () => undefined;
 
 export function loadPartitions(file: string): PartitionTable {
   let text: string;
@@ -120,7 +120,6 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   const { ctx, close: closeContext } = await openContext(config, log, { serving: true });
   const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, ctx.credentials, log);
   const partitions = ctx.partitions;
-  const handlers = createRequestListener(ctx);
   const server = https.createServer(
     {
       cert: tls.cert,
@@ -131,16 +130,16 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
       // Without resumption every connection is a full handshake, as with devices that keep no session.
       ...(config.tlsSessionResumption ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
     },
-    handlers.listener,
+    createApp(ctx),
   );
   server.headersTimeout = 15_000;
   server.requestTimeout = 300_000;
   server.keepAliveTimeout = 5_000;
-  const deviceConnections = answerOnConnections(server, ctx, { ...handlers.replies, keepAliveTimeoutMs: server.keepAliveTimeout });
-  if (!deviceConnections && !config.trustProxy) {
-    // Every request still works (through Node's HTTP server); only the faster entrance is missing.
-    log.warn("this Node.js version's HTTPS server is not set up as expected: device requests go through the HTTP server only");
-  }
+  // Node's HTTP server feeds a TLS connection's bytes to its parser natively; when a client pipelines more than
+  // the server has answered and the server pauses reading, bytes still reach the paused parser, which fails with
+  // HPE_PAUSED and the connection drops (Node 20). A 'data' listener makes Node feed the parser from the stream
+  // instead, where pausing works: pipelined requests are then answered in order, however many arrive at once.
+  server.on("secureConnection", (socket: tls.TLSSocket) => socket.on("data", ignore));
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === "ECONNRESET") return socket.destroy();
     const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
@@ -173,17 +172,12 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
     port,
     url,
     devCredentialsFile,
-    deviceConnections,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();
-          deviceConnections?.closeIdle();
-          setTimeout(() => {
-            server.closeAllConnections();
-            deviceConnections?.closeAll();
-          }, 2000).unref();
+          setTimeout(() => server.closeAllConnections(), 2000).unref();
         });
         await closeContext();
       })();

@@ -106,8 +106,8 @@ export interface DeviceCredentialRequest {
 }
 
 /**
- * Authenticates a device request, whatever carries it (the Express routes, or the fast path in fast-path.ts);
- * throws the HttpError to answer otherwise (an AuthChallenge when no credential was presented at all).
+ * Authenticates a device request; throws the HttpError to answer otherwise (an AuthChallenge when no credential
+ * was presented at all).
  */
 export async function authenticateDevice(ctx: Context, req: DeviceCredentialRequest): Promise<DeviceIdentity> {
   refuseQueryCredentials(req.url);

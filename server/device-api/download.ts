@@ -89,7 +89,7 @@ function sendSlices(res: ServerResponse, buf: Buffer, start: number, stop: numbe
 }
 
 /** What a download answers: status, headers and which bytes. */
-export interface BytePlan {
+interface BytePlan {
   status: 200 | 206 | 304;
   headers: Record<string, string>;
   start: number;
@@ -108,8 +108,8 @@ function baseHeaders(src: ByteSource): Record<string, string> {
   };
 }
 
-/** Decides the answer to a download from its headers, whatever carries it (Express or the fast path). Throws 416. */
-export function planBytes(req: ByteRequest, src: ByteSource): BytePlan {
+/** Decides the answer to a download from its headers. Throws 416. */
+function planBytes(req: ByteRequest, src: ByteSource): BytePlan {
   const headers = baseHeaders(src);
   if (req.ifNoneMatch && etagListMatches(req.ifNoneMatch, src.etag, true)) {
     return { status: 304, headers, start: 0, end: -1, body: false };
@@ -126,8 +126,8 @@ export function planBytes(req: ByteRequest, src: ByteSource): BytePlan {
   return { status: range ? 206 : 200, headers, start, end, body: req.method !== "HEAD" };
 }
 
-/** Sends the planned bytes (headers already written or set): from memory in slices, or streamed from disk. */
-export function writeBytes(res: ServerResponse, src: ByteSource, plan: BytePlan, log: Logger | undefined): void {
+/** Sends the planned bytes (headers already set): from memory in slices, or streamed from disk. */
+function writeBytes(res: ServerResponse, src: ByteSource, plan: BytePlan, log: Logger): void {
   if (!plan.body) {
     res.end();
     return;
@@ -138,7 +138,7 @@ export function writeBytes(res: ServerResponse, src: ByteSource, plan: BytePlan,
   }
   const stream = fs.createReadStream(src.file!, { start: plan.start, end: plan.end, highWaterMark: CHUNK });
   stream.on("error", (err) => {
-    log?.error({ err }, "firmware read failed mid-response");
+    log.error({ err }, "firmware read failed mid-response");
     res.destroy(err);
   });
   res.on("close", () => stream.destroy());

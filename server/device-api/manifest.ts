@@ -156,12 +156,14 @@ export interface ManifestAnswer {
   headers: Record<string, string>;
   /** JSON, for 200. */
   body?: Buffer;
+  /** What the device's MAC covers: the body, or for a 304 the not-modified text (null: nothing to sign). */
+  signed: Buffer | string | null;
 }
 
 /**
- * Answers a manifest request, whatever carried it (the Express route, or the fast path in fast-path.ts):
- * validates the per-request headers, records the sighting, consumes the nonce last (only a request that is
- * otherwise answerable uses it up). Throws the HttpError to answer otherwise.
+ * Decides the answer to a manifest request: validates the per-request headers, records the sighting, consumes
+ * the nonce last (only a request that is otherwise answerable uses it up). Throws the HttpError to answer
+ * otherwise. Signing is manifestMac's.
  */
 export async function answerManifest(ctx: Context, r: ManifestRequest): Promise<ManifestAnswer> {
   const caller = r.caller;
@@ -190,28 +192,22 @@ export async function answerManifest(ctx: Context, r: ManifestRequest): Promise<
   const base = baseUrlFor(ctx, r.host);
   const interval = ctx.config.pollInterval;
   const etag = offerParts(image, base, interval).etag;
-  const macKey = deviceId ? ctx.credentials.deviceMacKey(deviceId, caller.generation) : null;
   const headers: Record<string, string> = {
     ETag: etag,
     "Cache-Control": "no-store",
     Vary: "X-Device-Id, X-Nonce, X-Device-Chip, X-Device-Chip-Rev, X-Device-Version",
   };
-
   if (etagMatches(r.ifNoneMatch, etag)) {
-    if (macKey && deviceId && nonce) headers[MAC_HEADER] = hmacHex(macKey, notModifiedMacInput(deviceId, nonce, etag));
-    return { status: 304, headers };
+    return { status: 304, headers, signed: deviceId && nonce ? notModifiedMacInput(deviceId, nonce, etag) : null };
   }
   const body = manifestBody(image, base, interval, deviceId, nonce);
-  if (macKey) headers[MAC_HEADER] = hmacHex(macKey, body);
-  if (ctx.config.fleetManifestHmac) {
-    headers[FLEET_MAC_HEADER] = hmacHex(ctx.credentials.fleetManifestMacKey(ctx.config.fleetManifestKeyGeneration), body);
-  }
-  return { status: 200, headers, body };
+  return { status: 200, headers, body, signed: body };
 }
 
+/** GET /firmware/manifest: decides the answer (res.locals.manifest) and leaves sending it to manifestMac. */
 export function manifestHandler(ctx: Context): RequestHandler {
-  return async (req, res) => {
-    const a = await answerManifest(ctx, {
+  return async (req, res, next) => {
+    res.locals.manifest = await answerManifest(ctx, {
       caller: req.device!,
       nonce: req.get("x-nonce"),
       chip: req.get("x-device-chip") ?? (typeof req.query.chip === "string" ? req.query.chip : undefined),
@@ -221,11 +217,28 @@ export function manifestHandler(ctx: Context): RequestHandler {
       host: req.get("host"),
       ip: req.ip,
     });
+    next();
+  };
+}
+
+/**
+ * Authenticates the manifest answer and sends it: X-Manifest-HMAC under the asking device's own MAC key (for a
+ * device that named itself), and X-Manifest-Fleet-HMAC under the fleet key when OTA_FLEET_MANIFEST_HMAC is on.
+ */
+export function manifestMac(ctx: Context): RequestHandler {
+  const fleetKey = ctx.config.fleetManifestHmac ? ctx.credentials.fleetManifestMacKey(ctx.config.fleetManifestKeyGeneration) : null;
+  return (req, res) => {
+    const a = res.locals.manifest as ManifestAnswer;
+    const caller = req.device!;
     res.set(a.headers);
+    if (a.signed !== null && caller.id) {
+      res.setHeader(MAC_HEADER, hmacHex(ctx.credentials.deviceMacKey(caller.id, caller.generation), a.signed));
+    }
     if (a.status === 304) {
       res.status(304).end();
       return;
     }
+    if (fleetKey) res.setHeader(FLEET_MAC_HEADER, hmacHex(fleetKey, a.body!));
     res.status(200).type("application/json").send(a.body);
   };
 }

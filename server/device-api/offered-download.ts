@@ -96,7 +96,7 @@ export function offeredDownloadHandler(ctx: Context): RequestHandler {
       throw conflict("chip_mismatch", `the image offered (${image.version}) is built for ${image.chip}, but this device is an ${chip}`);
     }
     if (await alreadyRuns(running, image, h)) {
-      req.log?.debug({ device: caller.id, version: image.version }, "device already runs the offered image");
+      req.log.debug({ device: caller.id, version: image.version }, "device already runs the offered image");
       return sendNotModified(res, image);
     }
     if (h.freeSpace !== undefined && image.size > h.freeSpace) {
@@ -112,7 +112,7 @@ export function offeredDownloadHandler(ctx: Context): RequestHandler {
       return;
     }
     if (req.method === "GET" && !req.get("range")) {
-      req.log?.info({ device: caller.id, version: image.version, sha256: image.sha256, from: version }, "sending the offered image");
+      req.log.info({ device: caller.id, version: image.version, sha256: image.sha256, from: version }, "sending the offered image");
     }
     sendBytes(req, res, imageSource(ctx, image, imageFilename(image)));
   };

@@ -102,7 +102,7 @@ export function reportHandler(ctx: Context): RequestHandler {
       throw new HttpError(415, "unsupported_media_type", "send the report as Content-Type: application/json");
     }
     const a = await acceptReport(ctx, req.device!, req.body, req.ip);
-    req.log?.info({ device: a.deviceId, status: a.status, reason: a.reason, duplicate: a.duplicate }, "device report");
+    req.log.info({ device: a.deviceId, status: a.status, reason: a.reason, duplicate: a.duplicate }, "device report");
     res.status(200).json({ ok: true, duplicate: a.duplicate });
   };
 }

@@ -4,7 +4,7 @@ import { Router } from "express";
 import type { Context } from "../context";
 import { deviceAuth } from "./auth";
 import { blockHashesHandler, byHashHandler, byNameHandler, methodNotAllowed } from "./download";
-import { manifestHandler } from "./manifest";
+import { manifestHandler, manifestMac } from "./manifest";
 import { offeredDownloadHandler } from "./offered-download";
 import { reportBodyParser, reportHandler } from "./report";
 
@@ -12,7 +12,7 @@ export function deviceRouter(ctx: Context): Router {
   const r = Router();
   const auth = deviceAuth(ctx);
 
-  r.get("/manifest", auth, manifestHandler(ctx));
+  r.get("/manifest", auth, manifestHandler(ctx), manifestMac(ctx));
   r.all("/manifest", methodNotAllowed("GET, HEAD"));
   r.post("/report", auth, reportBodyParser, reportHandler(ctx));
   r.all("/report", methodNotAllowed("POST"));

@@ -8,22 +8,13 @@ import { ipKeyGenerator, MemoryStore, type Options } from "express-rate-limit";
 import type { RequestHandler } from "express";
 import { sendError } from "./errors";
 
-export interface AuthFailureLimiter {
-  middleware: RequestHandler;
-  /**
-   * Whether a request from this address would be refused with 429 now. For the device API's fast path, which
-   * answers only successes and leaves every refusal (429 included) to the middleware.
-   */
-  isLimited(ip: string): Promise<boolean>;
-}
-
-export function authFailureLimiter(limit: number, windowMs: number): AuthFailureLimiter {
+/** One limiter (one count per address) for every API it is mounted in front of. */
+export function authFailureLimiter(limit: number, windowMs: number): RequestHandler {
   const store = new MemoryStore();
   store.init({ windowMs } as Options);
   const keyOf = (ip: string | undefined) => ipKeyGenerator(ip ?? "");
-  const isLimited = async (ip: string | undefined) => ((await store.get(keyOf(ip)))?.totalHits ?? 0) >= limit;
 
-  const middleware: RequestHandler = async (req, res, next) => {
+  return async (req, res, next) => {
     const key = keyOf(req.ip);
     const info = await store.get(key);
     if (info && info.totalHits >= limit) {
@@ -45,5 +36,4 @@ export function authFailureLimiter(limit: number, windowMs: number): AuthFailure
     });
     next();
   };
-  return { middleware, isLimited };
 }

@@ -49,7 +49,7 @@ interface BodyParserError extends Error {
 /** Maps every error to a JSON answer; only a real server fault becomes a 500 (logged, never detailed). */
 export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   if (res.headersSent) {
-    req.log?.warn({ err }, "error after the response started; closing the connection");
+    req.log.warn({ err }, "error after the response started; closing the connection");
     res.destroy();
     return;
   }
@@ -80,6 +80,6 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   if (typeof status === "number" && status >= 400 && status < 500) {
     return sendError(res, status, "bad_request", e.expose ? e.message : "the request could not be processed");
   }
-  req.log?.error({ err }, "unhandled server error");
+  req.log.error({ err }, "unhandled server error");
   sendError(res, 500, "internal_error", "the server failed to handle this request; it has been logged");
 };

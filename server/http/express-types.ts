@@ -1,4 +1,5 @@
 // What authentication attaches to a request.
+import type { Logger } from "pino";
 import type { OperatorIdentity } from "../auth/credentials";
 import type { DeviceRow } from "../store/schema";
 
@@ -22,6 +23,10 @@ declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
   namespace Express {
     interface Request {
+      /** The request id (http/request-log.ts): the client's X-Request-Id when well-formed, else a new one. */
+      id: string;
+      /** A logger whose lines carry the request id (made on first use). */
+      log: Logger;
       device?: DeviceIdentity;
       operator?: OperatorIdentity;
     }

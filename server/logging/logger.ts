@@ -29,7 +29,7 @@ export function createLogger(level: string, destination?: pino.DestinationStream
 /**
  * The same log (destination, level, format) without the redaction pass, which costs as much as the rest of
  * writing a line. Only for lines whose fields are fixed and validated and can never hold a credential: the
- * fast path's request lines (id, method, path, status, time) and report summaries (device id, status, reason).
+ * closing line of each request (id, method, path, status, time: http/request-log.ts).
  */
 export function unredacted(log: Logger): Logger {
   const destination = (log as unknown as Record<symbol, pino.DestinationStream>)[pino.symbols.streamSym];

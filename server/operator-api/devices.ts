@@ -77,7 +77,7 @@ export function provision(ctx: Context): RequestHandler {
     const body = parseWith(provisionBody, req.body ?? {}, "body");
     const bundle = await provisionDevice(ctx, id, { rotate: body.rotate, serverUrl: body.server_url });
     await ctx.audit.record({ ...actorOf(req), action: "device.provision", target: id, details: { rotate: Boolean(body.rotate), server_url: bundle.serverUrl, key_generation: bundle.keyGeneration } });
-    req.log?.info({ device: id, rotate: Boolean(body.rotate), operator: req.operator?.subject }, "device provisioned");
+    req.log.info({ device: id, rotate: Boolean(body.rotate), operator: req.operator?.subject }, "device provisioned");
     res.set("Cache-Control", "no-store").status(201).json(bundle);
   };
 }

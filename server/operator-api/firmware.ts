@@ -122,7 +122,7 @@ export function uploadHandlers(ctx: Context): RequestHandler[] {
       target: name,
       details: { sha256: facts.sha256, version: facts.version, chip: facts.chip, size: facts.size, created: outcome.changed },
     });
-    req.log?.info({ file: name, sha256: facts.sha256, operator: req.operator?.subject }, "firmware uploaded");
+    req.log.info({ file: name, sha256: facts.sha256, operator: req.operator?.subject }, "firmware uploaded");
     const offered = ctx.catalog.offered().some((i) => i.sha256 === facts.sha256);
     res.status(outcome.changed ? 201 : 200).json({
       name,

@@ -82,7 +82,7 @@ export function createRelease(ctx: Context): RequestHandler {
         allow_downgrade: release.allowDowngrade,
       },
     });
-    req.log?.info({ release: release.name, channel: release.channel, sha256: image.sha256, operator: req.operator?.subject }, "release created");
+    req.log.info({ release: release.name, channel: release.channel, sha256: image.sha256, operator: req.operator?.subject }, "release created");
     res.status(201).json({ release: releaseView(release, undefined) });
   };
 }

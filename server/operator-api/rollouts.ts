@@ -61,7 +61,7 @@ export function rolloutAction(ctx: Context, action: Action): RequestHandler {
       parseWith(emptyBody, req.body ?? {}, "body");
       next = await ctx.rollouts[action](rollout.id, by).catch(asHttp);
     }
-    req.log?.info({ rollout: rollout.id, action, state: next.state, operator: req.operator?.subject }, `rollout ${action}`);
+    req.log.info({ rollout: rollout.id, action, state: next.state, operator: req.operator?.subject }, `rollout ${action}`);
     res.json({ rollout: rolloutView(next) });
   };
 }
