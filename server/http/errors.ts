@@ -78,7 +78,9 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   }
   const status = e.status ?? e.statusCode;
   if (typeof status === "number" && status >= 400 && status < 500) {
-    return sendError(res, status, "bad_request", e.expose ? e.message : "the request could not be processed");
+    // One code, one status: a size limit is body_too_large, any other refusal by a library a plain 400.
+    if (status === 413) return sendError(res, 413, "body_too_large", "request body is larger than this endpoint accepts");
+    return sendError(res, 400, "bad_request", e.expose ? e.message : "the request could not be processed");
   }
   req.log?.error({ err }, "unhandled server error");
   sendError(res, 500, "internal_error", "the server failed to handle this request; it has been logged");
