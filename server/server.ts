@@ -18,6 +18,7 @@ import type { Config } from "./config/config";
 import type { Context } from "./context";
 import { NonceCache } from "./device-api/nonce-cache";
 import { DeviceRegistry } from "./devices/registry";
+import type { ErrorCode } from "./http/error-codes";
 import { parsePartitionsCsv, PartitionTableError, requireOtaLayout, type PartitionTable } from "./image/partitions";
 import { createLogger } from "./logging/logger";
 import { ReleaseStore } from "./releases/release-store";
@@ -145,7 +146,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
     const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
     const body = JSON.stringify({
       error: {
-        code: status === 431 ? "headers_too_large" : status === 408 ? "request_timeout" : "malformed_request",
+        code: (status === 431 ? "headers_too_large" : status === 408 ? "request_timeout" : "malformed_request") satisfies ErrorCode,
         message: status === 431 ? "request headers are too large" : status === 408 ? "the request took too long" : "the request is not valid HTTP",
       },
     });

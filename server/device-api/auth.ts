@@ -9,7 +9,7 @@ import { looksLikeJwt } from "../auth/credentials";
 import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX, safeEqual } from "../auth/keys";
 import type { Context } from "../context";
 import { normalizeDeviceId, DEVICE_ID_RULE } from "../devices/device-id";
-import { badRequest, forbidden, HttpError } from "../http/errors";
+import { badRequest, forbidden, HttpError, type CodeWithStatus } from "../http/errors";
 import type { DeviceIdentity } from "../http/express-types";
 
 const MAX_KEY_LEN = 256;
@@ -17,11 +17,11 @@ const MAX_KEY_LEN = 256;
 /** Lets a client that waits for a challenge (esp_http_client without auth_type set) send Basic. */
 const CHALLENGE = { "WWW-Authenticate": 'Basic realm="esp32-ota devices", charset="UTF-8"' };
 
-const unauthorized = (code: string, message: string) => new HttpError(401, code, message, CHALLENGE);
+const unauthorized = (code: CodeWithStatus<401>, message: string) => new HttpError(401, code, message, CHALLENGE);
 
 /** The 401 to a request that presented no credential at all: a challenge, not a failed guess. */
 export class AuthChallenge extends HttpError {
-  constructor(code: string, message: string) {
+  constructor(code: CodeWithStatus<401>, message: string) {
     super(401, code, message, CHALLENGE);
   }
 }

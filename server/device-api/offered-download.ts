@@ -9,14 +9,14 @@
 import type { Request, RequestHandler, Response } from "express";
 import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
-import { HttpError } from "../http/errors";
+import { HttpError, type CodeWithStatus } from "../http/errors";
 import { parseClientHeaders, type ClientHeaders } from "./client-headers";
 import { imageFilename, imageSource, sendBytes } from "./download";
 import { baseUrl, noFirmware, optionalChip } from "./manifest";
 import { chooseImage } from "./offer";
 import { RunningImages } from "./running-image";
 
-const conflict = (code: string, message: string) => new HttpError(409, code, message);
+const conflict = (code: CodeWithStatus<409>, message: string) => new HttpError(409, code, message);
 
 /**
  * The chip this device is, from the most to the least direct evidence: what the request says

@@ -1,29 +1,56 @@
-// Every error answer is JSON: {"error": {"code", "message"}} with a stable code a client can act on.
+// Every error answer is JSON: {"error": {"code", "message"}} with a stable code a client can act on. The codes,
+// each with its one status, are listed in error-codes.ts; the types below refuse a code that is not listed there,
+// or a status that is not the code's.
 import type { ErrorRequestHandler, RequestHandler, Response } from "express";
 import { ZodError } from "zod";
+import { ERROR_CODES, type CodeWithStatus, type ErrorCode, type StatusOf } from "./error-codes";
 
-export class HttpError extends Error {
+export { ERROR_CODES, type CodeWithStatus, type ErrorCode } from "./error-codes";
+
+/** The status, checked against the registry too: a cast must not make a code answer two statuses. */
+function registeredStatus(status: number, code: ErrorCode): number {
+  const expected = (ERROR_CODES as Record<string, { status: number } | undefined>)[code]?.status;
+  if (expected !== status) {
+    throw new TypeError(`error code ${code} is answered with ${expected ?? "nothing: it is not in error-codes.ts"}, not ${status}`);
+  }
+  return status;
+}
+
+export class HttpError<C extends ErrorCode = ErrorCode> extends Error {
+  readonly status: number;
+
   constructor(
-    readonly status: number,
-    readonly code: string,
+    status: NoInfer<StatusOf<C>>,
+    readonly code: C,
     message: string,
     readonly headers: Record<string, string> = {},
     readonly details?: Record<string, unknown>,
   ) {
     super(message);
     this.name = "HttpError";
+    this.status = registeredStatus(status, code);
   }
 }
 
-export const badRequest = (code: string, message: string, details?: Record<string, unknown>) =>
+export const badRequest = (code: CodeWithStatus<400>, message: string, details?: Record<string, unknown>) =>
   new HttpError(400, code, message, {}, details);
-export const unauthorized = (code: string, message: string) => new HttpError(401, code, message);
-export const forbidden = (code: string, message: string) => new HttpError(403, code, message);
-export const notFound = (code: string, message: string) => new HttpError(404, code, message);
+export const unauthorized = (code: CodeWithStatus<401>, message: string) => new HttpError(401, code, message);
+export const forbidden = (code: CodeWithStatus<403>, message: string) => new HttpError(403, code, message);
+export const notFound = (code: CodeWithStatus<404>, message: string) => new HttpError(404, code, message);
 
-export function sendError(res: Response, status: number, code: string, message: string, details?: Record<string, unknown>) {
+function writeError(res: Response, status: number, code: ErrorCode, message: string, details?: Record<string, unknown>) {
   const body = JSON.stringify({ error: { code, message, ...(details ?? {}) } });
-  res.status(status).type("application/json").set("Cache-Control", "no-store").send(body);
+  res.status(registeredStatus(status, code)).type("application/json").set("Cache-Control", "no-store").send(body);
+}
+
+export function sendError<C extends ErrorCode>(
+  res: Response,
+  status: NoInfer<StatusOf<C>>,
+  code: C,
+  message: string,
+  details?: Record<string, unknown>,
+) {
+  writeError(res, status, code, message, details);
 }
 
 /** Turns a zod failure into a 400 naming the first bad field. */
@@ -55,11 +82,11 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   }
   if (err instanceof HttpError) {
     for (const [k, v] of Object.entries(err.headers)) res.set(k, v);
-    return sendError(res, err.status, err.code, err.message, err.details);
+    return writeError(res, err.status, err.code, err.message, err.details);
   }
   if (err instanceof ZodError) {
     const e = validationError(err, "request");
-    return sendError(res, e.status, e.code, e.message, e.details);
+    return writeError(res, e.status, e.code, e.message, e.details);
   }
   const e = err as BodyParserError;
   switch (e.type) {
@@ -78,7 +105,9 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   }
   const status = e.status ?? e.statusCode;
   if (typeof status === "number" && status >= 400 && status < 500) {
-    return sendError(res, status, "bad_request", e.expose ? e.message : "the request could not be processed");
+    // One code, one status: a size limit is body_too_large, any other refusal by a library a plain 400.
+    if (status === 413) return sendError(res, 413, "body_too_large", "request body is larger than this endpoint accepts");
+    return sendError(res, 400, "bad_request", e.expose ? e.message : "the request could not be processed");
   }
   req.log.error({ err }, "unhandled server error");
   sendError(res, 500, "internal_error", "the server failed to handle this request; it has been logged");

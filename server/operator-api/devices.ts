@@ -54,7 +54,7 @@ export function patchDevice(ctx: Context): RequestHandler {
     const id = deviceParam(req.params.id);
     const b = parseWith(devicePatchBody, req.body ?? {}, "body");
     if (b.pinned_release && !ctx.releases.get(b.pinned_release)) {
-      throw new HttpError(422, "release_not_found", `pinned_release: no release named ${b.pinned_release}`);
+      throw new HttpError(422, "pinned_release_not_found", `pinned_release: no release named ${b.pinned_release}`);
     }
     await ctx.devices.flush();
     const row = await ctx.devices.update(id, {

@@ -70,7 +70,7 @@ export function uploadHandlers(ctx: Context): RequestHandler[] {
       if (!err) return next();
       if (err instanceof multer.MulterError) {
         if (err.code === "LIMIT_FILE_SIZE") {
-          return next(new HttpError(413, "image_too_large", `the image is larger than the smallest OTA slot (${max} bytes)`));
+          return next(new HttpError(413, "upload_too_large", `the image is larger than the smallest OTA slot (${max} bytes)`));
         }
         if (err.code === "LIMIT_UNEXPECTED_FILE") {
           return next(badRequest("unexpected_field", `unexpected file field "${err.field ?? ""}": send one field named file`));

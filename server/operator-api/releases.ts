@@ -2,14 +2,14 @@
 import type { RequestHandler } from "express";
 import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
-import { HttpError, notFound } from "../http/errors";
+import { HttpError, notFound, type CodeWithStatus } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { compareVersions } from "../releases/version";
 import { actorOf } from "./actor";
 import { createReleaseBody, params, releaseListQuery } from "./schemas";
 import { releaseView } from "./views";
 
-const unprocessable = (code: string, message: string) => new HttpError(422, code, message);
+const unprocessable = (code: CodeWithStatus<422>, message: string) => new HttpError(422, code, message);
 
 function resolveImage(ctx: Context, ref: string): CatalogImage | undefined {
   if (/^[0-9a-fA-F]{64}$/.test(ref)) return ctx.catalog.image(ref.toLowerCase());

@@ -1,7 +1,7 @@
 // Rollouts: start one for a release, watch it, pause, resume, advance or abort it.
 import type { RequestHandler } from "express";
 import type { Context } from "../context";
-import { HttpError, notFound } from "../http/errors";
+import { ERROR_CODES, HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { RolloutError, type Rollout } from "../rollouts/rollout-manager";
 import { actorOf } from "./actor";
@@ -10,8 +10,7 @@ import { rolloutView } from "./views";
 
 function asHttp(e: unknown): never {
   if (e instanceof RolloutError) {
-    const status = e.code === "rollout_exists" || e.code === "invalid_transition" ? 409 : 404;
-    throw new HttpError(status, e.code, e.message);
+    throw new HttpError(ERROR_CODES[e.code].status, e.code, e.message);
   }
   throw e;
 }

@@ -61,7 +61,7 @@ export const ROUTES: readonly RouteDef[] = [
       200: "already there: `{name, created: false, image}`",
       201: "new: `{name, created: true, image}`",
       409: "`name_taken`: the name holds different bytes",
-      413: "`image_too_large`: larger than the smallest OTA slot",
+      413: "`upload_too_large`: larger than the smallest OTA slot",
       415: "not multipart/form-data",
       422: "`invalid_image` with `reason`",
     },
@@ -123,7 +123,7 @@ export const ROUTES: readonly RouteDef[] = [
     summary: "Set a device's group, channel, pinned release, chip or chip revision; add and remove tags",
     params: s.params.deviceId,
     body: s.devicePatchBody,
-    responses: { 200: "`{device}`", 404: "`device_not_found`", 422: "`release_not_found` (pinned_release)" },
+    responses: { 200: "`{device}`", 404: "`device_not_found`", 422: "`pinned_release_not_found`" },
     handlers: one(patchDevice),
   },
   {

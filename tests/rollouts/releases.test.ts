@@ -126,7 +126,7 @@ describe("release assignment", () => {
     expect(r.json()).toMatchObject({ sha256: ESP32_V2, release: "pinned-draft" });
     await op.ok("PATCH", "/devices/pinned", { pinned_release: null });
     expect((await poll(s, "pinned", { chip: "esp32", version: V1 })).json().release).toBe("beta-1");
-    expect((await op.call("PATCH", "/devices/pinned", { pinned_release: "no-such" })).json().error.code).toBe("release_not_found");
+    expect((await op.call("PATCH", "/devices/pinned", { pinned_release: "no-such" })).json().error.code).toBe("pinned_release_not_found");
   });
 
   it("a client that does not say who it is gets only releases finished for the whole channel", async () => {

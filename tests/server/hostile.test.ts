@@ -165,7 +165,7 @@ describe("hostile and malformed requests", () => {
     { name: "upload without a file", method: "POST", path: "/api/v1/firmware", ...upload({ name: "x.bin" }), status: 400, code: "missing_file" },
     { name: "upload in the wrong field", method: "POST", path: "/api/v1/firmware", ...upload({}, { name: "a.bin", data: read(HELLO_WORLD), field: "image" }), status: 400, code: "unexpected_field" },
     { name: "upload of a bootloader", method: "POST", path: "/api/v1/firmware", ...upload({}, { name: "b.bin", data: read(BOOTLOADER) }), status: 422, code: "invalid_image" },
-    { name: "upload larger than the OTA slot", method: "POST", path: "/api/v1/firmware", ...upload({}, { name: "big.bin", data: Buffer.concat([read(HELLO_WORLD), Buffer.alloc(0x1c0000)]) }), status: 413, code: "image_too_large" },
+    { name: "upload larger than the OTA slot", method: "POST", path: "/api/v1/firmware", ...upload({}, { name: "big.bin", data: Buffer.concat([read(HELLO_WORLD), Buffer.alloc(0x1c0000)]) }), status: 413, code: "upload_too_large" },
     { name: "upload named with traversal", method: "POST", path: "/api/v1/firmware", ...upload({ name: "../evil.bin" }, { name: "a.bin", data: read(HELLO_WORLD) }), status: 400 },
     { name: "broken multipart", method: "POST", path: "/api/v1/firmware", headers: () => ({ ...op(), "Content-Type": "multipart/form-data; boundary=zz" }), body: () => "--zz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nabc", status: 400 },
     { name: "limit not a number", path: "/api/v1/devices?limit=abc", headers: op, status: 400, code: "invalid_request" },

@@ -135,7 +135,7 @@ describe("uploads through the operator API", () => {
     const tooBig = Buffer.concat([read(HELLO_WORLD), randomBytes(0x1c0000 - read(HELLO_WORLD).length + 1)]);
     const r = await agent().attach("file", tooBig, "big.bin");
     expect(r.status).toBe(413);
-    expect(r.body.error.code).toBe("image_too_large");
+    expect(r.body.error.code).toBe("upload_too_large");
     await eventually(async () => fs.readdirSync(path.join(s.dirs.data, "uploads")).length === 0);
   });
 });
