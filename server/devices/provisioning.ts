@@ -26,7 +26,7 @@ export function defaultServerUrl(config: Config): string {
 }
 
 export async function provisionDevice(
-  deps: { config: Config; devices: DeviceRegistry; credentials: Credentials },
+  deps: { config: Config; devices: Pick<DeviceRegistry, "provision">; credentials: Pick<Credentials, "deviceApiKey" | "deviceMacKey"> },
   deviceId: string,
   opts: { rotate?: boolean; serverUrl?: string | undefined; chip?: string | undefined } = {},
 ): Promise<ProvisioningBundle> {
