@@ -4,6 +4,10 @@ import fs from "node:fs";
 import type { Credentials } from "../auth/credentials";
 import type { Config } from "../config/config";
 import type { DeviceRegistry } from "./registry";
+import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "./server-url";
+
+// Also offered from here, beside provisionDevice, for the callers that check a URL before they provision.
+export { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG };
 
 export interface ProvisioningBundle {
   deviceId: string;
@@ -17,20 +21,12 @@ export interface ProvisioningBundle {
   pollInterval: number;
 }
 
-/**
- * The longest server URL the device agent can keep: it stores it as the setting `server_url` (a JSON string),
- * and reads a setting back in one 232-byte packet with its name and a NUL (device/README.md, "Settings").
- */
-export const MAX_SERVER_URL_LENGTH = 232 - "server_url".length - 1 - 2;
-
-export const SERVER_URL_TOO_LONG = `is longer than the ${MAX_SERVER_URL_LENGTH} characters the device agent can keep; use a shorter host name or path`;
-
 export function defaultServerUrl(config: Config): string {
   return config.publicUrl ?? `https://localhost:${config.port || 8443}`;
 }
 
 export async function provisionDevice(
-  deps: { config: Config; devices: DeviceRegistry; credentials: Credentials },
+  deps: { config: Config; devices: Pick<DeviceRegistry, "provision">; credentials: Pick<Credentials, "deviceApiKey" | "deviceMacKey"> },
   deviceId: string,
   opts: { rotate?: boolean; serverUrl?: string | undefined; chip?: string | undefined } = {},
 ): Promise<ProvisioningBundle> {
