@@ -5,6 +5,7 @@
 //   npm run bench -- --quick       a smoke run: tiny loads, same code paths (used by the test suite)
 //   npm run bench -- --seconds 10 --rounds 3 --devices 20000 --profile --keep
 //   npm run bench -- --server-root ../other-build   measure another build of the server with this harness
+//   npm run bench -- --compare ../baseline-build    also measure another build as "baseline", alternating
 import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -13,7 +14,7 @@ import path from "node:path";
 import tls from "node:tls";
 import { verifiedManifest } from "./client";
 import { fixtureImages, prepareFleet } from "./fleet";
-import type { BenchContext, BenchOptions } from "./phases/context";
+import type { Baseline, BenchContext, BenchOptions } from "./phases/context";
 import { measureDownloads, measureSlowDownloads } from "./phases/downloads";
 import { measurePipeline } from "./phases/pipeline";
 import { measurePolls, POLL_INTERVAL_S } from "./phases/polls";
@@ -54,11 +55,31 @@ type Phase = (typeof PHASES)[number];
 
 interface Args {
   serverRoot: string | undefined;
+  /** --compare: the baseline build's folder. */
+  compare: string | undefined;
   only: Set<Phase>;
   opts: BenchOptions;
   quick: boolean;
   keep: boolean;
   dir: string;
+}
+
+/** A mistake on the command line: reported as its message alone. */
+class UsageError extends Error {}
+
+/**
+ * Checks that `dir` holds a build of this project: dist/server/main.js and (for --compare, whose server and
+ * device bench run from that folder with its own packages) node_modules.
+ */
+function buildFolder(option: string, dir: string | undefined, needModules: boolean): string {
+  if (!dir) throw new UsageError(`${option} needs a folder: a build of this project (npm ci && npm run build there)`);
+  const root = path.resolve(dir);
+  if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw new UsageError(`${option} ${root}: no such folder`);
+  const missing = ["dist/server/main.js", ...(needModules ? ["node_modules"] : [])].filter((f) => !fs.existsSync(path.join(root, f)));
+  if (missing.length) {
+    throw new UsageError(`${option} ${root}: ${missing.join(" and ")} missing; it must be a build of this project: run npm ci && npm run build in ${root}`);
+  }
+  return root;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -67,10 +88,11 @@ function parseArgs(argv: string[]): Args {
   let keep = false;
   let only = new Set<Phase>(PHASES);
   let serverRoot: string | undefined;
+  let compare: string | undefined;
   let dir = process.env.BENCH_DIR ?? path.join(os.tmpdir(), `esp32-ota-bench-${process.pid}`);
   const num = (i: number, name: string) => {
     const v = Number(argv[i + 1]);
-    if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a whole number, got ${argv[i + 1]}`);
+    if (!Number.isInteger(v) || v < 1) throw new UsageError(`${name} needs a whole number, got ${argv[i + 1]}`);
     return v;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -83,16 +105,17 @@ function parseArgs(argv: string[]): Args {
     else if (a === "--devices") opts.devices = num(i++, a);
     else if (a === "--slow-downloads") opts.slowDownloads = num(i++, a);
     else if (a === "--dir") dir = path.resolve(argv[++i] ?? "");
-    else if (a === "--server-root") serverRoot = path.resolve(argv[++i] ?? "");
+    else if (a === "--server-root") serverRoot = buildFolder(a, argv[++i], false);
+    else if (a === "--compare") compare = buildFolder(a, argv[++i], true);
     else if (a === "--only") {
       const list = (argv[++i] ?? "").split(",");
       const bad = list.filter((p) => !(PHASES as readonly string[]).includes(p));
-      if (bad.length) throw new Error(`--only takes a comma-separated list of ${PHASES.join(", ")}; got ${bad.join(", ")}`);
+      if (bad.length) throw new UsageError(`--only takes a comma-separated list of ${PHASES.join(", ")}; got ${bad.join(", ")}`);
       only = new Set(list as Phase[]);
     }
-    else throw new Error(`unknown option ${a}; options: --quick --only LIST --seconds N --rounds N --devices N --slow-downloads N --profile --keep --dir DIR --server-root DIR`);
+    else throw new UsageError(`unknown option ${a}; options: --quick --only LIST --seconds N --rounds N --devices N --slow-downloads N --profile --keep --dir DIR --server-root DIR --compare DIR`);
   }
-  return { serverRoot, only, opts, quick, keep, dir };
+  return { serverRoot, compare, only, opts, quick, keep, dir };
 }
 
 function say(msg: string): void {
@@ -135,6 +158,29 @@ async function main(): Promise<void> {
       serverRoot: args.serverRoot,
       nodeArgs: opts.profile ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [],
     });
+  // The baseline (--compare) starts the same way from its own folder, with the same env but its own copy of the
+  // data folder: a server owns its data folder (it ingests the firmware folder into it and sweeps its temp files
+  // at start, migrates and writes its SQLite database, and the report checks count what is in it). The copy is
+  // taken before either server has started, so both hold the same devices under the same master secret.
+  const baselineDataDir = path.join(args.dir, "baseline", "data");
+  if (args.compare) fs.cpSync(fleet.dataDir, baselineDataDir, { recursive: true });
+  const startBaseline = (root: string) => async () => {
+    try {
+      return await startServerProcess({
+        env: { ...serverEnv, OTA_DATA_DIR: baselineDataDir },
+        cpu: cpu.server,
+        logFile: path.join(args.dir, "baseline", "server.log"),
+        serverRoot: root,
+        nodeArgs: opts.profile ? ["--cpu-prof", "--cpu-prof-dir", path.join(profileDir, "baseline")] : [],
+      });
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      const hint = msg.includes("corrupted migrations")
+        ? "\nThe bench's database is made by this tree's code; this baseline does not know all of its migrations. Compare builds with the same migrations."
+        : "";
+      throw new Error(`the baseline server (${root}) did not start: ${msg}${hint}`);
+    }
+  };
   // Whatever was started is stopped, and the work folder removed, however the run ends (a signal included).
   const stops: (() => Promise<void>)[] = [];
   let b: BenchContext | null = null;
@@ -152,6 +198,15 @@ async function main(): Promise<void> {
     say("starting our server (NODE_ENV=production, log level info, one process)");
     const server = await startServer();
     stops.push(() => (b ?? { server }).server.stop());
+    let baseline: Baseline | null = null;
+    if (args.compare) {
+      say(`starting the baseline server from ${args.compare} the same way, on its own copy of the data`);
+      const start = startBaseline(args.compare);
+      const first = await start();
+      const handle: Baseline = { root: args.compare, dataDir: baselineDataDir, server: first, start };
+      stops.push(() => handle.server.stop());
+      baseline = handle;
+    }
 
     const www = path.join(args.dir, "www");
     fs.mkdirSync(path.join(www, "firmware", "sha256"), { recursive: true });
@@ -183,10 +238,11 @@ async function main(): Promise<void> {
     const bare = await startBare();
     stops.push(() => bare.stop());
 
-    b = { tools, cpu, fleet, server, nginx, bare, opts, largePath, largeSize: large.length, largeSha256, startServer, startBare, say };
+    b = { tools, cpu, fleet, server, baseline, nginx, bare, opts, largePath, largeSize: large.length, largeSha256, startServer, startBare, say };
     const want = (p: Phase) => args.only.has(p);
     await verifiedManifest(b.server.port, fleet.ca, fleet.devices[1 % fleet.devices.length]!);
-    if (want("polls")) say(`1/5 manifest polls, keep-alive (${opts.rounds} x ${opts.seconds} s each side)`);
+    if (baseline) await verifiedManifest(baseline.server.port, fleet.ca, fleet.devices[1 % fleet.devices.length]!);
+    if (want("polls")) say(`1/5 manifest polls, keep-alive (${opts.rounds} x ${opts.seconds} s each side${baseline ? ", baseline included" : ""})`);
     const keepAlive = want("polls") ? await measurePolls(b, false) : null;
     if (want("handshake")) say(`2/5 manifest polls, full TLS handshake per request`);
     const handshake = want("handshake") ? await measurePolls(b, true) : null;
@@ -206,6 +262,7 @@ async function main(): Promise<void> {
       machine: { cores: os.availableParallelism(), cpu: cpuModel(), node: process.version, nginx: nginxVersion(tools.nginx) },
       pinning: cpu.description,
       server_build: args.serverRoot ?? "this tree",
+      baseline_build: args.compare ?? null,
       settings: opts,
       polls_keepalive: keepAlive,
       polls_handshake: handshake && { ...handshake, fleet_at_5min: Math.floor(handshake.server_rps * POLL_INTERVAL_S) },
@@ -225,7 +282,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  say(`failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  say(`failed: ${err instanceof UsageError ? err.message : err instanceof Error ? err.stack ?? err.message : String(err)}`);
   process.exitCode = 1;
 });
 

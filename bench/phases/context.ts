@@ -1,4 +1,4 @@
-// What every phase of the bench gets: tools, core plan, fleet, the two servers and the run's settings.
+// What every phase of the bench gets: tools, core plan, fleet, the servers and the run's settings.
 import type { Fleet } from "../fleet";
 import type { BareProcess, CpuPlan, NginxProcess, ServerProcess } from "../processes";
 import type { Tools } from "../tools";
@@ -21,11 +21,24 @@ export interface BenchOptions {
   profile: boolean;
 }
 
+/** With --compare: another build of this project, started the same way as ours, on its own copy of the data. */
+export interface Baseline {
+  /** The build's folder (with its own dist/ and node_modules/). */
+  root: string;
+  /** Its copy of the fleet's data folder (OTA_DATA_DIR); everything else (certificates, firmware) is shared. */
+  dataDir: string;
+  server: ServerProcess;
+  /** Starts it again on the same data. */
+  start(): Promise<ServerProcess>;
+}
+
 export interface BenchContext {
   tools: Tools;
   cpu: CpuPlan;
   fleet: Fleet;
   server: ServerProcess;
+  /** The baseline build's server (--compare), or null. */
+  baseline: Baseline | null;
   nginx: NginxProcess;
   bare: BareProcess;
   opts: BenchOptions;

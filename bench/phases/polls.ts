@@ -27,9 +27,25 @@ export interface PollFigures {
   busy: { server: number | null; nginx: number | null; bare_node: number | null };
 }
 
+/** With --compare, added to every rate figure: the baseline build under the same load, and ours over it. */
+export interface BaselineRates {
+  /** The baseline's best round. */
+  baseline_rps: number;
+  /** server_rps / baseline_rps (best rounds). */
+  rps_vs_baseline: number;
+  /** Requests per CPU-second of the baseline's process, median over rounds (as capacity_rps). */
+  baseline_capacity_rps: number;
+  /** Ours per CPU-second over the baseline's. */
+  capacity_vs_baseline: number;
+  baseline_p99_ms: number;
+  baseline_errors: number;
+  baseline_rounds: number[];
+  baseline_busy: number | null;
+}
+
 export const POLL_INTERVAL_S = 300;
 
-function goodRate(r: WrkResult): number {
+export function goodRate(r: WrkResult): number {
   return (r.requests - r.errors.status) / r.seconds;
 }
 
@@ -43,11 +59,28 @@ export function capacity(runs: WrkResult[]): number {
   return median(runs.map((r) => (r.serverBusy ? goodRate(r) / r.serverBusy : 0)));
 }
 
-function errorsOf(r: WrkResult): number {
+export function errorsOf(r: WrkResult): number {
   return r.errors.status + r.errors.connect + r.errors.read + r.errors.write + r.errors.timeout;
 }
 
-export async function measurePolls(b: BenchContext, handshakeEach: boolean): Promise<PollFigures> {
+/** The baseline's side of a comparison (its rounds of the same wrk load as ours), against ours. */
+export function baselineRates(ours: WrkResult[], baseline: WrkResult[]): BaselineRates {
+  const s = ours.map(goodRate);
+  const r = baseline.map(goodRate);
+  const top = baseline[r.indexOf(best(r))]!;
+  return {
+    baseline_rps: round(best(r)),
+    rps_vs_baseline: round(best(s) / best(r), 3),
+    baseline_capacity_rps: round(capacity(baseline)),
+    capacity_vs_baseline: round(capacity(ours) / capacity(baseline), 3),
+    baseline_p99_ms: round(top.latencyUs.p99 / 1000, 2),
+    baseline_errors: baseline.reduce((a, x) => a + errorsOf(x), 0),
+    baseline_rounds: r.map((x) => round(x)),
+    baseline_busy: top.serverBusy,
+  };
+}
+
+export async function measurePolls(b: BenchContext, handshakeEach: boolean): Promise<PollFigures & Partial<BaselineRates>> {
   const connections = handshakeEach ? b.opts.handshakeConnections : b.opts.keepAliveConnections;
   const env = { BENCH_DEVICES: b.fleet.luaDevices, BENCH_CLOSE: handshakeEach ? "1" : "0" };
   const run = (port: number, serverPid: number) => () =>
@@ -64,6 +97,7 @@ export async function measurePolls(b: BenchContext, handshakeEach: boolean): Pro
     });
   const r = await alternate(b.opts.rounds, {
     server: run(b.server.port, b.server.pid),
+    baseline: b.baseline && run(b.baseline.server.port, b.baseline.server.pid),
     nginx: run(b.nginx.port, b.nginx.workerPid),
     bare: run(b.bare.port, b.bare.pid),
   });
@@ -90,5 +124,6 @@ export async function measurePolls(b: BenchContext, handshakeEach: boolean): Pro
     capacity_rps: { server: round(capacity(r.server)), nginx: round(capacity(r.nginx)), bare_node: round(capacity(r.bare)) },
     capacity_ratio: round(capacity(r.server) / capacity(r.nginx), 3),
     busy: { server: bestServer.serverBusy, nginx: bestNginx.serverBusy, bare_node: r.bare[bare.indexOf(best(bare))]!.serverBusy },
+    ...(b.baseline && baselineRates(r.server, r.baseline)),
   };
 }

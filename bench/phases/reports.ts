@@ -1,12 +1,15 @@
 // Figure 4: device reports stored per second with durability on (the default: committed to disk before the
 // answer), and a crash check: reports are sent flat out, the server is killed with SIGKILL mid-run, started
-// again on the same data, and every acknowledged report must be in the database.
+// again on the same data, and every acknowledged report must be in the database. With --compare, the reports
+// are also measured on the baseline build (rounds alternating); the crash check is of our server only.
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Pool } from "undici";
-import { best, round } from "../compare";
-import { runWrk } from "../wrk";
+import { alternate, best, round } from "../compare";
+import type { ServerProcess } from "../processes";
+import { runWrk, type WrkResult } from "../wrk";
 import type { BenchContext } from "./context";
+import { capacity } from "./polls";
 
 export interface ReportFigures {
   reports_per_s: number;
@@ -18,6 +21,22 @@ export interface ReportFigures {
   stored_check: { acknowledged: number; stored: number };
   /** Share of its core the server used in the best round. */
   server_busy: number;
+}
+
+/** With --compare: the baseline build under the same report load (its own database), and ours over it. */
+export interface BaselineReports {
+  baseline_reports_per_s: number;
+  /** reports_per_s / baseline_reports_per_s (best rounds). */
+  reports_per_s_vs_baseline: number;
+  /** Reports stored per CPU-second of the server process, median over rounds (as capacity() for polls). */
+  server_capacity_rps: number;
+  baseline_capacity_rps: number;
+  /** server_capacity_rps / baseline_capacity_rps. */
+  capacity_vs_baseline: number;
+  baseline_errors: number;
+  baseline_rounds: number[];
+  baseline_stored_check: { acknowledged: number; stored: number };
+  baseline_busy: number;
 }
 
 export interface CrashFigures {
@@ -41,46 +60,69 @@ function countReports(dataDir: string, prefix: string): Set<string> {
   }
 }
 
-export async function measureReports(b: BenchContext): Promise<ReportFigures> {
-  const rates: number[] = [];
-  const busy: number[] = [];
-  let errors = 0;
-  let acknowledged = 0;
-  const prefix = `w${Date.now().toString(36)}`;
-  for (let i = 0; i < b.opts.rounds; i++) {
-    const r = await runWrk({
-      serverPid: b.server.pid,
-      wrk: b.tools.wrk,
-      cpu: b.cpu.load,
-      url: `https://127.0.0.1:${b.server.port}`,
-      script: "report",
-      threads: b.opts.loadThreads,
-      connections: b.opts.reportConnections,
-      seconds: b.opts.seconds,
-      env: { BENCH_DEVICES: b.fleet.luaDevices, BENCH_REPORT_PREFIX: `${prefix}r${i}` },
-    });
-    const good = r.requests - r.errors.status;
-    rates.push(good / r.seconds);
-    busy.push(r.serverBusy ?? 0);
-    acknowledged += good;
-    errors += r.errors.status + r.errors.timeout + r.errors.read;
-  }
-  // The server must hold at least every report it acknowledged (wrk may count a reply it cut off at the end).
-  const stored = countReports(b.fleet.dataDir, prefix).size;
+/** Rates, acknowledged count, errors and busy share of one server's rounds. */
+function tally(runs: WrkResult[]) {
+  const rates = runs.map((r) => (r.requests - r.errors.status) / r.seconds);
   const rate = best(rates);
   return {
-    reports_per_s: round(rate),
-    target: 5000,
-    pass: rate >= 5000 && stored >= acknowledged && errors === 0,
-    connections: b.opts.reportConnections,
-    rounds: rates.map((x) => round(x)),
-    errors,
-    stored_check: { acknowledged, stored },
-    server_busy: busy[rates.indexOf(rate)] ?? 0,
+    rate,
+    rates,
+    acknowledged: runs.reduce((a, r) => a + r.requests - r.errors.status, 0),
+    errors: runs.reduce((a, r) => a + r.errors.status + r.errors.timeout + r.errors.read, 0),
+    busy: runs[rates.indexOf(rate)]?.serverBusy ?? 0,
   };
 }
 
-export async function crashCheck(b: BenchContext): Promise<CrashFigures> {
+export async function measureReports(b: BenchContext): Promise<ReportFigures & Partial<BaselineReports>> {
+  const prefix = `w${Date.now().toString(36)}`;
+  // Each round sends new report_ids: `${prefix}${tag}${round}`.
+  const load = (server: ServerProcess, tag: string) => {
+    let i = 0;
+    return () =>
+      runWrk({
+        serverPid: server.pid,
+        wrk: b.tools.wrk,
+        cpu: b.cpu.load,
+        url: `https://127.0.0.1:${server.port}`,
+        script: "report",
+        threads: b.opts.loadThreads,
+        connections: b.opts.reportConnections,
+        seconds: b.opts.seconds,
+        env: { BENCH_DEVICES: b.fleet.luaDevices, BENCH_REPORT_PREFIX: `${prefix}${tag}${i++}` },
+      });
+  };
+  const r = await alternate(b.opts.rounds, { server: load(b.server, "r"), baseline: b.baseline && load(b.baseline.server, "b") });
+  const ours = tally(r.server);
+  // The server must hold at least every report it acknowledged (wrk may count a reply it cut off at the end).
+  const stored = countReports(b.fleet.dataDir, prefix).size;
+  const figures: ReportFigures = {
+    reports_per_s: round(ours.rate),
+    target: 5000,
+    pass: ours.rate >= 5000 && stored >= ours.acknowledged && ours.errors === 0,
+    connections: b.opts.reportConnections,
+    rounds: ours.rates.map((x) => round(x)),
+    errors: ours.errors,
+    stored_check: { acknowledged: ours.acknowledged, stored },
+    server_busy: ours.busy,
+  };
+  if (!b.baseline) return figures;
+  const base = tally(r.baseline);
+  return {
+    ...figures,
+    baseline_reports_per_s: round(base.rate),
+    reports_per_s_vs_baseline: round(ours.rate / base.rate, 3),
+    server_capacity_rps: round(capacity(r.server)),
+    baseline_capacity_rps: round(capacity(r.baseline)),
+    capacity_vs_baseline: round(capacity(r.server) / capacity(r.baseline), 3),
+    baseline_errors: base.errors,
+    baseline_rounds: base.rates.map((x) => round(x)),
+    baseline_stored_check: { acknowledged: base.acknowledged, stored: countReports(b.baseline.dataDir, prefix).size },
+    baseline_busy: base.busy,
+  };
+}
+
+/** With --compare, `baseline: null`: the check is of our server's durability, not a figure to compare. */
+export async function crashCheck(b: BenchContext): Promise<CrashFigures & { baseline?: null }> {
   if (b.opts.profile) {
     // A CPU profile is written only at a clean exit: end the profiled run here, before the kill.
     await b.server.stop();
@@ -138,5 +180,6 @@ export async function crashCheck(b: BenchContext): Promise<CrashFigures> {
     in_flight_stored: inFlight.filter((id) => stored.has(id)).length,
     restarted,
     pass: lost === 0 && restarted,
+    ...(b.baseline && { baseline: null }),
   };
 }

@@ -1,8 +1,10 @@
 // A smoke run of the bench harness (`npm run bench -- --quick`): tiny loads through every phase, against the
 // real server, nginx and wrk. It checks the harness works end to end and that its figures are real
-// measurements; the speed targets themselves are only judged by the full `npm run bench`.
+// measurements; the speed targets themselves are only judged by the full `npm run bench`. A second, shorter
+// run (`--only` the load phases) exercises `--compare`, with this same build as the baseline.
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { HAS_ESPHOME } from "../helpers/fixtures";
 import { ROOT } from "../helpers/server";
@@ -15,18 +17,24 @@ const why = !HAS_ESPHOME
   : "nginx and wrk are not installed (apt-get install nginx-light wrk; CI installs them)";
 const maybe = runnable ? it : (name: string) => it.skip(`${name} [skipped: ${why}]`, () => undefined);
 
+const harness = path.join(ROOT, "dist/bench/run.js");
+
+function quickRun(args: string[]) {
+  if (!fs.existsSync(harness)) throw new Error("dist/bench/run.js is missing: run `npm run build` (npm test builds first)");
+  const r = spawnSync(process.execPath, [harness, "--quick", ...args], { cwd: ROOT, encoding: "utf8", timeout: 240_000 });
+  expect(r.stderr).not.toMatch(/failed:/);
+  expect(r.status).toBe(0);
+  return { stdout: r.stdout, result: JSON.parse(r.stdout.trim().split("\n").at(-1)!) };
+}
+
 describe("bench harness (quick run)", () => {
   maybe(
     "prints the table and, last, one JSON line with every figure; no acknowledged report is lost to SIGKILL",
     () => {
-      const harness = path.join(ROOT, "dist/bench/run.js");
-      if (!fs.existsSync(harness)) throw new Error("dist/bench/run.js is missing: run `npm run build` (npm test builds first)");
-      const r = spawnSync(process.execPath, [harness, "--quick"], { cwd: ROOT, encoding: "utf8", timeout: 240_000 });
-      expect(r.stderr).not.toMatch(/failed:/);
-      expect(r.status).toBe(0);
-      const lines = r.stdout.trim().split("\n");
-      const result = JSON.parse(lines.at(-1)!);
-      expect(r.stdout).toContain("1 manifest polls, keep-alive (req/s)");
+      const { stdout, result } = quickRun([]);
+      expect(stdout).toContain("1 manifest polls, keep-alive (req/s)");
+      expect(result.baseline_build).toBeNull();
+      expect(result.polls_keepalive).not.toHaveProperty("baseline_capacity_rps");
 
       for (const k of ["polls_keepalive", "polls_handshake"]) {
         expect(result[k].server_rps).toBeGreaterThan(0);
@@ -53,4 +61,47 @@ describe("bench harness (quick run)", () => {
     },
     300_000,
   );
+
+  maybe(
+    "--compare DIR measures that build as the baseline too and adds its figures and ratios",
+    () => {
+      const { stdout, result } = quickRun(["--only", "polls,handshake,downloads,reports", "--compare", ROOT]);
+      expect(result.baseline_build).toBe(ROOT);
+      expect(stdout).toMatch(/ours\s+baseline\s+nginx/);
+      const positive = (x: unknown) => {
+        expect(typeof x).toBe("number");
+        expect(x as number).toBeGreaterThan(0);
+      };
+      for (const k of ["polls_keepalive", "polls_handshake"]) {
+        positive(result[k].server_rps);
+        for (const f of ["baseline_rps", "rps_vs_baseline", "baseline_capacity_rps", "capacity_vs_baseline"]) positive(result[k][f]);
+        expect(result[k].capacity_vs_baseline).toBeCloseTo(result[k].capacity_rps.server / result[k].baseline_capacity_rps, 1);
+        expect(result[k].baseline_errors).toBe(0);
+      }
+      for (const f of ["baseline_mib_s", "mib_s_vs_baseline", "capacity_vs_baseline"]) positive(result.downloads[f]);
+      expect(result.downloads.baseline_errors).toBe(0);
+      expect(result.slow_downloads.baseline_opened).toBe(result.slow_downloads.downloads);
+      positive(result.slow_downloads.baseline_rss_peak_kib);
+      expect(Number.isFinite(result.slow_downloads.kib_per_download_vs_baseline)).toBe(true);
+      for (const f of ["baseline_reports_per_s", "baseline_capacity_rps", "server_capacity_rps", "capacity_vs_baseline"]) positive(result.reports[f]);
+      expect(result.reports.baseline_stored_check.stored).toBeGreaterThanOrEqual(result.reports.baseline_stored_check.acknowledged);
+      expect(result.reports_sigkill.lost).toBe(0);
+      expect(result.reports_sigkill.baseline).toBeNull(); // the crash check is of our server only
+      expect(result.device_pipeline).toBeNull(); // not in --only
+    },
+    300_000,
+  );
+
+  it("--compare refuses a folder that is not a build, saying what to do", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-compare-"));
+    try {
+      const r = spawnSync(process.execPath, [harness, "--quick", "--compare", dir], { cwd: ROOT, encoding: "utf8", timeout: 30_000 });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(`--compare ${dir}: dist/server/main.js and node_modules missing`);
+      expect(r.stderr).toContain(`run npm ci && npm run build in ${dir}`);
+      expect(r.stdout).toBe("");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
