@@ -26,7 +26,7 @@ export function pinned(cpu: string | null, cmd: string, args: string[]): [string
   return cpu ? ["taskset", ["-c", cpu, cmd, ...args]] : [cmd, args];
 }
 
-export async function freePort(): Promise<number> {
+async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once("error", reject);

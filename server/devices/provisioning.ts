@@ -25,7 +25,7 @@ export const MAX_SERVER_URL_LENGTH = 232 - "server_url".length - 1 - 2;
 
 export const SERVER_URL_TOO_LONG = `is longer than the ${MAX_SERVER_URL_LENGTH} characters the device agent can keep; use a shorter host name or path`;
 
-export function defaultServerUrl(config: Config): string {
+function defaultServerUrl(config: Config): string {
   return config.publicUrl ?? `https://localhost:${config.port || 8443}`;
 }
 
@@ -51,7 +51,7 @@ export async function provisionDevice(
   };
 }
 
-export class ServerUrlTooLong extends Error {
+class ServerUrlTooLong extends Error {
   constructor(url: string) {
     super(`the server URL (${Buffer.byteLength(url)} characters) ${SERVER_URL_TOO_LONG}`);
   }

@@ -20,7 +20,7 @@ import { finished, pauseReason, readyToAdvance, rolloutPolicySchema, type Outcom
 
 /** Where a device is in a rollout: offered → installing → rebooted → succeeded, or failed / rolled_back. */
 export type MemberStatus = "offered" | "installing" | "rebooted" | "succeeded" | "failed" | "rolled_back";
-export const MEMBER_STATUSES: readonly MemberStatus[] = ["offered", "installing", "rebooted", "succeeded", "failed", "rolled_back"];
+const MEMBER_STATUSES: readonly MemberStatus[] = ["offered", "installing", "rebooted", "succeeded", "failed", "rolled_back"];
 
 const TERMINAL: ReadonlySet<MemberStatus> = new Set(["succeeded", "failed", "rolled_back"]);
 /** After an abort these devices keep the image: they have already rebooted into it. */
@@ -58,7 +58,7 @@ interface Live {
 
 /** Who did something: an operator (from the request) or the server itself. */
 export type Actor = Omit<AuditEntry, "action" | "target" | "details" | "outcome">;
-export const SYSTEM: Actor = { actor: "system", source: "system" };
+const SYSTEM: Actor = { actor: "system", source: "system" };
 
 export class RolloutError extends Error {
   constructor(

@@ -25,7 +25,7 @@ export interface Store {
  * lookups, sightings, reports) run the same few SQL texts thousands of times a second, and preparing
  * costs more than running them. Bounded, so queries whose text varies (IN lists) cannot grow it forever.
  */
-export function preparedStatementCache(sqlite: SqliteDatabase.Database, max = 256): KyselySqliteDatabase {
+function preparedStatementCache(sqlite: SqliteDatabase.Database, max = 256): KyselySqliteDatabase {
   const cache = new Map<string, SqliteStatement>();
   return {
     close: () => sqlite.close(),

@@ -12,7 +12,7 @@ const START_MARKER = "// runtime/devicescript-vm/built/devicescript-vm.js\nvar r
 const WRAPPER_RE = /^\s*"[^"]+"\(exports, module2\) \{/;
 
 /** The VM's clock: real time, optionally running faster (long poll periods pass in seconds in tests). */
-export class VmClock {
+class VmClock {
   private speed = 1;
   private baseReal = Date.now();
   private baseVm = Date.now();
@@ -94,7 +94,7 @@ export type VmFactory = (moduleArg?: Record<string, unknown>) => Promise<VmModul
 
 let cached: VmFactory | null = null;
 
-export function cliVersion(): string {
+function cliVersion(): string {
   return JSON.parse(fs.readFileSync(`${CLI_PACKAGE}/package.json`, "utf8")).version;
 }
 

@@ -4,7 +4,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { findHeap, walk, type HeapChunk } from "./heap";
-import { loadVmFactory, vmClock, type VmModule } from "./loader";
+import { loadVmFactory, type VmModule } from "./loader";
 
 const EV_OPEN = 1;
 const EV_CLOSE = 2;
@@ -258,5 +258,3 @@ export class VmInstance {
     };
   }
 }
-
-export { vmClock };
