@@ -246,7 +246,7 @@ export class VmInstance {
         for (let i = 0; i < buf.length; i += maxPiece) push({ data: Buffer.from(buf.subarray(i, i + maxPiece)) });
         if (queue.length > 8) sock.pause();
       });
-      sock.on("error", (err) => {
+      sock.on("error", (err: Error) => {
         o.onSocket?.({ kind: "error", host, port, message: err.message });
         push({ type: EV_ERROR, msg: `${host}:${port}: ${err.message}` });
       });
