@@ -5,15 +5,16 @@
 // supertest and undici are `any` by design and the assertions check them.
 //
 // device/src is not linted: it is DeviceScript, a TypeScript dialect compiled and type-checked by the pinned
-// DeviceScript compiler (`devs build`, run by npm test), with its own runtime types (@devicescript/*) that only
-// exist after a build, no strict null checks, `any` for packets and JSON, and no `this` in arrow functions, so
-// the rules here would mostly flag the dialect rather than mistakes.
+// DeviceScript compiler (`devs build`, run by npm test) against its own runtime libraries (@devicescript/*, which
+// the build writes into device/node_modules), without strict null checks, with `any` for packets and JSON and no
+// `this` in arrow functions; the rules here would mostly flag the dialect rather than mistakes.
 import js from "@eslint/js";
+import { defineConfig, globalIgnores } from "eslint/config";
 import globals from "globals";
 import tseslint from "typescript-eslint";
 
-export default tseslint.config(
-  { ignores: ["dist/", "coverage/", "data/", "device/src/", "device/.devicescript/", "device/node_modules/"] },
+export default defineConfig(
+  globalIgnores(["dist/", "coverage/", "data/", "device/src/", "device/.devicescript/", "device/node_modules/"]),
   js.configs.recommended,
   {
     files: ["**/*.ts"],
@@ -22,10 +23,13 @@ export default tseslint.config(
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
+      // A leading underscore marks a binding kept on purpose (an Express error handler's `next`, a property
+      // taken out of a rest spread).
       "@typescript-eslint/no-unused-vars": [
         "error",
         { argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrorsIgnorePattern: "^_", ignoreRestSiblings: true },
       ],
+      // `return await` inside try blocks, so that catch and finally see the promise settle (and nowhere else).
       "@typescript-eslint/return-await": ["error", "in-try-catch"],
       eqeqeq: ["error", "smart"],
     },
