@@ -30,7 +30,7 @@ export async function verifiedManifest(port: number, ca: Buffer, device: BenchDe
   const mac = Buffer.from(String(r.headers["x-manifest-hmac"] ?? ""), "hex");
   const want = createHmac("sha256", device.hmacKey).update(r.body).digest();
   if (mac.length !== want.length || !timingSafeEqual(mac, want)) throw new Error("manifest HMAC does not verify: the bench is not measuring real manifests");
-  const m = JSON.parse(r.body.toString("utf8"));
+  const m = JSON.parse(r.body.toString("utf8")) as { nonce?: unknown; device_id?: unknown };
   if (m.nonce !== nonce || m.device_id !== device.id) throw new Error("manifest does not echo the nonce and device id");
   return r.body;
 }

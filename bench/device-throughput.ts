@@ -21,6 +21,7 @@ import { EmulatedDevice } from "../device/host/device";
 import { espFixture, factoryImage, factoryOtadata, HELLO_WORLD_FILE, loadAgent, loadPartitions } from "../device/host/setup";
 import { PARTITIONS_CSV } from "../device/host/paths";
 import { vmClock } from "../device/host/vm/loader";
+import type { WriterOp } from "../device/host/writer-service";
 import { loadConfig } from "../server/config/config";
 import { provisionDevice } from "../server/devices/provisioning";
 import { createLogger } from "../server/logging/logger";
@@ -114,7 +115,7 @@ async function deviceRun(
   let begin = 0;
   let lastWrite = 0;
   let bytes = 0;
-  dev.on("writer", (op) => {
+  dev.on("writer", (op: WriterOp) => {
     if (op.op === "begin") begin = performance.now();
     if (op.op === "write" && op.status === 0) {
       lastWrite = performance.now();
@@ -133,7 +134,7 @@ async function main(): Promise<number> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "ota-bench-device-"));
   const s = await startBenchServer(root);
   try {
-    const apiKey = JSON.parse(fs.readFileSync(path.join(root, "data", "dev-credentials.json"), "utf8")).deviceApiKey;
+    const { deviceApiKey: apiKey } = JSON.parse(fs.readFileSync(path.join(root, "data", "dev-credentials.json"), "utf8")) as { deviceApiKey: string };
     const size = fs.statSync(espFixture(HELLO_WORLD_FILE)).size;
     const nativeMs: number[] = [];
     const bulkMs: number[] = [];

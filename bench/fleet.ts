@@ -84,7 +84,7 @@ export async function prepareFleet(dir: string, deviceCount: number): Promise<Fl
     OTA_AUTH_FAILURE_LIMIT: "1000000",
   };
   const config = loadConfig({ ...serverEnv, PORT: "0" }, dir);
-  const parts = await openContextParts(config, createLogger("warn", process.stderr as never));
+  const parts = await openContextParts(config, createLogger("warn", process.stderr));
   const devices: BenchDevice[] = [];
   try {
     const at = new Date().toISOString();

@@ -26,7 +26,7 @@ export function pinned(cpu: string | null, cmd: string, args: string[]): [string
   return cpu ? ["taskset", ["-c", cpu, cmd, ...args]] : [cmd, args];
 }
 
-export async function freePort(): Promise<number> {
+async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once("error", reject);
@@ -98,7 +98,7 @@ export async function startServerProcess(opts: ServerOptions): Promise<ServerPro
     const text = fs.readFileSync(opts.logFile, "utf8").slice(startAt);
     const line = text.split("\n").find((l) => l.includes('"OTA server listening"'));
     if (line) {
-      const url = String(JSON.parse(line).url);
+      const url = String((JSON.parse(line) as { url?: unknown }).url);
       const port = Number(new URL(url).port);
       return {
         pid: child.pid!,
@@ -237,7 +237,7 @@ export async function startBareHttps(opts: {
   const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NODE_ENV: "production" } });
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";
-    child.stdout!.on("data", (d) => {
+    child.stdout.on("data", (d) => {
       out += d;
       if (out.includes("\n")) resolve(Number(out.trim()));
     });

@@ -178,7 +178,7 @@ async function main(): Promise<void> {
       const hint = msg.includes("corrupted migrations")
         ? "\nThe bench's database is made by this tree's code; this baseline does not know all of its migrations. Compare builds with the same migrations."
         : "";
-      throw new Error(`the baseline server (${root}) did not start: ${msg}${hint}`);
+      throw new Error(`the baseline server (${root}) did not start: ${msg}${hint}`, { cause: err });
     }
   };
   // Whatever was started is stopped, and the work folder removed, however the run ends (a signal included).

@@ -42,8 +42,8 @@ function aptInstall(packages: string[], say: (msg: string) => void): void {
   try {
     say(`installing ${packages.join(", ")} with apt-get (one time)`);
     const [cmd, ...pre] = [...sudo, "apt-get"];
-    run(cmd!, [...pre, "update"]);
-    run(cmd!, [...pre, "install", "-y", "--no-install-recommends", ...packages], { ...process.env, DEBIAN_FRONTEND: "noninteractive" });
+    run(cmd, [...pre, "update"]);
+    run(cmd, [...pre, "install", "-y", "--no-install-recommends", ...packages], { ...process.env, DEBIAN_FRONTEND: "noninteractive" });
   } finally {
     if (ours) fs.rmSync(policy, { force: true });
   }

@@ -19,6 +19,15 @@ export interface WrkResult {
   serverBusy: number | null;
 }
 
+/** The line bench/lua/common.lua prints after a run (after "WRK_JSON "). */
+interface WrkSummary {
+  requests: number;
+  duration_us: number;
+  bytes: number;
+  errors: WrkResult["errors"];
+  latency_us: WrkResult["latencyUs"];
+}
+
 export interface WrkOptions {
   wrk: string;
   cpu: string | null;
@@ -65,7 +74,7 @@ function wrk(o: WrkOptions): Promise<Omit<WrkResult, "serverBusy">> {
         reject(new Error(`wrk failed (${code}): ${(err || out).trim().slice(-2000)}`));
         return;
       }
-      const j = JSON.parse(line.slice("WRK_JSON ".length));
+      const j = JSON.parse(line.slice("WRK_JSON ".length)) as WrkSummary;
       const seconds = j.duration_us / 1e6;
       resolve({
         requests: j.requests,

@@ -1,6 +1,6 @@
 // The Express application, the one way in for every request: request id and log line, security headers, the
-// Host check, then the device API, the compatibility download and the operator API (each behind the failure
-// limiter), and JSON errors.
+// Host check, the failure limiter, then the device API, the compatibility download and the operator API, and
+// JSON errors.
 import express from "express";
 import helmet from "helmet";
 import type { Context } from "./context";
@@ -33,10 +33,11 @@ export function createApp(ctx: Context): express.Express {
     res.set("Cache-Control", "no-store").json({ status: "ok" });
   });
 
-  const limiter = authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs);
-  app.use("/firmware", limiter, deviceRouter(ctx));
-  app.use(ctx.config.httpUpdatePath, limiter, offeredDownloadRouter(ctx));
-  app.use("/api/v1", limiter, operatorRouter(ctx));
+  // One count of failed authentications per address, whichever API they were tried on.
+  app.use(authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs));
+  app.use("/firmware", deviceRouter(ctx));
+  app.use(ctx.config.httpUpdatePath, offeredDownloadRouter(ctx));
+  app.use("/api/v1", operatorRouter(ctx));
 
   app.use(notFoundHandler);
   app.use(errorHandler);

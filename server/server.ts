@@ -38,19 +38,19 @@ export interface RunningServer {
 
 const ignore = () => undefined;
 
-export function loadPartitions(file: string): PartitionTable {
+function loadPartitions(file: string): PartitionTable {
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
-    throw new Error(`OTA_PARTITIONS: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? e})`);
+    throw new Error(`OTA_PARTITIONS: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { cause: e });
   }
   try {
     const table = parsePartitionsCsv(text);
     requireOtaLayout(table);
     return table;
   } catch (e) {
-    if (e instanceof PartitionTableError) throw new Error(`OTA_PARTITIONS: ${file}: ${e.message}`);
+    if (e instanceof PartitionTableError) throw new Error(`OTA_PARTITIONS: ${file}: ${e.message}`, { cause: e });
     throw e;
   }
 }

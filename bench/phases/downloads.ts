@@ -237,7 +237,7 @@ export async function measureSlowDownloads(b: BenchContext): Promise<SlowDownloa
   b.say("  the same slow downloads on the baseline");
   await b.baseline.server.stop();
   b.baseline.server = await b.baseline.start();
-  const base = await slowDownloadMemory(b, b.baseline.server, async () => undefined);
+  const base = await slowDownloadMemory(b, b.baseline.server, () => Promise.resolve(undefined));
   const basePer = (base.peak - base.idle) / count;
   return {
     ...figures,

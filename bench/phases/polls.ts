@@ -45,7 +45,7 @@ export interface BaselineRates {
 
 export const POLL_INTERVAL_S = 300;
 
-export function goodRate(r: WrkResult): number {
+function goodRate(r: WrkResult): number {
   return (r.requests - r.errors.status) / r.seconds;
 }
 
@@ -64,7 +64,7 @@ export function errorsOf(r: WrkResult): number {
 }
 
 /** The baseline's side of a comparison (its rounds of the same wrk load as ours), against ours. */
-export function baselineRates(ours: WrkResult[], baseline: WrkResult[]): BaselineRates {
+function baselineRates(ours: WrkResult[], baseline: WrkResult[]): BaselineRates {
   const s = ours.map(goodRate);
   const r = baseline.map(goodRate);
   const top = baseline[r.indexOf(best(r))]!;

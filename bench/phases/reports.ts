@@ -151,7 +151,7 @@ export async function crashCheck(b: BenchContext): Promise<CrashFigures & { base
           body: JSON.stringify({ device_id: d.id, status: "writing", bytes: n % 124416, total: 124416, report_id: id }),
         });
         const body = await r.body.text();
-        if (r.statusCode === 200 && JSON.parse(body).ok === true) acked.add(id);
+        if (r.statusCode === 200 && (JSON.parse(body) as { ok?: unknown }).ok === true) acked.add(id);
       } catch {
         return; // the server is gone
       }

@@ -3,6 +3,7 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import { stripVTControlCharacters } from "node:util";
 import { AGENT_BYTECODE, AGENT_ENTRY, CLI_BUNDLE, DEVICE_DIR, SERVICES_JSON } from "./paths";
 
 function newestSource(dir: string): number {
@@ -59,7 +60,7 @@ export function buildAgent(opts: { force?: boolean; log?: (line: string) => void
       env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
       timeout: 120_000,
     });
-    const out = `${r.stdout ?? ""}${r.stderr ?? ""}`.replace(/\x1b\[[0-9;]*m/g, "");
+    const out = stripVTControlCharacters(`${r.stdout ?? ""}${r.stderr ?? ""}`);
     if (r.status !== 0 || /error/i.test(out) || !fs.existsSync(AGENT_BYTECODE)) {
       throw new Error(`devs build failed (exit ${r.status}):\n${out.trim()}`);
     }

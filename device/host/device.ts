@@ -70,7 +70,7 @@ export interface BootEvent {
   otadata: { seq: number; state: string; valid: boolean }[];
 }
 
-export const DEFAULT_CHIP = chipByName("esp32", 300);
+const DEFAULT_CHIP = chipByName("esp32", 300);
 const SETTINGS_SERVICE = 0x1107dc4a;
 /** A settings read answers with name, NUL and value in one 232-byte packet payload. */
 const MAX_SETTING_BYTES = 232;

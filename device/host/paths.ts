@@ -14,7 +14,7 @@ function findRoot(start: string): string {
 export const ROOT = findRoot(__dirname);
 export const DEVICE_DIR = path.join(ROOT, "device");
 export const AGENT_ENTRY = "src/main.ts";
-export const BUILD_DIR = path.join(DEVICE_DIR, ".devicescript");
+const BUILD_DIR = path.join(DEVICE_DIR, ".devicescript");
 export const AGENT_BYTECODE = path.join(BUILD_DIR, "bin", "bytecode.devs");
 export const SERVICES_JSON = path.join(BUILD_DIR, "services.json");
 export const CLI_PACKAGE = path.join(ROOT, "node_modules", "@devicescript", "cli");

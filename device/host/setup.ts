@@ -29,7 +29,7 @@ export function espFixture(name: string): string {
 }
 
 export const HELLO_WORLD_FILE = "esp32_hello_world_idf5.2.2.bin";
-export const BOOT_APP0_FILE = "boot_app0_otadata_arduino.bin";
+const BOOT_APP0_FILE = "boot_app0_otadata_arduino.bin";
 
 /** The real ESP-IDF hello_world with its version set (default v1.0.0, older than the build's own). */
 export function factoryImage(version = "v1.0.0", secureVersion?: number): Buffer {

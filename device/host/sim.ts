@@ -58,7 +58,7 @@ function readProvisioning(file: string, server: string | undefined): Provisionin
   try {
     json = JSON.parse(fs.readFileSync(file, "utf8"));
   } catch (e) {
-    throw new Error(`--device ${file}: ${(e as Error).message} (make it with: npx ota device provision <id> --out ${file})`);
+    throw new Error(`--device ${file}: ${(e as Error).message} (make it with: npx ota device provision <id> --out ${file})`, { cause: e });
   }
   const r = provisioningSchema.safeParse(json);
   if (!r.success) throw new Error(`--device ${file}: ${r.error.issues.map((i) => `${i.path.join(".")} ${i.message}`).join("; ")}`);
@@ -81,6 +81,11 @@ export function program(): Command {
     .option("--factory-version <version>", "version of the default factory image", "v1.0.0")
     .option("--setting <name=value>", "an agent setting (device/README.md), e.g. poll=60 (repeatable)", collect, [])
     .exitOverride();
+}
+
+/** A field of an agent event as text (the agent's reasons and errors are strings). */
+function text(v: unknown): string {
+  return typeof v === "string" ? v : JSON.stringify(v);
 }
 
 function line(obj: Record<string, unknown>): void {
@@ -129,7 +134,7 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
   }
 
   const finished = new Map<string, boolean>();
-  return await new Promise<number>((resolve) => {
+  return new Promise<number>((resolve) => {
     let settled = false;
     const finish = async (code: number, why?: string) => {
       if (settled) return;
@@ -155,7 +160,7 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
         const { at: _at, boot: _boot, ...rest } = e;
         line({ device: d.deviceId, ...rest });
         if (!o.once) return;
-        if (FAILED.has(e.state)) void finish(1, `${d.deviceId}: ${e.state}${e.reason ? ` (${String(e.reason)})` : ""}${e.error ? `: ${String(e.error)}` : ""}`);
+        if (FAILED.has(e.state)) void finish(1, `${d.deviceId}: ${e.state}${e.reason ? ` (${text(e.reason)})` : ""}${e.error ? `: ${text(e.error)}` : ""}`);
         // Done once the server has stored it: the device list then shows the device confirmed.
         if (DONE.has(e.state) && e.reported === true) {
           finished.set(d.deviceId, true);

@@ -4,7 +4,7 @@ import * as jd from "jacdac-ts";
 import type { OtaOps, StatusCode } from "./esp/ota-ops";
 import { Status } from "./esp/ota-ops";
 
-export const SRV_OTA_WRITER = 0x1f0a7a11;
+const SRV_OTA_WRITER = 0x1f0a7a11;
 
 const CMD = { begin: 0x80, resume: 0x81, write: 0x82, end: 0x83, setBoot: 0x84, markValid: 0x85, markInvalid: 0x86 } as const;
 const REG = {
@@ -20,7 +20,7 @@ const REG = {
   bulkWriteMax: 0x189,
 } as const;
 
-export const BULK_TOPIC = "otawriter/write/";
+const BULK_TOPIC = "otawriter/write/";
 
 export interface WriterOp {
   op: "begin" | "resume" | "write" | "end" | "set_boot" | "mark_valid" | "mark_invalid";

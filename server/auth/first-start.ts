@@ -5,7 +5,7 @@ import path from "node:path";
 import type { Logger } from "pino";
 import type { Credentials } from "./credentials";
 
-export const DEV_CREDENTIALS_FILE = "dev-credentials.json";
+const DEV_CREDENTIALS_FILE = "dev-credentials.json";
 
 export async function ensureFirstStartCredentials(
   dataDir: string,

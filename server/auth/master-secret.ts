@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
-export const MASTER_SECRET_FILE = "master.key";
+const MASTER_SECRET_FILE = "master.key";
 
 export interface MasterSecret {
   secret: Buffer;

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 /** Images kept in memory for downloads (most recently stored or read first). */
-export const DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024;
+const DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024;
 
 export class BlobStore {
   readonly dir: string;

@@ -228,10 +228,10 @@ export class Catalog extends EventEmitter {
           build_date: facts.buildDate,
           build_time: facts.buildTime,
           trailing_bytes: facts.trailingBytes,
-          first_ingested_at: image!.firstIngestedAt,
-          last_ingested_at: image!.lastIngestedAt,
+          first_ingested_at: image.firstIngestedAt,
+          last_ingested_at: image.lastIngestedAt,
         })
-        .onConflict((oc) => oc.column("sha256").doUpdateSet({ last_ingested_at: image!.lastIngestedAt }))
+        .onConflict((oc) => oc.column("sha256").doUpdateSet({ last_ingested_at: image.lastIngestedAt }))
         .execute();
       await this.upsertFile(trx, file);
     });

@@ -1,6 +1,7 @@
 // The operator API over HTTPS, trusting the CA from the login, with errors turned into messages and exit codes.
 import type { Readable } from "node:stream";
 import { Agent, request } from "undici";
+import type { ErrorBody } from "./api-types";
 import { CliError, EXIT, exitCodeForStatus } from "./errors";
 
 const TLS_TRUST = new Set([
@@ -38,14 +39,15 @@ export class ApiClient {
     this.agent = new Agent({ connect: ca ? { ca } : {} });
   }
 
-  async call<T = any>(method: "GET" | "POST" | "PATCH", p: string, body?: unknown): Promise<T> {
+  /** T is what the caller expects the server to answer; the JSON is not checked against it. */
+  async call<T>(method: "GET" | "POST" | "PATCH", p: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = { Authorization: `Bearer ${this.token}`, Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     return this.send<T>(method, p, headers, body === undefined ? undefined : JSON.stringify(body));
   }
 
   /** Sends a body of known length from a stream (uploads). */
-  async stream<T = any>(p: string, contentType: string, length: number, body: Readable): Promise<T> {
+  async stream<T>(p: string, contentType: string, length: number, body: Readable): Promise<T> {
     return this.send<T>("POST", p, { Authorization: `Bearer ${this.token}`, "Content-Type": contentType, "Content-Length": String(length) }, body);
   }
 
@@ -57,14 +59,14 @@ export class ApiClient {
       throw networkError(this.server, e);
     }
     const text = await res.body.text();
-    let json: any = null;
+    let json: unknown = null;
     try {
-      json = text ? JSON.parse(text) : null;
+      json = text ? (JSON.parse(text) as unknown) : null;
     } catch {
       /* not JSON: reported below */
     }
     if (res.statusCode >= 400) {
-      const e = json?.error;
+      const e = (json as ErrorBody | null)?.error;
       const message = e?.message ? `${e.message} (${e.code}${e.reason ? `: ${e.reason}` : ""})` : `HTTP ${res.statusCode}`;
       throw new CliError(`${message}`, exitCodeForStatus(res.statusCode));
     }

@@ -43,7 +43,7 @@ function positiveInt(value: string): number {
 
 async function withParts<T>(fn: (parts: Awaited<ReturnType<typeof openContextParts>>, config: ReturnType<typeof loadConfig>) => Promise<T>) {
   const config = loadConfig();
-  const parts = await openContextParts(config, createLogger("warn", process.stderr as never));
+  const parts = await openContextParts(config, createLogger("warn", process.stderr));
   try {
     return await fn(parts, config);
   } finally {
@@ -54,7 +54,7 @@ async function withParts<T>(fn: (parts: Awaited<ReturnType<typeof openContextPar
 
 /** The server's view of its data (catalog, releases, rollouts) without serving: for commands that need what it offers. */
 async function withContext<T>(fn: (ctx: Context) => Promise<T>): Promise<T> {
-  const { ctx, close } = await openContext(loadConfig(), createLogger("warn", process.stderr as never), { serving: false });
+  const { ctx, close } = await openContext(loadConfig(), createLogger("warn", process.stderr), { serving: false });
   try {
     return await fn(ctx);
   } finally {

@@ -4,6 +4,17 @@
 import fs from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ApiClient } from "./api-client";
+import type {
+  AuditPage,
+  DeviceAnswer,
+  DeviceList,
+  ReleaseAnswer,
+  ReleaseList,
+  RolloutAnswer,
+  RolloutList,
+  RolloutStatus,
+  Whoami,
+} from "./api-types";
 import { configPath, loadCliConfig, removeCliConfig, saveCliConfig } from "./cli-config";
 import { CliError, EXIT, UsageError } from "./errors";
 
@@ -45,7 +56,7 @@ function readToken(opts: { tokenFile?: string; tokenStdin?: boolean }): string {
     try {
       token = fs.readFileSync(opts.tokenFile, "utf8");
     } catch (e) {
-      throw new UsageError(`cannot read --token-file ${opts.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+      throw new UsageError(`cannot read --token-file ${opts.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
     }
   } else if (opts.tokenStdin) token = fs.readFileSync(0, "utf8");
   else token = process.env.OTA_TOKEN;
@@ -54,7 +65,32 @@ function readToken(opts: { tokenFile?: string; tokenStdin?: boolean }): string {
   return token;
 }
 
-function rolloutLine(s: any): string {
+interface ReleaseCreateOptions {
+  image: string;
+  channel?: string;
+  notes?: string;
+  notesFile?: string;
+  group?: string[];
+  tag?: string[];
+  device?: string[];
+  minVersion?: string;
+  via?: string;
+  allowDowngrade?: boolean;
+  json?: boolean;
+}
+
+interface RolloutStartOptions {
+  stages?: string;
+  auto?: boolean;
+  successThreshold?: number;
+  minSample?: number;
+  maxFailureRate?: number;
+  maxRollbackRate?: number;
+  failureMinSample?: number;
+  json?: boolean;
+}
+
+function rolloutLine(s: RolloutStatus): string {
   const r = s.rollout;
   const d = s.devices;
   const stage = `stage ${r.stage.index + 1}/${r.policy.stages.length} (${r.stage.percent}%)`;
@@ -84,14 +120,14 @@ export function addRemoteCommands(program: Command): void {
         try {
           ca = fs.readFileSync(opts.ca, "utf8");
         } catch (e) {
-          throw new UsageError(`cannot read --ca ${opts.ca}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+          throw new UsageError(`cannot read --ca ${opts.ca}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
         }
         if (!ca.includes("-----BEGIN CERTIFICATE-----")) throw new UsageError(`--ca ${opts.ca} is not a PEM certificate`);
       }
       const token = readToken(opts);
       const api = new ApiClient(server, token, ca);
       try {
-        const who = await api.call<{ subject: string; role: string }>("GET", "/whoami");
+        const who = await api.call<Whoami>("GET", "/whoami");
         const file = configPath();
         saveCliConfig({ server, token, ca, subject: who.subject, role: who.role }, file);
         out(`logged in to ${server} as ${who.subject} (${who.role}); saved to ${file} (mode 0600)`);
@@ -109,7 +145,7 @@ export function addRemoteCommands(program: Command): void {
     .command("whoami")
     .description("the server and identity of the saved login")
     .action(() => withApi(async (api) => {
-      const who = await api.call("GET", "/whoami");
+      const who = await api.call<Whoami>("GET", "/whoami");
       out(`${who.subject} (${who.role}) on ${api.server}`);
     }));
 
@@ -145,9 +181,9 @@ export function addRemoteCommands(program: Command): void {
     .option("--via <release>", "the release devices below --min-version get first")
     .option("--allow-downgrade", "it may replace a newer version")
     .option("--json", "print the server's answer as JSON")
-    .action((name: string, o: Record<string, any>) =>
+    .action((name: string, o: ReleaseCreateOptions) =>
       withApi(async (api) => {
-        let notes: string | undefined = o.notes;
+        let notes = o.notes;
         if (o.notesFile) notes = fs.readFileSync(o.notesFile, "utf8");
         const body: Record<string, unknown> = { name, image: o.image };
         if (o.channel) body.channel = o.channel;
@@ -156,7 +192,7 @@ export function addRemoteCommands(program: Command): void {
         if (o.minVersion) body.min_version = o.minVersion;
         if (o.via) body.via = o.via;
         if (o.allowDowngrade) body.allow_downgrade = true;
-        const r = await api.call("POST", "/releases", body);
+        const r = await api.call<ReleaseAnswer>("POST", "/releases", body);
         if (o.json) return out(JSON.stringify(r, null, 2));
         const rel = r.release;
         out(`created release ${rel.name} on ${rel.channel}: ${rel.image.version} for ${rel.image.chip} (${rel.image.sha256.slice(0, 12)}…); start it with: ota rollout start ${rel.name}`);
@@ -169,11 +205,11 @@ export function addRemoteCommands(program: Command): void {
     .option("--json", "JSON output")
     .action((o: { channel?: string; json?: boolean }) =>
       withApi(async (api) => {
-        const r = await api.call("GET", `/releases${o.channel ? `?channel=${enc(o.channel)}` : ""}`);
+        const r = await api.call<ReleaseList>("GET", `/releases${o.channel ? `?channel=${enc(o.channel)}` : ""}`);
         if (o.json) return out(JSON.stringify(r, null, 2));
         out(
           table(
-            r.releases.map((x: any) => [x.name, x.channel, x.image.version, x.image.chip, x.rollout ? `${x.rollout.state} ${x.rollout.stage_percent}%` : "not rolled out", x.created_at]),
+            r.releases.map((x) => [x.name, x.channel, x.image.version, x.image.chip, x.rollout ? `${x.rollout.state} ${x.rollout.stage_percent}%` : "not rolled out", x.created_at]),
             ["NAME", "CHANNEL", "VERSION", "CHIP", "ROLLOUT", "CREATED"],
           ),
         );
@@ -183,7 +219,7 @@ export function addRemoteCommands(program: Command): void {
     .command("show")
     .argument("<name>")
     .description("one release")
-    .action((name: string) => withApi(async (api) => out(JSON.stringify(await api.call("GET", `/releases/${enc(name)}`), null, 2))));
+    .action((name: string) => withApi(async (api) => out(JSON.stringify(await api.call<unknown>("GET", `/releases/${enc(name)}`), null, 2))));
 
   const rollout = program.command("rollout").description("staged rollouts of releases");
   rollout
@@ -198,7 +234,7 @@ export function addRemoteCommands(program: Command): void {
     .option("--max-rollback-rate <pct>", "pause when more than this percent rolled back (default 10)", number)
     .option("--failure-min-sample <n>", "finished devices needed before those rates are judged (default 5)", integer)
     .option("--json", "print the server's answer as JSON")
-    .action((name: string, o: Record<string, any>) =>
+    .action((name: string, o: RolloutStartOptions) =>
       withApi(async (api) => {
         const body: Record<string, unknown> = {};
         if (o.stages) {
@@ -212,7 +248,7 @@ export function addRemoteCommands(program: Command): void {
         if (o.maxFailureRate !== undefined) body.max_failure_rate = o.maxFailureRate;
         if (o.maxRollbackRate !== undefined) body.max_rollback_rate = o.maxRollbackRate;
         if (o.failureMinSample !== undefined) body.failure_min_sample = o.failureMinSample;
-        const r = await api.call("POST", `/releases/${enc(name)}/rollout`, body);
+        const r = await api.call<RolloutAnswer>("POST", `/releases/${enc(name)}/rollout`, body);
         if (o.json) return out(JSON.stringify(r, null, 2));
         out(`started rollout ${r.rollout.id} of ${name}: stages ${r.rollout.policy.stages.join("% → ")}%, ${r.rollout.policy.advance} advance; watch it with: ota rollout watch ${name}`);
       }),
@@ -232,7 +268,7 @@ export function addRemoteCommands(program: Command): void {
     if (action === "pause" || action === "abort") c.option("--reason <text>", "why (recorded in the audit log)");
     c.action((ref: string, o: { reason?: string }) =>
       withApi(async (api) => {
-        const r = await api.call("POST", `/rollouts/${enc(ref)}/${action}`, o.reason ? { reason: o.reason } : {});
+        const r = await api.call<RolloutAnswer>("POST", `/rollouts/${enc(ref)}/${action}`, o.reason ? { reason: o.reason } : {});
         out(`rollout ${r.rollout.id} of ${r.rollout.release}: ${r.rollout.state}, stage ${r.rollout.stage.percent}%`);
       }),
     );
@@ -244,7 +280,7 @@ export function addRemoteCommands(program: Command): void {
     .option("--json", "JSON output")
     .action((ref: string, o: { json?: boolean }) =>
       withApi(async (api) => {
-        const s = await api.call("GET", `/rollouts/${enc(ref)}`);
+        const s = await api.call<RolloutStatus>("GET", `/rollouts/${enc(ref)}`);
         out(o.json ? JSON.stringify(s, null, 2) : rolloutLine(s));
       }),
     );
@@ -253,8 +289,8 @@ export function addRemoteCommands(program: Command): void {
     .description("rollouts, newest first")
     .action(() =>
       withApi(async (api) => {
-        const r = await api.call("GET", "/rollouts");
-        out(table(r.rollouts.map((x: any) => [x.id, x.release, x.state, `${x.stage.percent}%`, x.reason, x.updated_at]), ["ID", "RELEASE", "STATE", "STAGE", "REASON", "UPDATED"]));
+        const r = await api.call<RolloutList>("GET", "/rollouts");
+        out(table(r.rollouts.map((x) => [x.id, x.release, x.state, `${x.stage.percent}%`, x.reason, x.updated_at]), ["ID", "RELEASE", "STATE", "STAGE", "REASON", "UPDATED"]));
       }),
     );
   rollout
@@ -267,7 +303,7 @@ export function addRemoteCommands(program: Command): void {
         if (!(o.interval >= 0.1 && o.interval <= 3600)) throw new UsageError("--interval must be between 0.1 and 3600 seconds");
         let last = "";
         for (;;) {
-          const s = await api.call("GET", `/rollouts/${enc(ref)}`);
+          const s = await api.call<RolloutStatus>("GET", `/rollouts/${enc(ref)}`);
           const line = rolloutLine(s);
           if (line !== last) out(`${new Date().toISOString().slice(11, 19)} ${line}`);
           last = line;
@@ -302,11 +338,11 @@ export function addRemoteDeviceCommands(device: Command): void {
         if (o.online) q.set("online", "true");
         if (o.offline) q.set("online", "false");
         if (o.limit) q.set("limit", String(o.limit));
-        const r = await api.call("GET", `/devices${q.size ? `?${q}` : ""}`);
+        const r = await api.call<DeviceList>("GET", `/devices${q.size ? `?${q.toString()}` : ""}`);
         if (o.json) return out(JSON.stringify(r, null, 2));
         out(
           table(
-            r.devices.map((d: any) => [d.id, d.online ? "online" : "offline", d.chip, d.version, d.state, d.channel, d.group, d.tags.join(",") || null, d.last_seen_at]),
+            r.devices.map((d) => [d.id, d.online ? "online" : "offline", d.chip, d.version, d.state, d.channel, d.group, d.tags.join(",") || null, d.last_seen_at]),
             ["ID", "ONLINE", "CHIP", "VERSION", "STATE", "CHANNEL", "GROUP", "TAGS", "LAST SEEN"],
           ),
         );
@@ -317,7 +353,7 @@ export function addRemoteDeviceCommands(device: Command): void {
     .command("show")
     .argument("<device-id>")
     .description("one device and its latest reports")
-    .action((id: string) => withApi(async (api) => out(JSON.stringify(await api.call("GET", `/devices/${enc(id)}`), null, 2))));
+    .action((id: string) => withApi(async (api) => out(JSON.stringify(await api.call<unknown>("GET", `/devices/${enc(id)}`), null, 2))));
   device
     .command("tag")
     .argument("<device-id>")
@@ -327,7 +363,7 @@ export function addRemoteDeviceCommands(device: Command): void {
     .action((id: string, o: { add?: string[]; remove?: string[] }) =>
       withApi(async (api) => {
         if (!o.add && !o.remove) throw new UsageError("give --add and/or --remove");
-        const r = await api.call("PATCH", `/devices/${enc(id)}`, { add_tags: o.add ?? [], remove_tags: o.remove ?? [] });
+        const r = await api.call<DeviceAnswer>("PATCH", `/devices/${enc(id)}`, { add_tags: o.add ?? [], remove_tags: o.remove ?? [] });
         out(`${r.device.id}: tags ${r.device.tags.join(", ") || "(none)"}`);
       }),
     );
@@ -353,7 +389,7 @@ export function addRemoteDeviceCommands(device: Command): void {
         if (o.chip) body.chip = o.chip;
         if (o.chipRev !== undefined) body.chip_rev = o.chipRev;
         if (Object.keys(body).length === 0) throw new UsageError("nothing to set: give --group, --no-group, --channel, --pin, --unpin, --chip or --chip-rev");
-        const r = await api.call("PATCH", `/devices/${enc(id)}`, body);
+        const r = await api.call<DeviceAnswer>("PATCH", `/devices/${enc(id)}`, body);
         const d = r.device;
         out(`${d.id}: group ${d.group ?? "-"}, channel ${d.channel}, pinned ${d.pinned_release ?? "-"}, chip ${d.chip ?? "-"}`);
       }),
@@ -364,7 +400,7 @@ export function addRemoteDeviceCommands(device: Command): void {
 /** The device is told to use the server the operator logged in to, unless --server-url says otherwise. */
 export async function provisionRemote(id: string, opts: { rotate?: boolean; serverUrl?: string }): Promise<unknown> {
   return withApi((api) =>
-    api.call("POST", `/devices/${enc(id)}/provision`, { ...(opts.rotate ? { rotate: true } : {}), server_url: opts.serverUrl ?? api.server }),
+    api.call<unknown>("POST", `/devices/${enc(id)}/provision`, { ...(opts.rotate ? { rotate: true } : {}), server_url: opts.serverUrl ?? api.server }),
   );
 }
 
@@ -377,9 +413,9 @@ export function addAuditCommand(program: Command): void {
     .option("--json", "JSON output")
     .action((o: { limit: number; action?: string; json?: boolean }) =>
       withApi(async (api) => {
-        const r = await api.call("GET", `/audit?limit=${o.limit}${o.action ? `&action=${enc(o.action)}` : ""}`);
+        const r = await api.call<AuditPage>("GET", `/audit?limit=${o.limit}${o.action ? `&action=${enc(o.action)}` : ""}`);
         if (o.json) return out(JSON.stringify(r, null, 2));
-        out(table(r.entries.map((e: any) => [e.at, e.actor, e.role, e.ip, e.action, e.target, e.outcome]), ["AT", "WHO", "ROLE", "FROM", "ACTION", "TARGET", "OUTCOME"]));
+        out(table(r.entries.map((e) => [e.at, e.actor, e.role, e.ip, e.action, e.target, e.outcome]), ["AT", "WHO", "ROLE", "FROM", "ACTION", "TARGET", "OUTCOME"]));
       }),
     );
 }

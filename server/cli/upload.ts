@@ -6,11 +6,12 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import cliProgress from "cli-progress";
 import type { ApiClient } from "./api-client";
+import type { UploadAnswer } from "./api-types";
 import { CliError, EXIT } from "./errors";
 
 const CHUNK = 16 * 1024;
 
-export async function uploadImage(api: ApiClient, file: string, name: string | undefined, out: NodeJS.WriteStream = process.stderr) {
+export async function uploadImage(api: ApiClient, file: string, name: string | undefined, out: NodeJS.WriteStream = process.stderr): Promise<UploadAnswer> {
   let size: number;
   try {
     const st = fs.statSync(file);
@@ -18,7 +19,7 @@ export async function uploadImage(api: ApiClient, file: string, name: string | u
     size = st.size;
   } catch (e) {
     if (e instanceof CliError) throw e;
-    throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`, EXIT.usage);
+    throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, EXIT.usage);
   }
   const boundary = `----ota${randomBytes(12).toString("hex")}`;
   const filename = path.basename(file).replace(/["\r\n]/g, "_");
@@ -73,7 +74,7 @@ export async function uploadImage(api: ApiClient, file: string, name: string | u
 
   bar.start(size, 0, { speed: 0 });
   try {
-    const r = await api.stream("/firmware", `multipart/form-data; boundary=${boundary}`, head.length + size + tail.length, Readable.from(body()));
+    const r = await api.stream<UploadAnswer>("/firmware", `multipart/form-data; boundary=${boundary}`, head.length + size + tail.length, Readable.from(body()));
     bar.update(size);
     return r;
   } finally {

@@ -34,7 +34,7 @@ const extraPath = z
     "must not be under /firmware, /api/v1 or /healthz",
   );
 
-export const envSchema = z.object({
+const envSchema = z.object({
   PORT: int(0, 65535).default(8443),
   HOST: nonEmpty.default("0.0.0.0"),
   OTA_DATA_DIR: nonEmpty.default("data"),
@@ -65,8 +65,6 @@ export const envSchema = z.object({
   OTA_FLEET_MANIFEST_KEY_GENERATION: int(0, 1_000_000).default(0),
   OTA_TLS_SESSION_RESUMPTION: bool.default(true),
 });
-
-export type Env = z.infer<typeof envSchema>;
 
 export interface Config {
   port: number;

@@ -20,7 +20,7 @@ const CHALLENGE = { "WWW-Authenticate": 'Basic realm="esp32-ota devices", charse
 const unauthorized = (code: CodeWithStatus<401>, message: string) => new HttpError(401, code, message, CHALLENGE);
 
 /** The 401 to a request that presented no credential at all: a challenge, not a failed guess. */
-export class AuthChallenge extends HttpError {
+class AuthChallenge extends HttpError {
   constructor(code: CodeWithStatus<401>, message: string) {
     super(401, code, message, CHALLENGE);
   }
@@ -109,7 +109,7 @@ export interface DeviceCredentialRequest {
  * Authenticates a device request; throws the HttpError to answer otherwise (an AuthChallenge when no credential
  * was presented at all).
  */
-export async function authenticateDevice(ctx: Context, req: DeviceCredentialRequest): Promise<DeviceIdentity> {
+async function authenticateDevice(ctx: Context, req: DeviceCredentialRequest): Promise<DeviceIdentity> {
   refuseQueryCredentials(req.url);
   const presented = presentedKey(req.headers);
   if (!presented) {

@@ -51,7 +51,7 @@ export interface ClientHeaders {
   kind?: "arduino-httpupdate" | "esp-http-client";
 }
 
-export function clientKind(req: Request): ClientHeaders["kind"] {
+function clientKind(req: Request): ClientHeaders["kind"] {
   const ua = req.get("user-agent") ?? "";
   if (ua === "ESP32-http-Update" || req.get("x-esp32-sta-mac") !== undefined) return "arduino-httpupdate";
   if (ua.startsWith("ESP32 HTTP Client")) return "esp-http-client";

@@ -67,7 +67,7 @@ function selectRange(req: ByteRequest, src: ByteSource): { start: number; end: n
  * server's memory (its encrypted copy waiting for the socket), so 1,000 slow downloads cost tens of MiB, not
  * the image size each; large enough that a fast client is not slowed by the per-write cost.
  */
-export const CHUNK = 32 * 1024;
+const CHUNK = 32 * 1024;
 
 /** Writes buf[start, stop) in CHUNK slices, waiting for the socket to drain: no copy, bounded memory. */
 function sendSlices(res: ServerResponse, buf: Buffer, start: number, stop: number): void {

@@ -15,9 +15,9 @@ const VERSION_RE = /^[\x20-\x7e]{1,32}$/;
 const CHIP_REV_RE = /^[0-9]{1,5}$/;
 const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
 
-export const MAC_HEADER = "X-Manifest-HMAC";
+const MAC_HEADER = "X-Manifest-HMAC";
 /** HMAC under the one fleet-wide key, for simple clients that verify one (OTA_FLEET_MANIFEST_HMAC). */
-export const FLEET_MAC_HEADER = "X-Manifest-Fleet-HMAC";
+const FLEET_MAC_HEADER = "X-Manifest-Fleet-HMAC";
 
 /** The base URL put into manifests: OTA_PUBLIC_URL, else the host the client used (if well-formed). */
 export function baseUrl(ctx: Context, req: Request): string {
@@ -74,7 +74,7 @@ const offerCache = new WeakMap<Offer, Map<string, OfferParts>>();
 
 function offerParts(offer: Offer, base: string, interval: number): OfferParts {
   let byBase = offerCache.get(offer);
-  if (!byBase) offerCache.set(offer, (byBase = new Map()));
+  if (!byBase) offerCache.set(offer, (byBase = new Map<string, OfferParts>()));
   const key = `${interval}|${base}`;
   let parts = byBase.get(key);
   if (!parts) {
@@ -135,7 +135,7 @@ export function manifestBody(
 }
 
 /** What the device MACs to check a 304: proves "nothing new" came from the server, for this request. */
-export function notModifiedMacInput(deviceId: string, nonce: string, etag: string): string {
+function notModifiedMacInput(deviceId: string, nonce: string, etag: string): string {
   return `not-modified\n${deviceId}\n${nonce}\n${etag.replace(/"/g, "")}`;
 }
 
@@ -165,7 +165,7 @@ export interface ManifestAnswer {
  * the nonce last (only a request that is otherwise answerable uses it up). Throws the HttpError to answer
  * otherwise. Signing is manifestMac's.
  */
-export async function answerManifest(ctx: Context, r: ManifestRequest): Promise<ManifestAnswer> {
+async function answerManifest(ctx: Context, r: ManifestRequest): Promise<ManifestAnswer> {
   const caller = r.caller;
   const deviceId = caller.id;
   if (r.nonce !== undefined && !NONCE_RE.test(r.nonce)) {
@@ -230,15 +230,20 @@ export function manifestMac(ctx: Context): RequestHandler {
   return (req, res) => {
     const a = res.locals.manifest as ManifestAnswer;
     const caller = req.device!;
-    res.set(a.headers);
+    for (const name in a.headers) res.setHeader(name, a.headers[name]!);
     if (a.signed !== null && caller.id) {
       res.setHeader(MAC_HEADER, hmacHex(ctx.credentials.deviceMacKey(caller.id, caller.generation), a.signed));
     }
     if (a.status === 304) {
-      res.status(304).end();
+      res.statusCode = 304;
+      res.end();
       return;
     }
-    if (fleetKey) res.setHeader(FLEET_MAC_HEADER, hmacHex(fleetKey, a.body!));
-    res.status(200).type("application/json").send(a.body);
+    const body = a.body!;
+    if (fleetKey) res.setHeader(FLEET_MAC_HEADER, hmacHex(fleetKey, body));
+    res.statusCode = 200;
+    res.setHeader("Content-Type", "application/json; charset=utf-8");
+    res.setHeader("Content-Length", body.length);
+    res.end(body);
   };
 }

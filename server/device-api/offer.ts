@@ -10,7 +10,7 @@ import type { Context } from "../context";
 import type { DeviceRow } from "../store/schema";
 import { assign, type DeviceFacts } from "../releases/assign";
 
-export const DEFAULT_CHANNEL = "stable";
+const DEFAULT_CHANNEL = "stable";
 
 export interface Asker {
   deviceId: string | null;
@@ -36,7 +36,7 @@ const offers = new WeakMap<CatalogImage, Map<string, Offer>>();
 
 function offerOf(image: CatalogImage, release: string | null, allowDowngrade: boolean): Offer {
   let byRelease = offers.get(image);
-  if (!byRelease) offers.set(image, (byRelease = new Map()));
+  if (!byRelease) offers.set(image, (byRelease = new Map<string, Offer>()));
   const key = `${allowDowngrade ? 1 : 0}${release ?? ""}`;
   let offer = byRelease.get(key);
   if (!offer) byRelease.set(key, (offer = Object.freeze({ ...image, release, allowDowngrade })));
@@ -65,7 +65,7 @@ export async function chooseImage(ctx: Context, asker: Asker): Promise<Offer | u
 }
 
 /** What the registry and the request together say about the asking device. */
-export async function deviceFacts(ctx: Context, asker: Asker): Promise<DeviceFacts> {
+async function deviceFacts(ctx: Context, asker: Asker): Promise<DeviceFacts> {
   const row = !asker.deviceId ? undefined : asker.row !== undefined ? (asker.row ?? undefined) : await ctx.devices.get(asker.deviceId);
   const known = row ? ctx.devices.view(row) : undefined;
   const channel = known?.channel ?? DEFAULT_CHANNEL;

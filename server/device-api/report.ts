@@ -8,7 +8,7 @@ import { HttpError, validationError } from "../http/errors";
 import type { DeviceIdentity } from "../http/express-types";
 import { assertMaySpeakFor } from "./auth";
 
-export const REPORT_STATUSES = [
+const REPORT_STATUSES = [
   "idle",
   "checking",
   "up_to_date",
@@ -42,7 +42,7 @@ const status = z
 const version = z.string().regex(/^[\x20-\x7e]{1,32}$/, "must be 1-32 printable ASCII characters");
 const count = z.number().int().min(0).max(0x7fffffff);
 
-export const reportSchema = z.object({
+const reportSchema = z.object({
   device_id: deviceIdSchema,
   status,
   version: version.nullish(),
@@ -65,12 +65,12 @@ export const reportSchema = z.object({
     .optional(),
 });
 
-export const REPORT_BODY_LIMIT = 8 * 1024;
+const REPORT_BODY_LIMIT = 8 * 1024;
 
 export const reportBodyParser = express.json({ limit: REPORT_BODY_LIMIT, strict: true, type: "application/json" });
 
 /** Validates and stores one report from `caller` (the body as parsed JSON); throws the HttpError to answer. */
-export async function acceptReport(
+async function acceptReport(
   ctx: Context,
   caller: DeviceIdentity,
   body: unknown,

@@ -21,7 +21,7 @@ export interface ProvisioningBundle {
   pollInterval: number;
 }
 
-export function defaultServerUrl(config: Config): string {
+function defaultServerUrl(config: Config): string {
   return config.publicUrl ?? `https://localhost:${config.port || 8443}`;
 }
 
@@ -47,7 +47,7 @@ export async function provisionDevice(
   };
 }
 
-export class ServerUrlTooLong extends Error {
+class ServerUrlTooLong extends Error {
   constructor(url: string) {
     super(`the server URL (${Buffer.byteLength(url)} characters) ${SERVER_URL_TOO_LONG}`);
   }

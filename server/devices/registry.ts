@@ -13,7 +13,7 @@ import { Sightings, type Sighting } from "./sightings";
 
 export type { DeviceFilter, DevicePatch, DeviceView } from "./device-store";
 export type { ReportInput } from "./reports";
-export type { ClientInfo, Sighting } from "./sightings";
+export type { Sighting } from "./sightings";
 
 export class DeviceRegistry {
   private readonly sightings: Sightings;

@@ -28,12 +28,12 @@ export interface ExportedManifest {
   url: string;
 }
 
-export function binaryName(image: CatalogImage): string {
+function binaryName(image: CatalogImage): string {
   return `${image.sha256}.bin`;
 }
 
 /** The manifest a static client reads: version and url, plus what lets it check the download. */
-export function staticManifest(image: CatalogImage, url: string) {
+function staticManifest(image: CatalogImage, url: string) {
   return {
     version: image.version,
     url,

@@ -372,6 +372,3 @@ export type StatusOf<C extends ErrorCode> = (typeof ERROR_CODES)[C]["status"];
 /** The codes answered with status S, e.g. CodeWithStatus<409> for a helper that throws 409s. */
 export type CodeWithStatus<S extends number> = { [C in ErrorCode]: StatusOf<C> extends S ? C : never }[ErrorCode];
 
-export function isErrorCode(s: string): s is ErrorCode {
-  return Object.prototype.hasOwnProperty.call(ERROR_CODES, s);
-}

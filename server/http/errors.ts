@@ -34,7 +34,6 @@ export class HttpError<C extends ErrorCode = ErrorCode> extends Error {
 
 export const badRequest = (code: CodeWithStatus<400>, message: string, details?: Record<string, unknown>) =>
   new HttpError(400, code, message, {}, details);
-export const unauthorized = (code: CodeWithStatus<401>, message: string) => new HttpError(401, code, message);
 export const forbidden = (code: CodeWithStatus<403>, message: string) => new HttpError(403, code, message);
 export const notFound = (code: CodeWithStatus<404>, message: string) => new HttpError(404, code, message);
 
@@ -81,8 +80,9 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
     return;
   }
   if (err instanceof HttpError) {
-    for (const [k, v] of Object.entries(err.headers)) res.set(k, v);
-    return writeError(res, err.status, err.code, err.message, err.details);
+    const e = err as HttpError;
+    for (const [k, v] of Object.entries(e.headers)) res.set(k, v);
+    return writeError(res, e.status, e.code, e.message, e.details);
   }
   if (err instanceof ZodError) {
     const e = validationError(err, "request");

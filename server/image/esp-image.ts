@@ -10,13 +10,13 @@ import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { chipName } from "./chips";
 
-export const IMAGE_MAGIC = 0xe9;
-export const APP_DESC_MAGIC = 0xabcd5432;
-export const HEADER_LEN = 24;
-export const SEGMENT_HEADER_LEN = 8;
+const IMAGE_MAGIC = 0xe9;
+const APP_DESC_MAGIC = 0xabcd5432;
+const HEADER_LEN = 24;
+const SEGMENT_HEADER_LEN = 8;
 export const APP_DESC_OFFSET = 32;
-export const APP_DESC_LEN = 256;
-export const MAX_SEGMENTS = 16; // ESP_IMAGE_MAX_SEGMENTS
+const APP_DESC_LEN = 256;
+const MAX_SEGMENTS = 16; // ESP_IMAGE_MAX_SEGMENTS
 const CHECKSUM_SEED = 0xef;
 const BOOTLOADER_DESC_MAGIC = 0x50; // esp_bootloader_desc_t.magic_byte
 const PARTITION_TABLE_MAGIC = 0x50aa; // little-endian 0xAA 0x50
@@ -128,7 +128,7 @@ function refuseOtherFormats(buf: Buffer): void {
   }
 }
 
-export function parseHeader(buf: Buffer): ImageHeader {
+function parseHeader(buf: Buffer): ImageHeader {
   if (buf.length < HEADER_LEN) {
     throw new ImageError("too_short", `file is ${buf.length} bytes, shorter than the 24-byte image header`);
   }
@@ -161,7 +161,7 @@ export function parseHeader(buf: Buffer): ImageHeader {
 }
 
 /** Reads esp_app_desc_t; returns null when the first segment does not start with one. */
-export function parseAppDescriptor(buf: Buffer): AppDescriptor | null {
+function parseAppDescriptor(buf: Buffer): AppDescriptor | null {
   const at = APP_DESC_OFFSET;
   if (buf.length < at + 4) {
     throw new ImageError("truncated", `file is ${buf.length} bytes and ends before the app descriptor at offset 32`);

@@ -4,18 +4,18 @@
 import { createHash } from "node:crypto";
 
 export const DEFAULT_TABLE_OFFSET = 0x8000;
-export const TABLE_SIZE = 0x1000;
-export const MAX_TABLE_DATA = 0xc00;
+const TABLE_SIZE = 0x1000;
+const MAX_TABLE_DATA = 0xc00;
 const ENTRY_LEN = 32;
 const ENTRY_MAGIC = 0x50aa; // bytes AA 50
 const MD5_MARKER = Buffer.concat([Buffer.from([0xeb, 0xeb]), Buffer.alloc(14, 0xff)]);
 
 export const APP_TYPE = 0x00;
-export const DATA_TYPE = 0x01;
+const DATA_TYPE = 0x01;
 export const OTA_SUBTYPE_MIN = 0x10;
-export const OTA_SUBTYPE_MAX = 0x1f;
-export const OTADATA_SUBTYPE = 0x00;
-export const OTADATA_SIZE = 0x2000;
+const OTA_SUBTYPE_MAX = 0x1f;
+const OTADATA_SUBTYPE = 0x00;
+const OTADATA_SIZE = 0x2000;
 
 const TYPES: Record<string, number> = { app: 0x00, data: 0x01, bootloader: 0x02, partition_table: 0x03 };
 const SUBTYPES: Record<number, Record<string, number>> = {
@@ -182,7 +182,7 @@ export function parsePartitionsCsv(text: string, opts: CsvOptions = {}): Partiti
   return validateTable(entries, tableOffset);
 }
 
-export function validateTable(entries: Partition[], tableOffset = DEFAULT_TABLE_OFFSET): PartitionTable {
+function validateTable(entries: Partition[], tableOffset = DEFAULT_TABLE_OFFSET): PartitionTable {
   if (entries.length === 0) throw new PartitionTableError("the partition table is empty");
   const names = new Set<string>();
   for (const p of entries) {

@@ -2,7 +2,7 @@
 // a third party never carries a key or token.
 import pino, { type Logger } from "pino";
 
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   "req.headers.authorization",
   "req.headers['x-api-key']",
   "req.headers.cookie",

@@ -10,6 +10,6 @@ export function actorOf(req: Request): Actor {
     tokenId: op?.jti ?? null,
     source: "api",
     ip: req.ip ?? null,
-    requestId: req.id !== undefined ? String(req.id) : null,
+    requestId: typeof req.id === "string" || typeof req.id === "number" ? String(req.id) : null,
   };
 }

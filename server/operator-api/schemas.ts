@@ -9,20 +9,18 @@ import { CHIP_NAMES, normalizeChip } from "../image/chips";
 import { hasOrder } from "../releases/version";
 import { rolloutPolicySchema } from "../rollouts/policy";
 
-export { rolloutPolicySchema };
-
-export const RELEASE_NAME_RULE = "1-64 characters: letters, digits, '.', '_', '+', '-' (starting with a letter or digit)";
-export const releaseName = z
+const RELEASE_NAME_RULE = "1-64 characters: letters, digits, '.', '_', '+', '-' (starting with a letter or digit)";
+const releaseName = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, `release names are ${RELEASE_NAME_RULE}`)
   .describe(`release name: ${RELEASE_NAME_RULE}`);
 
-export const LABEL_RULE = "1-64 characters: letters, digits, '.', '_', ':', '-' (starting with a letter or digit)";
+const LABEL_RULE = "1-64 characters: letters, digits, '.', '_', ':', '-' (starting with a letter or digit)";
 /** Tags and group names. */
-export const label = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/, `tags and groups are ${LABEL_RULE}`);
+const label = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/, `tags and groups are ${LABEL_RULE}`);
 
-export const CHANNEL_RULE = "1-32 characters: lower-case letters, digits, '.', '_', '-'";
-export const channelName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,31}$/, `channels are ${CHANNEL_RULE}`).describe(`channel: ${CHANNEL_RULE}`);
+const CHANNEL_RULE = "1-32 characters: lower-case letters, digits, '.', '_', '-'";
+const channelName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,31}$/, `channels are ${CHANNEL_RULE}`).describe(`channel: ${CHANNEL_RULE}`);
 
 const deviceId = deviceIdSchema.describe("device id; MAC addresses in any spelling are normalised to aa:bb:cc:dd:ee:ff");
 const versionText = z

@@ -33,7 +33,7 @@ export interface AssignDeps {
   includes(release: CompiledRelease, device: DeviceFacts): boolean;
 }
 
-export function targets(r: CompiledRelease, d: DeviceFacts): boolean {
+function targets(r: CompiledRelease, d: DeviceFacts): boolean {
   if (r.everyone) return true;
   if (d.id === null) return false;
   if (r.deviceSet.has(d.id)) return true;
@@ -42,21 +42,21 @@ export function targets(r: CompiledRelease, d: DeviceFacts): boolean {
 }
 
 /** Chip must be known and equal; the chip revision, when the device told it, must be in the image's range. */
-export function fitsHardware(r: CompiledRelease, d: DeviceFacts): boolean {
+function fitsHardware(r: CompiledRelease, d: DeviceFacts): boolean {
   if (d.chip === null || d.chip !== r.chip) return false;
   if (d.chipRev === null) return true;
   return d.chipRev >= r.minChipRev && (r.maxChipRev === null || d.chipRev <= r.maxChipRev);
 }
 
 /** No release replaces a newer version unless it says so (allow_downgrade). */
-export function downgradeAllowed(r: CompiledRelease, d: DeviceFacts): boolean {
+function downgradeAllowed(r: CompiledRelease, d: DeviceFacts): boolean {
   if (r.allowDowngrade || d.version === null) return true;
   const c = compareVersions(r.version, d.version);
   return c === null || c >= 0;
 }
 
 /** Follows the upgrade path: a device below min_version gets the intermediate release first. */
-export function throughPath(r: CompiledRelease, d: DeviceFacts, deps: Pick<AssignDeps, "get">): CompiledRelease | null {
+function throughPath(r: CompiledRelease, d: DeviceFacts, deps: Pick<AssignDeps, "get">): CompiledRelease | null {
   let step: CompiledRelease | undefined = r;
   for (let depth = 0; step && depth < 8; depth++) {
     if (!fitsHardware(step, d)) return null;

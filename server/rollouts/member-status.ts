@@ -42,7 +42,7 @@ export const keepsImageAfterAbort = (s: MemberStatus): boolean => KEPT.has(s);
 
 // ---- what a status counts toward --------------------------------------------------------------------------
 
-export const emptyOutcomes = (): Outcomes => ({ succeeded: 0, failed: 0, rolledBack: 0 });
+const emptyOutcomes = (): Outcomes => ({ succeeded: 0, failed: 0, rolledBack: 0 });
 
 /** The outcome a status counts as, or null for a device still on its way. */
 export function outcomeOf(s: MemberStatus): keyof Outcomes | null {

@@ -42,7 +42,7 @@ interface Live {
 
 /** Who did something: an operator (from the request) or the server itself. */
 export type Actor = Omit<AuditEntry, "action" | "target" | "details" | "outcome">;
-export const SYSTEM: Actor = { actor: "system", source: "system" };
+const SYSTEM: Actor = { actor: "system", source: "system" };
 
 export class RolloutError extends Error {
   constructor(

@@ -1,6 +1,7 @@
 // Opens the database (SQLite in WAL mode by default) and brings its schema up to date.
 import fs from "node:fs";
 import path from "node:path";
+import { inspect } from "node:util";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, type SqliteDatabase as KyselySqliteDatabase, type SqliteStatement } from "kysely";
 import type { Logger } from "pino";
@@ -25,14 +26,14 @@ export interface Store {
  * lookups, sightings, reports) run the same few SQL texts thousands of times a second, and preparing
  * costs more than running them. Bounded, so queries whose text varies (IN lists) cannot grow it forever.
  */
-export function preparedStatementCache(sqlite: SqliteDatabase.Database, max = 256): KyselySqliteDatabase {
+function preparedStatementCache(sqlite: SqliteDatabase.Database, max = 256): KyselySqliteDatabase {
   const cache = new Map<string, SqliteStatement>();
   return {
     close: () => sqlite.close(),
     prepare(sql: string): SqliteStatement {
       let stmt = cache.get(sql);
       if (stmt) return stmt;
-      stmt = sqlite.prepare(sql) as unknown as SqliteStatement;
+      stmt = sqlite.prepare(sql);
       if (cache.size >= max) cache.delete(cache.keys().next().value!);
       cache.set(sql, stmt);
       return stmt;
@@ -60,7 +61,7 @@ export async function openStore(dataDir: string, log: Logger): Promise<Store> {
   }
   if (error) {
     await db.destroy();
-    throw new Error(`database migration failed in ${file}: ${error instanceof Error ? error.message : String(error)}`);
+    throw new Error(`database migration failed in ${file}: ${error instanceof Error ? error.message : inspect(error)}`, { cause: error });
   }
   const reader = new SqliteDatabase(file);
   reader.pragma("query_only = ON");

@@ -2,12 +2,15 @@
 import { Kysely, Migration, MigrationProvider } from "kysely";
 
 type Dialect = "sqlite" | "postgres";
+/** Migrations see the database as it was when they were written, not as schema.ts describes it today. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- Kysely's documented type for migrations
+type AnyDb = Kysely<any>;
 
 function migrations(dialect: Dialect): Record<string, Migration> {
   const serial = dialect === "postgres" ? "serial" : "integer";
   return {
     "0001_core": {
-      async up(db: Kysely<any>) {
+      async up(db: AnyDb) {
         await db.schema
           .createTable("images")
           .addColumn("sha256", "text", (c) => c.primaryKey())
@@ -107,7 +110,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
       },
     },
     "0002_releases_rollouts": {
-      async up(db: Kysely<any>) {
+      async up(db: AnyDb) {
         // What targeting and hardware checks need to know about a device (one column per statement: SQLite).
         await db.schema.alterTable("devices").addColumn("chip_rev", "integer").execute();
         await db.schema.alterTable("devices").addColumn("channel", "text", (c) => c.notNull().defaultTo("stable")).execute();
@@ -189,7 +192,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
     },
     // What clients we do not control tell us about themselves (Arduino HTTPUpdate's x-ESP32-* headers).
     "0003_client_info": {
-      async up(db: Kysely<any>) {
+      async up(db: AnyDb) {
         // One column per statement: SQLite's ALTER TABLE adds a single column at a time.
         const columns: [string, "text" | "integer"][] = [
           ["client", "text"],
@@ -208,7 +211,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
 
 export class StaticMigrations implements MigrationProvider {
   constructor(private readonly dialect: Dialect) {}
-  async getMigrations(): Promise<Record<string, Migration>> {
-    return migrations(this.dialect);
+  getMigrations(): Promise<Record<string, Migration>> {
+    return Promise.resolve(migrations(this.dialect));
   }
 }

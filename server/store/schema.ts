@@ -1,6 +1,6 @@
 // Table types for the query builder. Timestamps are ISO-8601 text and booleans 0/1 integers so the same
 // queries run on SQLite and PostgreSQL.
-import type { Generated, Insertable, Selectable, Updateable } from "kysely";
+import type { Generated, Insertable, Selectable } from "kysely";
 
 export interface ImagesTable {
   sha256: string;
@@ -190,9 +190,7 @@ export type ImageRow = Selectable<ImagesTable>;
 export type FirmwareFileRow = Selectable<FirmwareFilesTable>;
 export type DeviceRow = Selectable<DevicesTable>;
 export type NewDevice = Insertable<DevicesTable>;
-export type DeviceUpdate = Updateable<DevicesTable>;
 export type ReportRow = Selectable<ReportsTable>;
-export type NewReport = Insertable<ReportsTable>;
 export type ReleaseRow = Selectable<ReleasesTable>;
 export type RolloutRow = Selectable<RolloutsTable>;
 export type RolloutDeviceRow = Selectable<RolloutDevicesTable>;

@@ -29,7 +29,7 @@ export function ensureCertificates(config: Config, log: Logger): TlsMaterial {
     try {
       return fs.readFileSync(file);
     } catch (e) {
-      throw new Error(`${variable}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? e})`);
+      throw new Error(`${variable}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { cause: e });
     }
   };
   return {

@@ -28,7 +28,7 @@ describe("ota export", () => {
     });
   const ingest = async (file: string, name: string) => {
     fs.copyFileSync(file, path.join(s.dirs.firmware, name));
-    await eventually(async () => s.running.ctx.catalog.imageByName(name));
+    await eventually(() => s.running.ctx.catalog.imageByName(name));
   };
 
   beforeAll(async () => {

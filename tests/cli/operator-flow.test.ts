@@ -111,7 +111,7 @@ describe("ota: the operator flow over the API", () => {
     let watched = "";
     watch.stdout.on("data", (d) => (watched += d));
     const exited = new Promise<number | null>((resolve) => watch.on("close", resolve));
-    await eventually(async () => watched.includes(" running stage 1/2 (50%)"), 10_000);
+    await eventually(() => watched.includes(" running stage 1/2 (50%)"), 10_000);
     // The devices, round by round: all poll, those offered release 2 install it and confirm.
     const installed = new Set<string>();
     const round = async () => {
@@ -125,7 +125,7 @@ describe("ota: the operator flow over the API", () => {
       return takers.length;
     };
     expect(await round()).toBeGreaterThanOrEqual(2);
-    await eventually(async () => watched.includes(" running stage 2/2 (100%)"), 10_000);
+    await eventually(() => watched.includes(" running stage 2/2 (100%)"), 10_000);
     await round();
     expect(await exited).toBe(0);
     const lines = watched.trim().split("\n");

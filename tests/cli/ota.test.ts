@@ -16,7 +16,7 @@ describe("the ota command", () => {
   beforeAll(async () => {
     s = await startTestServer();
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
-    await eventually(async () => s.running.ctx.catalog.latest());
+    await eventually(() => s.running.ctx.catalog.latest());
   });
   afterAll(async () => s.close());
 

@@ -50,7 +50,7 @@ describe("Arduino HTTPUpdate", () => {
       [HELLO_WORLD, "hello.bin"],
     ] as const) {
       fs.copyFileSync(file, path.join(s.dirs.firmware, name));
-      await eventually(async () => s.running.ctx.catalog.imageByName(name));
+      await eventually(() => s.running.ctx.catalog.imageByName(name));
     }
     const p = await s.req("POST", "/api/v1/devices/24-6F-28-00-00-01/provision", { headers: { ...op(), "Content-Type": "application/json" }, body: "{}" });
     device = p.json();

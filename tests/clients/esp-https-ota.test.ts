@@ -19,7 +19,7 @@ const BY_NAME = "/firmware/hello.bin";
 async function serverWithImage(env: Record<string, string> = {}): Promise<TestServer> {
   const s = await startTestServer(env);
   fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
-  await eventually(async () => s.running.ctx.catalog.imageByName("hello.bin"));
+  await eventually(() => s.running.ctx.catalog.imageByName("hello.bin"));
   return s;
 }
 

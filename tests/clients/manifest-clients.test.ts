@@ -15,7 +15,7 @@ async function serverWith(files: [string, string][], env: Record<string, string>
   const s = await startTestServer(env);
   for (const [file, name] of files) {
     fs.copyFileSync(file, path.join(s.dirs.firmware, name));
-    await eventually(async () => s.running.ctx.catalog.imageByName(name));
+    await eventually(() => s.running.ctx.catalog.imageByName(name));
   }
   return s;
 }
@@ -39,7 +39,7 @@ describe("version + url manifest clients", () => {
     for (const headers of [key(), basic(""), basic("246f28aabbcc")]) {
       const m = await s.req("GET", "/firmware/manifest?chip=esp32", { headers });
       expect(m.status).toBe(200);
-      const { version, url } = m.json() as { version: string; url: string };
+      const { version, url } = m.json<{ version: string; url: string }>();
       expect(version).toBe(V5);
       const bin = await s.req("GET", new URL(url).pathname, { headers });
       expect(bin.status).toBe(200);
@@ -89,7 +89,7 @@ describe("version + url manifest clients", () => {
       expect(r.json().error.message).toContain("none with version v9.9.9");
       const named = `${V41}.bin`;
       fs.copyFileSync(HELLO_WORLD_S3, path.join(s.dirs.firmware, named));
-      await eventually(async () => s.running.ctx.catalog.imageByName(named));
+      await eventually(() => s.running.ctx.catalog.imageByName(named));
       expect((await s.req("GET", `/firmware/${named}`, { headers: key() })).body.equals(read(HELLO_WORLD_S3))).toBe(true);
     });
   });

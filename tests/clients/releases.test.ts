@@ -50,7 +50,7 @@ describe("update clients under releases and rollouts", () => {
       [HELLO_WORLD_IDF41, "v41.bin"],
     ] as const) {
       fs.copyFileSync(file, path.join(s.dirs.firmware, name));
-      await eventually(async () => s.running.ctx.catalog.imageByName(name));
+      await eventually(() => s.running.ctx.catalog.imageByName(name));
     }
   });
   afterAll(async () => s.close());

@@ -79,7 +79,7 @@ describe("device agent: network failures", () => {
     const rb = await reported(dev, "rolled_back", 40_000).catch((e: Error) => {
       // What happened, for whoever reads a failure: the device's events and what reached the relay.
       const t0 = dev.events[0]?.at ?? 0;
-      const evs = dev.events.map((x) => `${x.at - t0} b${x.boot} ${x.state}${x.reported === undefined ? "" : ` reported=${x.reported}`}`);
+      const evs = dev.events.map((x) => `${x.at - t0} b${x.boot} ${x.state}${x.reported === undefined ? "" : ` reported=${JSON.stringify(x.reported)}`}`);
       const reqs = env.relay.requests.map((r) => `${r.at - t0} ${r.method} ${r.path.slice(0, 40)} ${r.status}`);
       const conns = env.relay.connections.map((c) => c - t0);
       const bootsSeen = boots.map((b) => `b${b.boot} ${b.slot} ${b.state}`).join(", ");

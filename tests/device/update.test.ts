@@ -176,7 +176,7 @@ describe("device agent: settings that fill a settings packet (31-character versi
     const prefix = new URL(url(219)).pathname;
     await fits.powerOn();
     // It read the setting back and used it: its check-in reached the relay under that long path.
-    await eventually(async () => env.relay.requests.some((r) => r.path.startsWith(`${prefix}/firmware/manifest`)), 30_000);
+    await eventually(() => env.relay.requests.some((r) => r.path.startsWith(`${prefix}/firmware/manifest`)), 30_000);
     const tooLong = await env.device({ id: "dev-url-long", url: url(220) });
     await expect(tooLong.powerOn()).rejects.toThrow(/setting server_url would take 233 bytes .* at most 232/);
   });

@@ -76,7 +76,7 @@ export type UpdateOutcome =
   | { result: "HTTP_UPDATE_FAILED"; lastError: number; why: string };
 
 /** What handleUpdate() returns for this response, for a sketch with this much free OTA space. */
-export function httpUpdateOutcome(r: RawResponse, freeSpace: number): UpdateOutcome {
+function httpUpdateOutcome(r: RawResponse, freeSpace: number): UpdateOutcome {
   const fail = (lastError: number, why: string): UpdateOutcome => ({ result: "HTTP_UPDATE_FAILED", lastError, why });
   // handleHeaderResponse(): the code is the number after "HTTP/1.x "; Content-Length via toInt(), else -1.
   if (!r.statusLine.startsWith("HTTP/1.")) return fail(-7, "no HTTP server");

@@ -78,7 +78,11 @@ export async function serverView(s: TestServer, id: string): Promise<{ device: a
 
 /** Writes whose bytes are not the image's bytes at their offset (must be none). */
 export function foreignWrites(ops: WriterOp[], image: Buffer): WriterOp[] {
-  return ops.filter((op) => op.op === "write" && op.data && !Buffer.from(op.data).equals(image.subarray(op.offset!, op.offset! + op.data.length)));
+  return ops.filter((op) => {
+    if (op.op !== "write" || !op.data) return false;
+    const at = op.offset ?? -1;
+    return at < 0 || !Buffer.from(op.data).equals(image.subarray(at, at + op.data.length));
+  });
 }
 
 /** Waits until the device reported this state and the server stored it. */

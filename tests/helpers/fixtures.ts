@@ -6,9 +6,9 @@ import path from "node:path";
 const SHARED = path.resolve(__dirname, "../../../shared/fixtures");
 const BUNDLED = path.resolve(__dirname, "../fixtures");
 
-export const FIXTURES_DIR =
+const FIXTURES_DIR =
   process.env.OTA_FIXTURES_DIR ?? (fs.existsSync(path.join(SHARED, "esp32-images")) ? SHARED : BUNDLED);
-export const IMAGES_DIR = path.join(FIXTURES_DIR, "esp32-images");
+const IMAGES_DIR = path.join(FIXTURES_DIR, "esp32-images");
 export const PARTITIONS_DIR = path.join(FIXTURES_DIR, "partitions");
 
 export const HELLO_WORLD = path.join(IMAGES_DIR, "esp32_hello_world_idf5.2.2.bin");

@@ -100,6 +100,6 @@ export class Operator {
   async ok<T = any>(method: string, p: string, body?: unknown): Promise<T> {
     const r = await this.call(method, p, body);
     if (r.status >= 300) throw new Error(`${method} ${p}: ${r.status} ${r.text()}`);
-    return r.json() as T;
+    return r.json<T>();
   }
 }

@@ -64,7 +64,7 @@ export function rawExchange(target: RawTarget, text: string, method = text.slice
       }
       if (parsed.length !== null && buf.length >= parsed.bodyStart + parsed.length) finish(false);
     });
-    sock.on("error", (err) => (parsed ? finish(true) : reject(err)));
+    sock.on("error", (err: Error) => (parsed ? finish(true) : reject(err)));
     sock.on("close", () => (parsed ? finish(true) : reject(new Error("connection closed before a response"))));
   });
 }

@@ -106,8 +106,8 @@ export async function startTestServer(env: Record<string, string> = {}, dirs: Di
   };
 }
 
-/** Polls until fn returns a truthy value or the time is up. */
-export async function eventually<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 5000, stepMs = 50): Promise<T> {
+/** Polls until fn (sync or async) returns a truthy value or the time is up. */
+export async function eventually<T>(fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 5000, stepMs = 50): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();

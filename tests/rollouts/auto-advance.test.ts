@@ -37,7 +37,7 @@ describe("automatic advance", () => {
     op = new Operator(s);
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "v1.bin"));
     fs.copyFileSync(HELLO_WORLD_IDF41, path.join(s.dirs.firmware, "v2.bin"));
-    await eventually(async () => s.running.ctx.catalog.image(SHA2) && s.running.ctx.catalog.imageByName("v1.bin"));
+    await eventually(() => s.running.ctx.catalog.image(SHA2) && s.running.ctx.catalog.imageByName("v1.bin"));
     await op.ok("POST", "/releases", { name: "r1", image: "v1.bin" });
     await op.ok("POST", "/releases/r1/rollout", { stages: [100] });
     await op.ok("POST", "/rollouts/r1/advance");

@@ -19,7 +19,7 @@ describe("release assignment", () => {
   let s: TestServer;
   let op: Operator;
   /** Creates a release and rolls it out to all of its target at once. */
-  const publish = async (body: Record<string, unknown>) => {
+  const publish = async (body: { name: string } & Record<string, unknown>) => {
     await op.ok("POST", "/releases", body);
     await op.ok("POST", `/releases/${body.name}/rollout`, { stages: [100] });
     await op.ok("POST", `/rollouts/${body.name}/advance`);
@@ -34,7 +34,7 @@ describe("release assignment", () => {
     s = await startTestServer();
     op = new Operator(s);
     for (const f of [HELLO_WORLD, HELLO_WORLD_IDF41, HELLO_WORLD_C3, HELLO_WORLD_S3]) fs.copyFileSync(f, path.join(s.dirs.firmware, path.basename(f)));
-    await eventually(async () => [ESP32_V1, ESP32_V2, C3, S3].every((h) => s.running.ctx.catalog.image(h)));
+    await eventually(() => [ESP32_V1, ESP32_V2, C3, S3].every((h) => s.running.ctx.catalog.image(h)));
   });
   afterAll(async () => s.close());
 

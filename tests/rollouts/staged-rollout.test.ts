@@ -40,7 +40,7 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
     bucket = bucketOracle(s.dirs.data);
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "app-v1.bin"));
     fs.copyFileSync(HELLO_WORLD_IDF41, path.join(s.dirs.firmware, "app-v2.bin"));
-    await eventually(async () => s.running.ctx.catalog.image(SHA1) && s.running.ctx.catalog.image(SHA2));
+    await eventually(() => s.running.ctx.catalog.image(SHA1) && s.running.ctx.catalog.image(SHA2));
     // Release 1 is what the whole fleet runs: rolled out to everyone and completed.
     await op.ok("POST", "/releases", { name: "r1", image: "app-v1.bin", notes: "baseline" });
     await op.ok("POST", "/releases/r1/rollout", { stages: [100] });

@@ -97,7 +97,7 @@ describe("a staged rollout to device agents in the VM", () => {
 
   /** Waits until the device has asked for a manifest `n` more times since `since` (real time). */
   const polledSince = (a: Agent, since: number, n: number, timeoutMs = 30_000) =>
-    eventually(async () => a.manifests.filter((m) => m.at > since).length >= n, timeoutMs, 100);
+    eventually(() => a.manifests.filter((m) => m.at > since).length >= n, timeoutMs, 100);
 
   /** The device runs release 2 from ota_1, confirmed, and the slot holds exactly the bytes the server served. */
   function expectRunsRelease2(a: Agent): void {
@@ -125,7 +125,7 @@ describe("a staged rollout to device agents in the VM", () => {
     bucket = bucketOracle(s.dirs.data);
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "app-v1.bin"));
     fs.copyFileSync(HELLO_WORLD_IDF41, path.join(s.dirs.firmware, "app-v2.bin"));
-    await eventually(async () => s.running.ctx.catalog.image(SHA1) && s.running.ctx.catalog.image(SHA2), 20_000);
+    await eventually(() => s.running.ctx.catalog.image(SHA1) && s.running.ctx.catalog.image(SHA2), 20_000);
     // Release 1 is what the fleet runs: rolled out to everyone. Release 2 waits for its rollout.
     await op.ok("POST", "/releases", { name: "r1", image: "app-v1.bin" });
     await op.ok("POST", "/releases/r1/rollout", { stages: [100] });
@@ -179,7 +179,7 @@ describe("a staged rollout to device agents in the VM", () => {
     expect((await serverView(s, A.id)).device).toMatchObject({ state: "confirmed", version: V2 });
 
     // D got as far as the relay lets it, and wrote only the image's own bytes.
-    await eventually(async () => D.relay.requests.some((r) => r.path.includes(SHA2) && blockStart(r) === 4 * BLOCK), 30_000, 100);
+    await eventually(() => D.relay.requests.some((r) => r.path.includes(SHA2) && blockStart(r) === 4 * BLOCK), 30_000, 100);
     expect(D.manifests.filter((m) => m.at > startedAt).some((m) => m.sha256 === SHA2)).toBe(true);
     expect(D.dev.ops.map((o) => o.op)).not.toContain("end");
     expect(foreignWrites(D.dev.ops, IMAGE2)).toEqual([]);
@@ -258,7 +258,7 @@ describe("a staged rollout to device agents in the VM", () => {
 
     // Paused: members (D mid-download, the pollers offered it) keep being offered release 2; a device not yet
     // offered it is not.
-    await eventually(async () => D.manifests.some((m) => m.at > pausedAt && m.status === 200), 30_000, 100);
+    await eventually(() => D.manifests.some((m) => m.at > pausedAt && m.status === 200), 30_000, 100);
     expect(D.manifests.filter((m) => m.at > pausedAt && m.status === 200).every((m) => m.sha256 === SHA2)).toBe(true);
     expect(await offeredRelease2(pollers)).toEqual(pollersInStage);
     expect(inStage(strangers[0]!)).toBe(true);

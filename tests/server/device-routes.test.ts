@@ -20,13 +20,13 @@ describe("device API routes", () => {
   const op = () => ({ Authorization: `Bearer ${s.creds.operatorToken}` });
   const own = (extra: Record<string, string> = {}) => ({ "X-API-Key": d.apiKey, "X-Device-Id": d.deviceId, ...extra });
   const provision = async (id: string) =>
-    (await s.req("POST", `/api/v1/devices/${id}/provision`, { headers: { ...op(), "Content-Type": "application/json" }, body: "{}" })).json() as Bundle;
+    (await s.req("POST", `/api/v1/devices/${id}/provision`, { headers: { ...op(), "Content-Type": "application/json" }, body: "{}" })).json<Bundle>();
   const report = (p: string, body: string, headers = own({ "Content-Type": "application/json" })) => s.req("POST", p, { headers, body });
 
   beforeAll(async () => {
     s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "5" });
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
-    await eventually(async () => s.running.ctx.catalog.latest("esp32"));
+    await eventually(() => s.running.ctx.catalog.latest("esp32"));
     d = await provision("fast-1");
     other = await provision("fast-2");
   });
@@ -54,7 +54,7 @@ describe("device API routes", () => {
     expect(r.headers["x-request-id"]).toBe("poll-304-check");
     const etag = String(first.headers.etag).replace(/"/g, "");
     expect(r.headers["x-manifest-hmac"]).toBe(mac(d.hmacKey, `not-modified\n${d.deviceId}\n${n}\n${etag}`));
-    const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "poll-304-check"));
+    const line = await eventually(() => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "poll-304-check"));
     expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: "/firmware/manifest" }, res: { status: 304 } });
     expect(s.logs.join("")).not.toContain(d.apiKey);
   });
@@ -135,8 +135,8 @@ describe("device API routes", () => {
       ["If-None-Match with its ETag", { "If-None-Match": `"${sha}"` }, 304],
       ["a Range past the end", { Range: "bytes=999999-" }, 416],
     ])("answers %s, with or without a query string", async (_what, headers, status) => {
-      const fast = await get("", headers as Record<string, string>);
-      const app = await get("?via=app", headers as Record<string, string>);
+      const fast = await get("", headers);
+      const app = await get("?via=app", headers);
       expect(fast.status).toBe(status);
       expect(app.status).toBe(status);
       expect(stable(fast)).toEqual(stable(app));
@@ -151,7 +151,7 @@ describe("device API routes", () => {
     it("logs a download when its transfer ends, and refuses a wrong key", async () => {
       const r = await get("", { "X-Request-Id": "download-log-check" });
       expect(r.status).toBe(200);
-      const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "download-log-check"));
+      const line = await eventually(() => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "download-log-check"));
       expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: `/firmware/sha256/${sha}.bin` }, res: { status: 200 } });
       const bad = await s.req("GET", `/firmware/sha256/${sha}.bin`, { headers: { ...own(), "X-API-Key": "otadev_wrong" } });
       expect(bad.status).toBe(401);

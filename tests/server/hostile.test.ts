@@ -68,7 +68,7 @@ describe("hostile and malformed requests", () => {
   beforeAll(async () => {
     s = await startTestServer();
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
-    await eventually(async () => s.running.ctx.catalog.latest());
+    await eventually(() => s.running.ctx.catalog.latest());
     const p = await s.req("POST", "/api/v1/devices/hostile-dev/provision", { headers: json(op()), body: "{}" });
     device = p.json();
     await s.req("GET", "/firmware/manifest", { headers: own() }); // uses the nonce once: later uses are replays

@@ -151,7 +151,7 @@ describe("restart", () => {
     fs.copyFileSync(HELLO_WORLD, path.join(dirs.firmware, "a.bin"));
     fs.copyFileSync(HELLO_WORLD_C3, path.join(dirs.firmware, "c3.bin"));
     fs.copyFileSync(BOOTLOADER, path.join(dirs.firmware, "boot.bin"));
-    await eventually(async () => s.running.ctx.catalog.allFiles().length === 3);
+    await eventually(() => s.running.ctx.catalog.allFiles().length === 3);
     await s.running.ctx.watcher.idle();
     const before = s.running.ctx.catalog.allFiles().map((f) => [f.name, f.status, f.sha256, f.reasonCode]);
     const offeredBefore = s.running.ctx.catalog.offered().map((i) => i.sha256);

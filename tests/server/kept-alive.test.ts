@@ -107,7 +107,7 @@ describe("requests on one kept-alive connection", () => {
   beforeAll(async () => {
     s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "50" });
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
-    await eventually(async () => s.running.ctx.catalog.latest("esp32"));
+    await eventually(() => s.running.ctx.catalog.latest("esp32"));
     d = (await s.req("POST", "/api/v1/devices/conn-1/provision", { headers: { ...op(), "Content-Type": "application/json" }, body: "{}" })).json();
   });
   afterAll(async () => s.close());
@@ -130,7 +130,7 @@ describe("requests on one kept-alive connection", () => {
       expect(names(a.headers.keys())).toEqual(names(Object.keys(app.headers)));
       for (const k of names(a.headers.keys())) expect(a.headers.get(k)).toBe(String(app.headers[k]));
 
-      const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "conn-poll-1"));
+      const line = await eventually(() => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "conn-poll-1"));
       expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: "/firmware/manifest" }, res: { status: 200 } });
     });
   });
@@ -168,7 +168,7 @@ describe("requests on one kept-alive connection", () => {
     expect(seen[2]).toEqual(seen[0]);
     expect(answers[0]!.headers.get("content-security-policy")).toBe("default-src 'none';frame-ancestors 'none'");
     // One closing line each, in one shape.
-    const lines = await eventually(async () => {
+    const lines = await eventually(() => {
       const all = s.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "request completed" && String(l.req?.id).startsWith("one-way-"));
       return all.length === 3 ? all : null;
     });
@@ -231,7 +231,7 @@ describe("requests on one kept-alive connection", () => {
       const names = (h: Iterable<string>) => [...h].filter((k) => !perAnswer.has(k)).sort();
       expect(names(whole.headers.keys())).toEqual(names(Object.keys(app.headers)));
       for (const k of names(whole.headers.keys())) expect(whole.headers.get(k)).toBe(String(app.headers[k]));
-      const line = await eventually(async () => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "conn-download-1"));
+      const line = await eventually(() => s.logs.map((l) => JSON.parse(l)).find((l) => l.req?.id === "conn-download-1"));
       expect(line).toMatchObject({ msg: "request completed", req: { method: "GET", path: `/firmware/sha256/${sha}.bin` }, res: { status: 200 } });
     });
   });
@@ -324,7 +324,7 @@ describe("requests on one kept-alive connection", () => {
     c.send(pollText());
     expect((await c.next()).status).toBe(200);
     const t0 = Date.now();
-    await eventually(async () => c.closed, 8_000, 100);
+    await eventually(() => c.closed, 8_000, 100);
     expect(Date.now() - t0).toBeGreaterThan(4_000);
   });
 });
@@ -333,7 +333,7 @@ describe("stopping the server", () => {
   it("ends idle kept-alive connections at once", async () => {
     const s = await startTestServer();
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
-    await eventually(async () => s.running.ctx.catalog.latest("esp32"));
+    await eventually(() => s.running.ctx.catalog.latest("esp32"));
     const d: Bundle = (
       await s.req("POST", "/api/v1/devices/stop-1/provision", {
         headers: { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" },

@@ -17,7 +17,7 @@ describe("per-device authenticated manifests", () => {
       body: JSON.stringify(body),
     });
     expect(r.status).toBe(201);
-    return r.json() as Bundle;
+    return r.json<Bundle>();
   };
   const poll = (d: Bundle, n: string, extra: Record<string, string> = {}) =>
     s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": d.apiKey, "X-Device-Id": d.deviceId, "X-Nonce": n, ...extra } });
@@ -25,7 +25,7 @@ describe("per-device authenticated manifests", () => {
   beforeAll(async () => {
     s = await startTestServer();
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
-    await eventually(async () => s.running.ctx.catalog.latest("esp32"));
+    await eventually(() => s.running.ctx.catalog.latest("esp32"));
     a = await provision("AA-BB-CC-00-00-01");
     b = await provision("device-b");
   });

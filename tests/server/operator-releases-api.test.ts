@@ -25,7 +25,7 @@ describe("operator API: releases, rollouts, devices, audit", () => {
     viewer = new Operator(s, (await creds.issueOperatorToken("vera", "viewer")).token);
     releaser = new Operator(s, (await creds.issueOperatorToken("rita", "releaser")).token);
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
-    await eventually(async () => s.running.ctx.catalog.imageByName("hello.bin"));
+    await eventually(() => s.running.ctx.catalog.imageByName("hello.bin"));
   });
   afterAll(async () => s.close());
 
@@ -52,7 +52,7 @@ describe("operator API: releases, rollouts, devices, audit", () => {
       expect(doc.paths["/api/v1/audit"].get.description).toMatch(/admin/);
     });
 
-    it("request bodies are the validating zod schemas, and a JSON-schema validator agrees with the server", async () => {
+    it("request bodies are the validating zod schemas, and a JSON-schema validator agrees with the server", () => {
       const createSchema = doc.paths["/api/v1/releases"].post.requestBody.content["application/json"].schema;
       const { $schema: _ignored, ...expected } = z.toJSONSchema(createReleaseBody, { io: "input", unrepresentable: "any" }) as any;
       expect(createSchema).toEqual(expected);

@@ -136,6 +136,6 @@ describe("uploads through the operator API", () => {
     const r = await agent().attach("file", tooBig, "big.bin");
     expect(r.status).toBe(413);
     expect(r.body.error.code).toBe("upload_too_large");
-    await eventually(async () => fs.readdirSync(path.join(s.dirs.data, "uploads")).length === 0);
+    await eventually(() => fs.readdirSync(path.join(s.dirs.data, "uploads")).length === 0);
   });
 });

@@ -13,7 +13,7 @@ import type { AppImage } from "../../../server/image/esp-image";
 import { APP_TYPE, OTA_SUBTYPE_MIN, type Partition, type PartitionTable } from "../../../server/image/partitions";
 import { Flash } from "./flash";
 import { checkImage, ImageCheckError, type Chip } from "./image-check";
-import { activeEntry, isInvalid, isValid, newEntry, OtaState, Otadata, slotOf, SEQ_NONE } from "./otadata";
+import { activeEntry, isInvalid, newEntry, OtaState, Otadata, slotOf, SEQ_NONE } from "./otadata";
 import { otaSelectCrc } from "../../../server/image/esp-image";
 
 export const FACTORY_INDEX = -1;
@@ -117,5 +117,3 @@ export function bootloader(flash: Flash, table: PartitionTable, chip: Chip): Boo
   log.push("no bootable app partition");
   return null;
 }
-
-export { isValid };

@@ -4,7 +4,7 @@ import type { Partition } from "../../../server/image/partitions";
 
 export const SECTOR_SIZE = 0x1000;
 
-export class FlashError extends Error {}
+class FlashError extends Error {}
 
 export class Flash {
   readonly data: Buffer;

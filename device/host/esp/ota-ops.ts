@@ -5,7 +5,7 @@ import type { Partition, PartitionTable } from "../../../server/image/partitions
 import { FACTORY_INDEX, imageSha256, loadApp, otaSlots, type BootedApp } from "./bootloader";
 import { Flash, SECTOR_SIZE } from "./flash";
 import { checkImage, ImageCheckError, type Chip } from "./image-check";
-import { activeEntry, isValid, newEntry, OtaState, Otadata, selectEntry, slotOf, SEQ_NONE, type OtaEntry } from "./otadata";
+import { activeEntry, isValid, OtaState, Otadata, selectEntry, slotOf, SEQ_NONE, type OtaEntry } from "./otadata";
 import { otaSelectCrc } from "../../../server/image/esp-image";
 
 /** Writer statuses (device/services/otawriter.md). */
@@ -228,5 +228,3 @@ export class OtaOps {
     };
   }
 }
-
-export { newEntry };

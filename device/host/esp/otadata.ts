@@ -7,7 +7,7 @@ import { otaSelectCrc } from "../../../server/image/esp-image";
 import type { Partition } from "../../../server/image/partitions";
 import { Flash, SECTOR_SIZE } from "./flash";
 
-export const ENTRY_SIZE = 32;
+const ENTRY_SIZE = 32;
 export const SEQ_NONE = 0xffffffff;
 
 /** esp_ota_img_states_t */
@@ -36,7 +36,7 @@ export function decodeEntry(b: Buffer): OtaEntry {
   return { seq: b.readUInt32LE(0), label: Buffer.from(b.subarray(4, 24)), state: b.readUInt32LE(24), crc: b.readUInt32LE(28) };
 }
 
-export function encodeEntry(e: OtaEntry): Buffer {
+function encodeEntry(e: OtaEntry): Buffer {
   const b = Buffer.alloc(ENTRY_SIZE, 0xff);
   b.writeUInt32LE(e.seq >>> 0, 0);
   e.label.copy(b, 4, 0, 20);

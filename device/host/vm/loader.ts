@@ -12,7 +12,7 @@ const START_MARKER = "// runtime/devicescript-vm/built/devicescript-vm.js\nvar r
 const WRAPPER_RE = /^\s*"[^"]+"\(exports, module2\) \{/;
 
 /** The VM's clock: real time, optionally running faster (long poll periods pass in seconds in tests). */
-export class VmClock {
+class VmClock {
   private speed = 1;
   private baseReal = Date.now();
   private baseVm = Date.now();
@@ -94,8 +94,8 @@ export type VmFactory = (moduleArg?: Record<string, unknown>) => Promise<VmModul
 
 let cached: VmFactory | null = null;
 
-export function cliVersion(): string {
-  return JSON.parse(fs.readFileSync(`${CLI_PACKAGE}/package.json`, "utf8")).version;
+function cliVersion(): string {
+  return (JSON.parse(fs.readFileSync(`${CLI_PACKAGE}/package.json`, "utf8")) as { version: string }).version;
 }
 
 export function loadVmFactory(): VmFactory {
@@ -121,7 +121,9 @@ export function loadVmFactory(): VmFactory {
     "const setTimeout = (fn, ms) => globalThis.setTimeout(fn, __clock.realDelay(ms));",
   ].join("\n");
   const mod: { exports: unknown } = { exports: {} };
-  const fn = new Function("module", "exports", "require", "__filename", "__dirname", "__clock", `${prelude}\n${inner}`);
+  // The VM is code from the pinned @devicescript/cli bundle, evaluated with a clock of ours in place of Date and setTimeout.
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  const fn = new Function("module", "exports", "require", "__filename", "__dirname", "__clock", `${prelude}\n${inner}`) as (...args: unknown[]) => void;
   fn(mod, mod.exports, require, CLI_BUNDLE, path.dirname(CLI_BUNDLE), vmClock);
   const factory = mod.exports as VmFactory;
   if (typeof factory !== "function") throw new Error("the extracted DeviceScript VM did not export a factory");

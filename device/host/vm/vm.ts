@@ -4,7 +4,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { findHeap, walk, type HeapChunk } from "./heap";
-import { loadVmFactory, vmClock, type VmModule } from "./loader";
+import { loadVmFactory, type VmModule } from "./loader";
 
 const EV_OPEN = 1;
 const EV_CLOSE = 2;
@@ -246,7 +246,7 @@ export class VmInstance {
         for (let i = 0; i < buf.length; i += maxPiece) push({ data: Buffer.from(buf.subarray(i, i + maxPiece)) });
         if (queue.length > 8) sock.pause();
       });
-      sock.on("error", (err) => {
+      sock.on("error", (err: Error) => {
         o.onSocket?.({ kind: "error", host, port, message: err.message });
         push({ type: EV_ERROR, msg: `${host}:${port}: ${err.message}` });
       });
@@ -258,5 +258,3 @@ export class VmInstance {
     };
   }
 }
-
-export { vmClock };

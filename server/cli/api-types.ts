@@ -1,0 +1,62 @@
+// What the operator API answers, as the CLI reads it: the JSON of the server's own views (operator-api/views.ts),
+// so a change there that the CLI depends on fails type-checking here.
+import type { AuditRecord } from "../audit/audit-log";
+import type { deviceView, imageView, releaseView, rolloutView } from "../operator-api/views";
+import type { MemberStatus } from "../rollouts/member-status";
+
+type ImageJson = ReturnType<typeof imageView>;
+type ReleaseJson = ReturnType<typeof releaseView>;
+type RolloutJson = ReturnType<typeof rolloutView>;
+type DeviceJson = ReturnType<typeof deviceView>;
+
+export interface Whoami {
+  subject: string;
+  role: string;
+}
+
+export interface UploadAnswer {
+  name: string;
+  created: boolean;
+  image: ImageJson;
+}
+
+export interface ReleaseAnswer {
+  release: ReleaseJson;
+}
+
+export interface ReleaseList {
+  releases: ReleaseJson[];
+}
+
+export interface RolloutAnswer {
+  rollout: RolloutJson;
+}
+
+export interface RolloutList {
+  rollouts: RolloutJson[];
+}
+
+/** GET /rollouts/{ref}: the rollout and how many of its devices are where. */
+export interface RolloutStatus {
+  rollout: RolloutJson;
+  devices: { total: number } & Record<MemberStatus, number>;
+}
+
+export interface DeviceAnswer {
+  device: DeviceJson;
+}
+
+export interface DeviceList {
+  devices: DeviceJson[];
+  next: string | null;
+}
+
+export interface AuditPage {
+  entries: AuditRecord[];
+  next: number | null;
+}
+
+/** The error body of every 4xx and 5xx answer. */
+export interface ErrorBody {
+  error?: { code?: string; message?: string; reason?: string };
+}
