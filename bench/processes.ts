@@ -231,10 +231,12 @@ export async function startBareHttps(opts: {
   manifestFile: string;
   firmwareDir: string;
   cpu: string | null;
+  /** "express": the same answers through an Express application with one route. */
+  app?: "node" | "express";
 }): Promise<BareProcess> {
   const script = path.join(projectRoot(), "dist/bench/bare-https.js");
   const [cmd, args] = pinned(opts.cpu, process.execPath, [script, opts.cert, opts.key, opts.manifestFile, opts.firmwareDir]);
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NODE_ENV: "production" } });
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NODE_ENV: "production", BARE_APP: opts.app ?? "node" } });
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";
     child.stdout.on("data", (d) => {

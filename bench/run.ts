@@ -62,6 +62,8 @@ interface Args {
   quick: boolean;
   keep: boolean;
   dir: string;
+  /** The second reference: bare Node.js HTTPS, or the same answers through an Express application. */
+  bare: "node" | "express";
 }
 
 /** A mistake on the command line: reported as its message alone. */
@@ -89,6 +91,7 @@ function parseArgs(argv: string[]): Args {
   let only = new Set<Phase>(PHASES);
   let serverRoot: string | undefined;
   let compare: string | undefined;
+  let bare: Args["bare"] = "node";
   let dir = process.env.BENCH_DIR ?? path.join(os.tmpdir(), `esp32-ota-bench-${process.pid}`);
   const num = (i: number, name: string) => {
     const v = Number(argv[i + 1]);
@@ -100,6 +103,11 @@ function parseArgs(argv: string[]): Args {
     if (a === "--quick") continue;
     else if (a === "--keep") keep = true;
     else if (a === "--profile") opts.profile = true;
+    else if (a === "--bare") {
+      const v = argv[++i];
+      if (v !== "node" && v !== "express") throw new UsageError(`--bare takes node or express, got ${v}`);
+      bare = v;
+    }
     else if (a === "--seconds") opts.seconds = num(i++, a);
     else if (a === "--rounds") opts.rounds = num(i++, a);
     else if (a === "--devices") opts.devices = num(i++, a);
@@ -113,9 +121,9 @@ function parseArgs(argv: string[]): Args {
       if (bad.length) throw new UsageError(`--only takes a comma-separated list of ${PHASES.join(", ")}; got ${bad.join(", ")}`);
       only = new Set(list as Phase[]);
     }
-    else throw new UsageError(`unknown option ${a}; options: --quick --only LIST --seconds N --rounds N --devices N --slow-downloads N --profile --keep --dir DIR --server-root DIR --compare DIR`);
+    else throw new UsageError(`unknown option ${a}; options: --quick --only LIST --seconds N --rounds N --devices N --slow-downloads N --profile --keep --dir DIR --server-root DIR --compare DIR --bare node|express`);
   }
-  return { serverRoot, compare, only, opts, quick, keep, dir };
+  return { serverRoot, compare, only, opts, quick, keep, dir, bare };
 }
 
 function say(msg: string): void {
@@ -234,6 +242,7 @@ async function main(): Promise<void> {
         manifestFile: path.join(www, "manifest.json"),
         firmwareDir: path.join(www, "firmware"),
         cpu: cpu.server,
+        app: args.bare,
       });
     const bare = await startBare();
     stops.push(() => bare.stop());
@@ -263,6 +272,8 @@ async function main(): Promise<void> {
       pinning: cpu.description,
       server_build: args.serverRoot ?? "this tree",
       baseline_build: args.compare ?? null,
+      /** What the bare_node_* figures measure: bare Node.js HTTPS, or an Express app with one route (--bare express). */
+      bare_reference: args.bare,
       settings: opts,
       polls_keepalive: keepAlive,
       polls_handshake: handshake && { ...handshake, fleet_at_5min: Math.floor(handshake.server_rps * POLL_INTERVAL_S) },

@@ -8,6 +8,7 @@ export interface TableInput {
   pinning: string;
   /** --compare: the baseline build's folder; its figures get a column of their own. */
   baseline_build: string | null;
+  bare_reference: "node" | "express";
   polls_keepalive: (PollFigures & Partial<BaselineRates>) | null;
   polls_handshake: (PollFigures & Partial<BaselineRates> & { fleet_at_5min: number }) | null;
   downloads: (DownloadFigures & Partial<BaselineDownloads>) | null;
@@ -26,7 +27,7 @@ const num = (x: number | null | undefined, digits: number) => (typeof x === "num
 
 export function printTable(r: TableInput): void {
   const compare = r.baseline_build !== null;
-  const rows: string[][] = [["figure", "ours", "nginx", "ratio", "bare Node", "target", "", "busy ours/nginx", "per CPU-second ratio"]];
+  const rows: string[][] = [["figure", "ours", "nginx", "ratio", r.bare_reference === "express" ? "bare Express" : "bare Node", "target", "", "busy ours/nginx", "per CPU-second ratio"]];
   // With --compare: [baseline's figure, ours over the baseline's] for the row pushed just before.
   const vs: [string, string][] = [["baseline", "vs baseline"]];
   const base = (figure: string, ratio: string) => {
