@@ -8,7 +8,7 @@ import type { FolderWatcher } from "./catalog/folder-watcher";
 import type { Config } from "./config/config";
 import type { NonceCache } from "./device-api/nonce-cache";
 import type { DeviceRegistry } from "./devices/registry";
-import type { PartitionTable } from "./image/partitions";
+import type { PartitionTable } from "./esp";
 import type { ReleaseStore } from "./releases/release-store";
 import type { RolloutManager } from "./rollouts/rollout-manager";
 import type { Store } from "./store/db";

@@ -19,7 +19,7 @@ import type { Context } from "./context";
 import { NonceCache } from "./device-api/nonce-cache";
 import { DeviceRegistry } from "./devices/registry";
 import type { ErrorCode } from "./http/error-codes";
-import { parsePartitionsCsv, PartitionTableError, requireOtaLayout, type PartitionTable } from "./image/partitions";
+import { parsePartitionsCsv, PartitionTableError, requireOtaLayout, type PartitionTable } from "./esp";
 import { createLogger } from "./logging/logger";
 import { ReleaseStore } from "./releases/release-store";
 import { RolloutManager } from "./rollouts/rollout-manager";

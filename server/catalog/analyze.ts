@@ -1,7 +1,7 @@
 // Decides whether a file is an image this fleet can install: a valid ESP-IDF app that fits the smallest
 // OTA slot. Also computes what the manifest needs: whole-file SHA-256 and MD5, and per-block SHA-256.
 import { createHash } from "node:crypto";
-import { ImageError, maxChipRevision, parseAppImage, type ImageRejectCode } from "../image/esp-image";
+import { ImageError, maxChipRevision, parseAppImage, type ImageRejectCode } from "../esp";
 
 export type RejectCode = ImageRejectCode | "too_large" | "bad_name" | "empty";
 

@@ -11,7 +11,7 @@ import { ConfigError, loadConfig } from "../config/config";
 import type { Context } from "../context";
 import { deviceIdSchema, DEVICE_ID_RULE } from "../devices/device-id";
 import { MAX_SERVER_URL_LENGTH, provisionDevice, SERVER_URL_TOO_LONG } from "../devices/provisioning";
-import { normalizeChip, CHIP_NAMES } from "../image/chips";
+import { normalizeChip, CHIP_NAMES } from "../esp";
 import { ExportError, exportStatic } from "../export/static-export";
 import { createLogger } from "../logging/logger";
 import { openContext, openContextParts } from "../server";

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import type { Request, RequestHandler } from "express";
 import { hmacHex } from "../auth/keys";
 import type { Context } from "../context";
-import { normalizeChip, CHIP_NAMES } from "../image/chips";
+import { normalizeChip, CHIP_NAMES } from "../esp";
 import { badRequest, HttpError } from "../http/errors";
 import type { DeviceIdentity } from "../http/express-types";
 import { chooseImage, noOfferMessage, type Asker, type Offer } from "./offer";

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import type { CatalogImage } from "../catalog/catalog";
 import type { Context } from "../context";
-import { parseAppImage } from "../image/esp-image";
+import { parseAppImage } from "../esp";
 
 export interface ReportedDigests {
   /** Lower-case hex. */

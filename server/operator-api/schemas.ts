@@ -5,7 +5,7 @@ import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../catalog/analyze";
 import { deviceIdSchema } from "../devices/device-id";
 import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "../devices/provisioning";
 import { queryInt } from "../http/validate";
-import { CHIP_NAMES, normalizeChip } from "../image/chips";
+import { CHIP_NAMES, normalizeChip } from "../esp";
 import { hasOrder } from "../releases/version";
 import { rolloutPolicySchema } from "../rollouts/policy";
 
