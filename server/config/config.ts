@@ -2,7 +2,7 @@
 // a bad value stops the server with a message naming the variable.
 import path from "node:path";
 import { z } from "zod";
-import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "../devices/server-url";
+import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "./server-url";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 

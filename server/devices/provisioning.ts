@@ -4,7 +4,7 @@ import fs from "node:fs";
 import type { Credentials } from "../auth/credentials";
 import type { Config } from "../config/config";
 import type { DeviceRegistry } from "./registry";
-import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "./server-url";
+import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "../config/server-url";
 
 // Also offered from here, beside provisionDevice, for the callers that check a URL before they provision.
 export { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG };
