@@ -7,9 +7,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import type { CatalogImage } from "../catalog/catalog";
+import type { CatalogImage } from "../domain/catalog/catalog";
 import type { Context } from "../context";
-import { chooseImage } from "../device-api/offer";
+import { chooseImage } from "../domain/releases/offer";
 
 export class ExportError extends Error {}
 
