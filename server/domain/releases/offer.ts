@@ -6,12 +6,24 @@
 // rollout stage, its upgrade path and pins. The poll path reads memory plus at most two indexed lookups (the
 // device's row, and its tags when some release on its channel targets tags). The device API's endpoints and
 // `ota export` (server/export/) both ask here.
-import type { CatalogImage } from "../catalog/catalog";
-import type { Context } from "../../context";
+import type { Logger } from "pino";
+import type { Catalog, CatalogImage } from "../catalog/catalog";
+import type { DeviceRegistry } from "../devices/registry";
+import type { RolloutManager } from "../rollouts/rollout-manager";
 import type { DeviceRow } from "../../infra/store/schema";
 import { assign, type DeviceFacts } from "./assign";
+import type { ReleaseStore } from "./release-store";
 
 const DEFAULT_CHANNEL = "stable";
+
+/** What the decision reads: the server's context has all of it. */
+export interface OfferServices {
+  catalog: Catalog;
+  releases: ReleaseStore;
+  rollouts: RolloutManager;
+  devices: DeviceRegistry;
+  log: Logger;
+}
 
 export interface Asker {
   deviceId: string | null;
@@ -45,7 +57,7 @@ function offerOf(image: CatalogImage, release: string | null, allowDowngrade: bo
   return offer;
 }
 
-export async function chooseImage(ctx: Context, asker: Asker): Promise<Offer | undefined> {
+export async function chooseImage(ctx: OfferServices, asker: Asker): Promise<Offer | undefined> {
   if (ctx.releases.size === 0) {
     const image = ctx.catalog.latest(asker.chip);
     return image && offerOf(image, null, false);
@@ -67,7 +79,7 @@ export async function chooseImage(ctx: Context, asker: Asker): Promise<Offer | u
 }
 
 /** What the registry and the request together say about the asking device. */
-async function deviceFacts(ctx: Context, asker: Asker): Promise<DeviceFacts> {
+async function deviceFacts(ctx: Pick<OfferServices, "devices" | "releases">, asker: Asker): Promise<DeviceFacts> {
   const row = !asker.deviceId ? undefined : asker.row !== undefined ? (asker.row ?? undefined) : await ctx.devices.get(asker.deviceId);
   const known = row ? ctx.devices.view(row) : undefined;
   const channel = known?.channel ?? DEFAULT_CHANNEL;
@@ -84,7 +96,7 @@ async function deviceFacts(ctx: Context, asker: Asker): Promise<DeviceFacts> {
 }
 
 /** Why nothing was offered, in words that say what to do. */
-export function noOfferMessage(ctx: Context, asker: Asker): string {
+export function noOfferMessage(ctx: Pick<OfferServices, "releases">, asker: Asker): string {
   if (ctx.releases.size === 0) {
     return asker.chip
       ? `no firmware for ${asker.chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
