@@ -95,7 +95,7 @@ function claimedDeviceId(headers: IncomingHttpHeaders, basicUser: string | null)
   return { id: first.id, source: first.source };
 }
 
-async function isOperatorToken(ctx: Context, s: string | undefined): Promise<boolean> {
+async function isOperatorToken(ctx: Pick<Context, "credentials">, s: string | undefined): Promise<boolean> {
   return Boolean(s && looksLikeJwt(s) && (await ctx.credentials.verifyOperatorToken(s)).ok);
 }
 
@@ -109,7 +109,7 @@ export interface DeviceCredentialRequest {
  * Authenticates a device request; throws the HttpError to answer otherwise (an AuthChallenge when no credential
  * was presented at all).
  */
-async function authenticateDevice(ctx: Context, req: DeviceCredentialRequest): Promise<DeviceIdentity> {
+async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">, req: DeviceCredentialRequest): Promise<DeviceIdentity> {
   refuseQueryCredentials(req.url);
   const presented = presentedKey(req.headers);
   if (!presented) {
@@ -156,7 +156,7 @@ async function authenticateDevice(ctx: Context, req: DeviceCredentialRequest): P
   throw unauthorized("invalid_credential", "the API key is not valid");
 }
 
-export function deviceAuth(ctx: Context): RequestHandler {
+export function deviceAuth(ctx: Pick<Context, "credentials" | "devices">): RequestHandler {
   return async (req, res, next) => {
     try {
       req.device = await authenticateDevice(ctx, req);
@@ -170,7 +170,7 @@ export function deviceAuth(ctx: Context): RequestHandler {
 }
 
 /** For a body that names a device: the authenticated caller must be allowed to speak for it. */
-export async function assertMaySpeakFor(ctx: Context, caller: NonNullable<Express.Request["device"]>, deviceId: string) {
+export async function assertMaySpeakFor(ctx: Pick<Context, "devices">, caller: NonNullable<Express.Request["device"]>, deviceId: string) {
   if (caller.id && caller.id !== deviceId) {
     throw forbidden("device_mismatch", `this request is authenticated for device ${caller.id}, not ${deviceId}`);
   }

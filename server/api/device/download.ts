@@ -156,7 +156,7 @@ export function sendBytes(req: Request, res: Response, src: ByteSource): void {
   writeBytes(res, src, plan, req.log);
 }
 
-export function imageSource(ctx: Context, image: CatalogImage, filename: string): ByteSource {
+export function imageSource(ctx: Pick<Context, "blobs">, image: CatalogImage, filename: string): ByteSource {
   const buffer = ctx.blobs.cached(image.sha256);
   const src: ByteSource = { size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5, sha256: image.sha256 };
   return buffer ? { ...src, buffer } : { ...src, file: ctx.blobs.path(image.sha256) };
@@ -203,7 +203,7 @@ export function byNameHandler(ctx: Context): RequestHandler {
 const HASH_BIN_RE = /^([0-9a-f]{64})\.bin$/;
 
 /** GET|HEAD /firmware/sha256/:file — content-addressed: the bytes are exactly those the hash names. */
-export function byHashHandler(ctx: Context): RequestHandler {
+export function byHashHandler(ctx: Pick<Context, "catalog" | "blobs">): RequestHandler {
   return (req, res) => {
     const m = HASH_BIN_RE.exec(String(req.params.file).toLowerCase());
     if (!m) throw badRequest("invalid_hash", "use /firmware/sha256/<64 lowercase hex>.bin");
@@ -214,7 +214,7 @@ export function byHashHandler(ctx: Context): RequestHandler {
 }
 
 /** GET|HEAD /firmware/sha256/:hash/blocks — the SHA-256 of every block, 32 bytes each, in order. */
-export function blockHashesHandler(ctx: Context): RequestHandler {
+export function blockHashesHandler(ctx: Pick<Context, "catalog">): RequestHandler {
   return (req, res) => {
     const hash = String(req.params.hash).toLowerCase();
     if (!/^[0-9a-f]{64}$/.test(hash)) throw badRequest("invalid_hash", "use /firmware/sha256/<64 lowercase hex>/blocks");

@@ -20,11 +20,11 @@ const MAC_HEADER = "X-Manifest-HMAC";
 const FLEET_MAC_HEADER = "X-Manifest-Fleet-HMAC";
 
 /** The base URL put into manifests: OTA_PUBLIC_URL, else the host the client used (if well-formed). */
-export function baseUrl(ctx: Context, req: Request): string {
+export function baseUrl(ctx: Pick<Context, "config">, req: Request): string {
   return baseUrlFor(ctx, req.get("host"));
 }
 
-function baseUrlFor(ctx: Context, host: string | undefined): string {
+function baseUrlFor(ctx: Pick<Context, "config">, host: string | undefined): string {
   if (ctx.config.publicUrl) return ctx.config.publicUrl;
   return `https://${host && HOST_RE.test(host) ? host : `localhost:${ctx.config.port}`}`;
 }
@@ -56,7 +56,7 @@ function parseVersion(raw: string | undefined): string | null {
 }
 
 /** 404 when there is nothing to offer this device, saying why. */
-export function noFirmware(ctx: Context, asker: Asker): HttpError {
+export function noFirmware(ctx: Pick<Context, "releases">, asker: Asker): HttpError {
   return new HttpError(404, "no_firmware", noOfferMessage(ctx, asker));
 }
 
@@ -226,7 +226,7 @@ export function manifestHandler(ctx: Context): RequestHandler {
  * Authenticates the manifest answer and sends it: X-Manifest-HMAC under the asking device's own MAC key (for a
  * device that named itself), and X-Manifest-Fleet-HMAC under the fleet key when OTA_FLEET_MANIFEST_HMAC is on.
  */
-export function manifestMac(ctx: Context): RequestHandler {
+export function manifestMac(ctx: Pick<Context, "config" | "credentials">): RequestHandler {
   const fleetKey = ctx.config.fleetManifestHmac ? ctx.credentials.fleetManifestMacKey(ctx.config.fleetManifestKeyGeneration) : null;
   return (req, res) => {
     const a = res.locals.manifest as ManifestAnswer;

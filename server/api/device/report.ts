@@ -71,7 +71,7 @@ export const reportBodyParser = express.json({ limit: REPORT_BODY_LIMIT, strict:
 
 /** Validates and stores one report from `caller` (the body as parsed JSON); throws the HttpError to answer. */
 async function acceptReport(
-  ctx: Context,
+  ctx: Pick<Context, "devices">,
   caller: DeviceIdentity,
   body: unknown,
   ip: string | undefined,
@@ -96,7 +96,7 @@ async function acceptReport(
   return { duplicate, deviceId: r.device_id, status: r.status, reason: r.reason };
 }
 
-export function reportHandler(ctx: Context): RequestHandler {
+export function reportHandler(ctx: Pick<Context, "devices">): RequestHandler {
   return async (req, res) => {
     if (!req.is("application/json")) {
       throw new HttpError(415, "unsupported_media_type", "send the report as Content-Type: application/json");
