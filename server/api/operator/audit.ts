@@ -4,7 +4,7 @@ import type { Context } from "../../context";
 import { parseWith } from "../http/validate";
 import { auditQuery } from "./schemas";
 
-export function listAudit(ctx: Context): RequestHandler {
+export function listAudit(ctx: Pick<Context, "audit">): RequestHandler {
   return async (req, res) => {
     const q = parseWith(auditQuery, req.query, "query");
     const limit = q.limit ?? 100;

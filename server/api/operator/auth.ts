@@ -11,7 +11,7 @@ import { actorOf } from "./actor";
 
 const WWW = { "WWW-Authenticate": 'Bearer realm="esp32-ota operator API"' };
 
-export function operatorAuth(ctx: Context): RequestHandler {
+export function operatorAuth(ctx: Pick<Context, "credentials">): RequestHandler {
   return async (req, res, next) => {
     const header = req.get("authorization");
     const apiKey = req.get("x-api-key");

@@ -13,7 +13,7 @@ function deviceParam(value: unknown): string {
   return parseWith(params.deviceId, { id: value }, "device id").id;
 }
 
-export function listDevices(ctx: Context): RequestHandler {
+export function listDevices(ctx: Pick<Context, "devices">): RequestHandler {
   return async (req, res) => {
     const q = parseWith(deviceListQuery, req.query, "query");
     const limit = q.limit ?? 100;
@@ -26,7 +26,7 @@ export function listDevices(ctx: Context): RequestHandler {
   };
 }
 
-export function getDevice(ctx: Context): RequestHandler {
+export function getDevice(ctx: Pick<Context, "devices">): RequestHandler {
   return async (req, res) => {
     const id = deviceParam(req.params.id);
     await ctx.devices.flush();
@@ -37,7 +37,7 @@ export function getDevice(ctx: Context): RequestHandler {
   };
 }
 
-export function deviceReports(ctx: Context): RequestHandler {
+export function deviceReports(ctx: Pick<Context, "devices">): RequestHandler {
   return async (req, res) => {
     const id = deviceParam(req.params.id);
     const q = parseWith(reportsQuery, req.query, "query");
@@ -49,7 +49,7 @@ export function deviceReports(ctx: Context): RequestHandler {
 }
 
 /** Group, channel, pin, chip and tags: what targeting and compatibility checks use. */
-export function patchDevice(ctx: Context): RequestHandler {
+export function patchDevice(ctx: Pick<Context, "devices" | "releases" | "audit">): RequestHandler {
   return async (req, res) => {
     const id = deviceParam(req.params.id);
     const b = parseWith(devicePatchBody, req.body ?? {}, "body");
@@ -71,7 +71,7 @@ export function patchDevice(ctx: Context): RequestHandler {
   };
 }
 
-export function provision(ctx: Context): RequestHandler {
+export function provision(ctx: Pick<Context, "config" | "devices" | "credentials" | "audit">): RequestHandler {
   return async (req, res) => {
     const id = deviceParam(req.params.id);
     const body = parseWith(provisionBody, req.body ?? {}, "body");

@@ -12,7 +12,7 @@ import { actorOf } from "./actor";
 import { params, uploadFields } from "./schemas";
 import { fileView, imageView } from "./views";
 
-export function listImages(ctx: Context): RequestHandler {
+export function listImages(ctx: Pick<Context, "catalog">): RequestHandler {
   return (_req, res) => {
     const offered = new Set(ctx.catalog.offered().map((i) => i.sha256));
     const images = ctx.catalog
@@ -23,7 +23,7 @@ export function listImages(ctx: Context): RequestHandler {
   };
 }
 
-export function getImage(ctx: Context): RequestHandler {
+export function getImage(ctx: Pick<Context, "catalog">): RequestHandler {
   return (req, res) => {
     const sha = String(req.params.sha256).toLowerCase();
     if (!params.sha256.safeParse({ sha256: sha }).success) throw badRequest("invalid_hash", "sha256 must be 64 hex characters");
@@ -34,7 +34,7 @@ export function getImage(ctx: Context): RequestHandler {
   };
 }
 
-export function listFiles(ctx: Context, only?: "problems"): RequestHandler {
+export function listFiles(ctx: Pick<Context, "catalog">, only?: "problems"): RequestHandler {
   return (_req, res) => {
     const files = ctx.catalog
       .allFiles()
@@ -50,7 +50,7 @@ function defaultName(project: string, version: string, sha256: string): string {
 }
 
 /** multipart/form-data with one "file" field (and an optional "name"), capped at the OTA slot size. */
-export function uploadHandlers(ctx: Context): RequestHandler[] {
+export function uploadHandlers(ctx: Pick<Context, "config" | "catalog" | "watcher" | "audit">): RequestHandler[] {
   const tmpDir = path.join(ctx.config.dataDir, "uploads");
   fs.mkdirSync(tmpDir, { recursive: true, mode: 0o700 });
   const max = ctx.catalog.maxImageSize;

@@ -11,19 +11,19 @@ import { releaseView } from "./views";
 
 const unprocessable = (code: CodeWithStatus<422>, message: string) => new HttpError(422, code, message);
 
-function resolveImage(ctx: Context, ref: string): CatalogImage | undefined {
+function resolveImage(ctx: Pick<Context, "catalog">, ref: string): CatalogImage | undefined {
   if (/^[0-9a-fA-F]{64}$/.test(ref)) return ctx.catalog.image(ref.toLowerCase());
   return ctx.catalog.imageByName(ref);
 }
 
-export function listReleases(ctx: Context): RequestHandler {
+export function listReleases(ctx: Pick<Context, "releases" | "rollouts">): RequestHandler {
   return (req, res) => {
     const q = parseWith(releaseListQuery, req.query, "query");
     res.json({ releases: ctx.releases.list(q).map((r) => releaseView(r, ctx.rollouts.get(r.name))) });
   };
 }
 
-export function getRelease(ctx: Context): RequestHandler {
+export function getRelease(ctx: Pick<Context, "releases" | "rollouts">): RequestHandler {
   return (req, res) => {
     const { name } = parseWith(params.release, req.params, "path");
     const r = ctx.releases.get(name);
@@ -32,7 +32,7 @@ export function getRelease(ctx: Context): RequestHandler {
   };
 }
 
-export function createRelease(ctx: Context): RequestHandler {
+export function createRelease(ctx: Pick<Context, "catalog" | "releases" | "audit">): RequestHandler {
   return async (req, res) => {
     const b = parseWith(createReleaseBody, req.body ?? {}, "body");
     if (ctx.releases.get(b.name)) throw new HttpError(409, "release_exists", `a release named ${b.name} already exists; releases cannot change, choose another name`);

@@ -15,14 +15,14 @@ function asHttp(e: unknown): never {
   throw e;
 }
 
-function find(ctx: Context, ref: unknown): Rollout {
+function find(ctx: Pick<Context, "rollouts">, ref: unknown): Rollout {
   const { ref: r } = parseWith(params.rollout, { ref }, "path");
   const rollout = ctx.rollouts.get(r);
   if (!rollout) throw notFound("rollout_not_found", `no rollout ${r} (give a rollout id or the name of its release)`);
   return rollout;
 }
 
-export function startRollout(ctx: Context): RequestHandler {
+export function startRollout(ctx: Pick<Context, "releases" | "rollouts">): RequestHandler {
   return async (req, res) => {
     const { name } = parseWith(params.release, req.params, "path");
     const policy = parseWith(rolloutStartBody, req.body ?? {}, "body");
@@ -32,13 +32,13 @@ export function startRollout(ctx: Context): RequestHandler {
   };
 }
 
-export function listRollouts(ctx: Context): RequestHandler {
+export function listRollouts(ctx: Pick<Context, "rollouts">): RequestHandler {
   return (_req, res) => {
     res.json({ rollouts: ctx.rollouts.list().map(rolloutView) });
   };
 }
 
-export function getRollout(ctx: Context): RequestHandler {
+export function getRollout(ctx: Pick<Context, "rollouts">): RequestHandler {
   return async (req, res) => {
     const rollout = find(ctx, req.params.ref);
     const s = await ctx.rollouts.summary(rollout.id);
@@ -48,7 +48,7 @@ export function getRollout(ctx: Context): RequestHandler {
 
 type Action = "pause" | "resume" | "abort" | "advance";
 
-export function rolloutAction(ctx: Context, action: Action): RequestHandler {
+export function rolloutAction(ctx: Pick<Context, "rollouts">, action: Action): RequestHandler {
   return async (req, res) => {
     const rollout = find(ctx, req.params.ref);
     const by = actorOf(req);
