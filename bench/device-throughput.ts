@@ -22,9 +22,9 @@ import { espFixture, factoryImage, factoryOtadata, HELLO_WORLD_FILE, loadAgent, 
 import { PARTITIONS_CSV } from "../device/host/paths";
 import { vmClock } from "../device/host/vm/loader";
 import type { WriterOp } from "../device/host/writer-service";
-import { loadConfig } from "../server/config/config";
-import { provisionDevice } from "../server/devices/provisioning";
-import { createLogger } from "../server/logging/logger";
+import { loadConfig } from "../server/infra/config/config";
+import { provisionDevice } from "../server/domain/devices/provisioning";
+import { createLogger } from "../server/infra/logging/logger";
 import { startServer, type RunningServer } from "../server/server";
 
 const TARGET_KIB_S = 64;

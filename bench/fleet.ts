@@ -3,11 +3,11 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { loadConfig } from "../server/config/config";
-import { createLogger } from "../server/logging/logger";
+import { loadConfig } from "../server/infra/config/config";
+import { createLogger } from "../server/infra/logging/logger";
 import { projectRoot } from "../server/paths";
 import { openContextParts } from "../server/server";
-import type { NewDevice } from "../server/store/schema";
+import type { NewDevice } from "../server/infra/store/schema";
 
 export interface BenchDevice {
   id: string;

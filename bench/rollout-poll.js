@@ -66,8 +66,8 @@ function offerRate(chooseImage, ctx, label) {
 }
 
 async function startOne(root) {
-  const { loadConfig } = dist("config/config");
-  const { createLogger } = dist("logging/logger");
+  const { loadConfig } = dist("infra/config/config");
+  const { createLogger } = dist("infra/logging/logger");
   const { startServer } = dist("server");
   const config = loadConfig(
     { PORT: "0", HOST: "127.0.0.1", OTA_DATA_DIR: "data", OTA_FIRMWARE_DIR: "firmware", OTA_CERT_DIR: "certs", OTA_PARTITIONS: path.join(ROOT, "partitions.csv"), OTA_INGEST_SETTLE_MS: "100", OTA_LOG_LEVEL: "silent", OTA_AUTH_FAILURE_LIMIT: "1000000" },
@@ -104,7 +104,7 @@ async function addReleases(ctx) {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main() {
-  const { chooseImage } = dist("device-api/offer");
+  const { chooseImage } = dist("domain/releases/offer");
   const roots = [0, 1].map(() => fs.mkdtempSync(path.join(os.tmpdir(), "ota-bench-")));
   const base = await startOne(roots[0]);
   const rel = await startOne(roots[1]);

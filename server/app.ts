@@ -4,12 +4,12 @@
 import express from "express";
 import helmet from "helmet";
 import type { Context } from "./context";
-import { deviceRouter, offeredDownloadRouter } from "./device-api/router";
-import { authFailureLimiter } from "./http/auth-limiter";
-import { errorHandler, notFoundHandler, sendError } from "./http/errors";
-import { requestLog } from "./http/request-log";
-import { operatorRouter } from "./operator-api/router";
-import "./http/express-types";
+import { deviceRouter, offeredDownloadRouter } from "./api/device/router";
+import { authFailureLimiter } from "./api/http/auth-limiter";
+import { errorHandler, notFoundHandler, sendError } from "./api/http/errors";
+import { requestLog } from "./api/http/request-log";
+import { operatorRouter } from "./api/operator/router";
+import "./api/http/express-types";
 
 export function createApp(ctx: Context): express.Express {
   const app = express();

@@ -1,17 +1,17 @@
 // Everything a request handler may need, built once at start.
 import type { Logger } from "pino";
-import type { AuditLog } from "./audit/audit-log";
-import type { Credentials } from "./auth/credentials";
-import type { BlobStore } from "./catalog/blob-store";
-import type { Catalog } from "./catalog/catalog";
-import type { FolderWatcher } from "./catalog/folder-watcher";
-import type { Config } from "./config/config";
-import type { NonceCache } from "./device-api/nonce-cache";
-import type { DeviceRegistry } from "./devices/registry";
-import type { PartitionTable } from "./image/partitions";
-import type { ReleaseStore } from "./releases/release-store";
-import type { RolloutManager } from "./rollouts/rollout-manager";
-import type { Store } from "./store/db";
+import type { AuditLog } from "./domain/audit/audit-log";
+import type { Credentials } from "./infra/auth/credentials";
+import type { BlobStore } from "./domain/catalog/blob-store";
+import type { Catalog } from "./domain/catalog/catalog";
+import type { FolderWatcher } from "./domain/catalog/folder-watcher";
+import type { Config } from "./infra/config/config";
+import type { NonceCache } from "./api/device/nonce-cache";
+import type { DeviceRegistry } from "./domain/devices/registry";
+import type { PartitionTable } from "./esp";
+import type { ReleaseStore } from "./domain/releases/release-store";
+import type { RolloutManager } from "./domain/rollouts/rollout-manager";
+import type { Store } from "./infra/store/db";
 
 export interface Context {
   config: Config;

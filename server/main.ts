@@ -1,6 +1,6 @@
 // `npm start`: the OTA server on its embedded defaults (see docs/operations.md for every variable).
-import { ConfigError, loadConfig } from "./config/config";
-import { asyncStdout, createLogger } from "./logging/logger";
+import { ConfigError, loadConfig } from "./infra/config/config";
+import { asyncStdout, createLogger } from "./infra/logging/logger";
 import { startServer, type RunningServer } from "./server";
 
 async function main(): Promise<void> {

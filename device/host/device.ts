@@ -4,8 +4,7 @@
 import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import * as jd from "jacdac-ts";
-import { otaSelectCrc as crcOf } from "../../server/image/esp-image";
-import { encodePartitionTable, DEFAULT_TABLE_OFFSET, type PartitionTable } from "../../server/image/partitions";
+import { encodePartitionTable, DEFAULT_TABLE_OFFSET, otaSelectCrc as crcOf, type PartitionTable } from "../../server/esp";
 import { bootloader, otaSlots, type BootedApp } from "./esp/bootloader";
 import { Flash } from "./esp/flash";
 import { chipByName, type Chip } from "./esp/image-check";

@@ -2,7 +2,7 @@
 // table, a factory image and the otadata ESP32 boards ship with.
 import fs from "node:fs";
 import path from "node:path";
-import { parsePartitionsCsv, requireOtaLayout, type PartitionTable } from "../../server/image/partitions";
+import { parsePartitionsCsv, requireOtaLayout, type PartitionTable } from "../../server/esp";
 import { buildAgent } from "./build-agent";
 import { deriveImage } from "./esp/factory-image";
 import { PARTITIONS_CSV, ROOT, SERVICES_JSON } from "./paths";

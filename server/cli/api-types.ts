@@ -1,8 +1,8 @@
-// What the operator API answers, as the CLI reads it: the JSON of the server's own views (operator-api/views.ts),
+// What the operator API answers, as the CLI reads it: the JSON of the server's own views (api/operator/views.ts),
 // so a change there that the CLI depends on fails type-checking here.
-import type { AuditRecord } from "../audit/audit-log";
-import type { deviceView, imageView, releaseView, rolloutView } from "../operator-api/views";
-import type { MemberStatus } from "../rollouts/member-status";
+import type { AuditRecord } from "../domain/audit/audit-log";
+import type { deviceView, imageView, releaseView, rolloutView } from "../api/operator/views";
+import type { MemberStatus } from "../domain/rollouts/member-status";
 
 type ImageJson = ReturnType<typeof imageView>;
 type ReleaseJson = ReturnType<typeof releaseView>;

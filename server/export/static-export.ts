@@ -7,9 +7,9 @@
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import type { CatalogImage } from "../catalog/catalog";
-import type { Context } from "../context";
-import { chooseImage } from "../device-api/offer";
+import type { BlobStore } from "../domain/catalog/blob-store";
+import type { CatalogImage } from "../domain/catalog/catalog";
+import { chooseImage, type OfferServices } from "../domain/releases/offer";
 
 export class ExportError extends Error {}
 
@@ -65,7 +65,7 @@ async function alreadyThere(file: string, sha256: string): Promise<boolean> {
   }
 }
 
-export async function exportStatic(ctx: Context, opts: ExportOptions): Promise<ExportedManifest[]> {
+export async function exportStatic(ctx: OfferServices & { blobs: BlobStore }, opts: ExportOptions): Promise<ExportedManifest[]> {
   const chips = [...new Set(ctx.catalog.offered().map((i) => i.chip))].sort();
   const wanted: { file: string; chip: string | null }[] = [
     { file: "manifest.json", chip: null },

@@ -1,5 +1,5 @@
 import { hkdfSync, randomBytes } from "node:crypto";
-import { deriveKey, deviceApiKey, deviceMacKey, operatorSigningKey, safeEqual } from "../../server/auth/keys";
+import { deriveKey, deviceApiKey, deviceMacKey, operatorSigningKey, safeEqual } from "../../server/infra/auth/keys";
 
 // The salt and info layout are part of the key hierarchy in docs/security.md.
 const nodeHkdf = (master: Buffer, ...info: (string | number)[]) =>

@@ -3,8 +3,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { parseAppImage } from "../../server/image/esp-image";
-import { parsePartitionsCsv, type PartitionTable } from "../../server/image/partitions";
+import { parseAppImage, parsePartitionsCsv, type PartitionTable } from "../../server/esp";
 import { bootloader, FACTORY_INDEX, otaSlots } from "../../device/host/esp/bootloader";
 import { deriveImage } from "../../device/host/esp/factory-image";
 import { Flash } from "../../device/host/esp/flash";

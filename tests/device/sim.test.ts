@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { runSim } from "../../device/host/sim";
-import { provisionDevice } from "../../server/devices/provisioning";
+import { provisionDevice } from "../../server/domain/devices/provisioning";
 import { HELLO_VERSION, offerHelloWorld, SERVER_ENV, serverView } from "../helpers/device";
 import { startTestServer, type TestServer } from "../helpers/server";
 

@@ -6,7 +6,7 @@ import { EmulatedDevice, type DeviceOptions } from "../../device/host/device";
 import { factoryImage, factoryOtadata, loadAgent, loadPartitions } from "../../device/host/setup";
 import { vmClock } from "../../device/host/vm/loader";
 import type { WriterOp } from "../../device/host/writer-service";
-import { provisionDevice } from "../../server/devices/provisioning";
+import { provisionDevice } from "../../server/domain/devices/provisioning";
 import { HELLO_WORLD, read } from "./fixtures";
 import { Relay } from "./relay";
 import { eventually, startTestServer, type TestServer } from "./server";

@@ -5,8 +5,8 @@ import os from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { Agent, request } from "undici";
-import { loadConfig } from "../../server/config/config";
-import { createLogger } from "../../server/logging/logger";
+import { loadConfig } from "../../server/infra/config/config";
+import { createLogger } from "../../server/infra/logging/logger";
 import { startServer, type RunningServer } from "../../server/server";
 
 export const ROOT = path.resolve(__dirname, "../..");

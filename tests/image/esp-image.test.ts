@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { ImageError, maxChipRevision, otaSelectCrc, parseAppImage } from "../../server/image/esp-image";
+import { ImageError, maxChipRevision, otaSelectCrc, parseAppImage } from "../../server/esp";
 import { BOOTLOADER, expected, fixturePath, HAS_ESPHOME, HELLO_WORLD, read } from "../helpers/fixtures";
 
 function rejectCode(buf: Buffer): string {

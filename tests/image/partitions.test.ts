@@ -6,7 +6,7 @@ import {
   parsePartitionsCsv,
   PartitionTableError,
   requireOtaLayout,
-} from "../../server/image/partitions";
+} from "../../server/esp";
 import { PARTITIONS_DIR, PARTITION_TABLE_OTA, PARTITION_TABLE_SINGLE, read } from "../helpers/fixtures";
 
 const csv = (name: string) => fs.readFileSync(path.join(PARTITIONS_DIR, name), "utf8");

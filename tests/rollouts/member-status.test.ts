@@ -1,6 +1,6 @@
 // The member-status rules on their own: how a report moves a device in a rollout, which rollout a report is
 // about, and what a status counts toward (the HTTPS tests show the same rules end to end).
-import { compileRelease, type CompiledRelease, type Release } from "../../server/releases/release-store";
+import { compileRelease, type CompiledRelease, type Release } from "../../server/domain/releases/release-store";
 import {
   countMember,
   isFinished,
@@ -19,7 +19,7 @@ import {
   type Member,
   type MemberStatus,
   type ReportFacts,
-} from "../../server/rollouts/member-status";
+} from "../../server/domain/rollouts/member-status";
 
 let nextId = 0;
 const rel = (o: Partial<Release>): CompiledRelease =>

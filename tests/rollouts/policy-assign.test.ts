@@ -1,11 +1,11 @@
 // The rules behind offers and rollouts, as pure functions: thresholds, bucketing, and which release a
 // device gets (the HTTPS tests show the same rules end to end).
 import { randomBytes } from "node:crypto";
-import { assign, type AssignDeps, type DeviceFacts } from "../../server/releases/assign";
-import { compileRelease, type CompiledRelease, type Release } from "../../server/releases/release-store";
-import { compareVersions } from "../../server/releases/version";
-import { BUCKETS, bucketOf, stageLimit } from "../../server/rollouts/bucket";
-import { pauseReason, readyToAdvance, rolloutPolicySchema } from "../../server/rollouts/policy";
+import { assign, type AssignDeps, type DeviceFacts } from "../../server/domain/releases/assign";
+import { compileRelease, type CompiledRelease, type Release } from "../../server/domain/releases/release-store";
+import { compareVersions } from "../../server/domain/releases/version";
+import { BUCKETS, bucketOf, stageLimit } from "../../server/domain/rollouts/bucket";
+import { pauseReason, readyToAdvance, rolloutPolicySchema } from "../../server/domain/rollouts/policy";
 
 const policy = rolloutPolicySchema.parse({ max_failure_rate: 20, max_rollback_rate: 10, failure_min_sample: 5, success_threshold: 90, min_sample: 4 });
 

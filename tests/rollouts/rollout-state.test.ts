@@ -1,9 +1,9 @@
 // The rollout state machine on its own: which operator actions each state allows, whom each state offers the
 // release to, and what a running rollout does by itself once a member finishes.
-import type { RolloutState } from "../../server/store/schema";
-import { newTally, type Tally } from "../../server/rollouts/member-status";
-import { rolloutPolicySchema } from "../../server/rollouts/policy";
-import { allows, isLastStage, offersTo, verdict, type Asker, type RolloutAction } from "../../server/rollouts/rollout-state";
+import type { RolloutState } from "../../server/infra/store/schema";
+import { newTally, type Tally } from "../../server/domain/rollouts/member-status";
+import { rolloutPolicySchema } from "../../server/domain/rollouts/policy";
+import { allows, isLastStage, offersTo, verdict, type Asker, type RolloutAction } from "../../server/domain/rollouts/rollout-state";
 
 const STATES: RolloutState[] = ["running", "paused", "aborted", "completed"];
 

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import tls from "node:tls";
 import jwt from "jsonwebtoken";
-import { operatorSigningKey } from "../../server/auth/keys";
+import { operatorSigningKey } from "../../server/infra/auth/keys";
 import { BOOTLOADER, HELLO_WORLD, read } from "../helpers/fixtures";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
 

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
-import { analyzeImage, blockHashes } from "../../server/catalog/analyze";
-import { manifestBody } from "../../server/device-api/manifest";
-import type { Offer } from "../../server/device-api/offer";
+import { analyzeImage, blockHashes } from "../../server/domain/catalog/analyze";
+import { manifestBody } from "../../server/api/device/manifest";
+import type { Offer } from "../../server/domain/releases/offer";
 import { HELLO_WORLD, HELLO_WORLD_S3, read } from "../helpers/fixtures";
 
 function offer(file: string, blockSize: number, release: string | null = null): Offer {

@@ -9,12 +9,10 @@
 // 3. The chosen slot must hold an image that passes verification; if not, the bootloader tries the slots
 //    below it down to factory, then those above it.
 import { createHash } from "node:crypto";
-import type { AppImage } from "../../../server/image/esp-image";
-import { APP_TYPE, OTA_SUBTYPE_MIN, type Partition, type PartitionTable } from "../../../server/image/partitions";
+import { APP_TYPE, OTA_SUBTYPE_MIN, otaSelectCrc, type AppImage, type Partition, type PartitionTable } from "../../../server/esp";
 import { Flash } from "./flash";
 import { checkImage, ImageCheckError, type Chip } from "./image-check";
 import { activeEntry, isInvalid, newEntry, OtaState, Otadata, slotOf, SEQ_NONE } from "./otadata";
-import { otaSelectCrc } from "../../../server/image/esp-image";
 
 export const FACTORY_INDEX = -1;
 const FACTORY_SUBTYPE = 0x00;

@@ -2,7 +2,7 @@
 // secure_version) and re-sealed as the build would have sealed it: the XOR checksum over the segments and
 // the appended SHA-256 recomputed. The result passes the same verification as any image.
 import { createHash } from "node:crypto";
-import { APP_DESC_OFFSET, parseAppImage } from "../../../server/image/esp-image";
+import { APP_DESC_OFFSET, parseAppImage } from "../../../server/esp";
 
 const VERSION_AT = APP_DESC_OFFSET + 16; // esp_app_desc_t.version[32]
 const SECURE_VERSION_AT = APP_DESC_OFFSET + 4;

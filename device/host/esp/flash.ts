@@ -1,6 +1,6 @@
 // SPI NOR flash as the ESP32 has it: erased bytes are 0xFF, erasing works on 4 KiB sectors, and a write can
 // only clear bits (the stored byte becomes old AND new), so writing over unerased data corrupts it.
-import type { Partition } from "../../../server/image/partitions";
+import type { Partition } from "../../../server/esp";
 
 export const SECTOR_SIZE = 0x1000;
 

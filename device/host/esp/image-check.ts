@@ -1,8 +1,7 @@
 // What the bootloader and esp_ota_end check before an image may boot: the server's own parser (magic,
-// segments, checksum, appended SHA-256, app descriptor; server/image/esp-image.ts), then the chip id and
+// segments, checksum, appended SHA-256, app descriptor; server/esp/esp-image.ts), then the chip id and
 // revision range (bootloader_common_check_chip_validity).
-import { ImageError, maxChipRevision, parseAppImage, type AppImage } from "../../../server/image/esp-image";
-import { CHIPS } from "../../../server/image/chips";
+import { CHIPS, ImageError, maxChipRevision, parseAppImage, type AppImage } from "../../../server/esp";
 
 export interface Chip {
   name: string;

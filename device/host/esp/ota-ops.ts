@@ -1,12 +1,11 @@
 // ESP-IDF's esp_ota_ops (components/app_update/esp_ota_ops.c) over the emulated flash, with app rollback
 // enabled: what the native writer does for each command of device/services/otawriter.md.
 import { createHash } from "node:crypto";
-import type { Partition, PartitionTable } from "../../../server/image/partitions";
+import { otaSelectCrc, type Partition, type PartitionTable } from "../../../server/esp";
 import { FACTORY_INDEX, imageSha256, loadApp, otaSlots, type BootedApp } from "./bootloader";
 import { Flash, SECTOR_SIZE } from "./flash";
 import { checkImage, ImageCheckError, type Chip } from "./image-check";
 import { activeEntry, isValid, OtaState, Otadata, selectEntry, slotOf, SEQ_NONE, type OtaEntry } from "./otadata";
-import { otaSelectCrc } from "../../../server/image/esp-image";
 
 /** Writer statuses (device/services/otawriter.md). */
 export const Status = {

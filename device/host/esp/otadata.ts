@@ -3,8 +3,7 @@
 //   uint32_t ota_seq; uint8_t seq_label[20]; uint32_t ota_state; uint32_t crc;   (32 bytes, little endian)
 // crc = esp_rom_crc32_le(UINT32_MAX, &ota_seq, 4). The entry with the highest valid sequence number says
 // which OTA slot boots: (ota_seq - 1) % number_of_ota_slots. Rules from ESP-IDF bootloader_common_loader.c.
-import { otaSelectCrc } from "../../../server/image/esp-image";
-import type { Partition } from "../../../server/image/partitions";
+import { otaSelectCrc, type Partition } from "../../../server/esp";
 import { Flash, SECTOR_SIZE } from "./flash";
 
 const ENTRY_SIZE = 32;

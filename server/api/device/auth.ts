@@ -1,0 +1,183 @@
+// Device API authentication: a device's own key (for its device id) or a fleet key, sent in X-API-Key or,
+// for clients that can only do that (Arduino HTTPUpdate, esp_http_client), as HTTP Basic with the key as
+// the password. Operator tokens are refused here with 403, so an operator credential cannot act as a device.
+// A key in the query string is refused outright: URLs end up in proxy and server logs.
+import type { IncomingHttpHeaders } from "node:http";
+import type { RequestHandler } from "express";
+import parseBasic from "basic-auth";
+import { looksLikeJwt } from "../../infra/auth/credentials";
+import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX, safeEqual } from "../../infra/auth/keys";
+import type { Context } from "../../context";
+import { normalizeDeviceId, DEVICE_ID_RULE } from "../../domain/devices/device-id";
+import { badRequest, forbidden, HttpError, type CodeWithStatus } from "../http/errors";
+import type { DeviceIdentity } from "../http/express-types";
+
+const MAX_KEY_LEN = 256;
+
+/** Lets a client that waits for a challenge (esp_http_client without auth_type set) send Basic. */
+const CHALLENGE = { "WWW-Authenticate": 'Basic realm="esp32-ota devices", charset="UTF-8"' };
+
+const unauthorized = (code: CodeWithStatus<401>, message: string) => new HttpError(401, code, message, CHALLENGE);
+
+/** The 401 to a request that presented no credential at all: a challenge, not a failed guess. */
+class AuthChallenge extends HttpError {
+  constructor(code: CodeWithStatus<401>, message: string) {
+    super(401, code, message, CHALLENGE);
+  }
+}
+
+/** Query parameters that look like a credential: refused so nobody learns to put keys in URLs. */
+const KEY_PARAM_RE = /^(api[_-]?key|key|token|access[_-]?token|password|secret)$/i;
+
+/** Where a request may say which device it is, in order of precedence. */
+const ID_SOURCES = [
+  { header: "x-device-id", name: "X-Device-Id" },
+  { header: "x-esp32-sta-mac", name: "x-ESP32-STA-MAC" },
+] as const;
+
+type IdSource = NonNullable<DeviceIdentity["idSource"]>;
+
+interface Presented {
+  key: string;
+  /** The Basic user name: the device id, when the key came that way and a name was given. */
+  basicUser: string | null;
+}
+
+function presentedKey(headers: IncomingHttpHeaders): Presented | null {
+  const header = headers["x-api-key"];
+  if (header) return { key: header as string, basicUser: null };
+  const authorization = headers.authorization ?? "";
+  const basic = /^\s*basic\s/i.test(authorization) ? parseBasic.parse(authorization) : undefined;
+  if (basic && basic.pass) return { key: basic.pass, basicUser: basic.name || null };
+  return null;
+}
+
+function refuseQueryCredentials(url: string): void {
+  const q = url.indexOf("?");
+  if (q < 0) return;
+  for (const [name, value] of new URLSearchParams(url.slice(q + 1))) {
+    if (KEY_PARAM_RE.test(name) || value.startsWith(DEVICE_KEY_PREFIX) || value.startsWith(FLEET_KEY_PREFIX)) {
+      throw badRequest(
+        "credential_in_query",
+        "credentials are not accepted in the URL (they would be logged); send the key in X-API-Key or as the HTTP Basic password, and replace it if it was real",
+      );
+    }
+  }
+}
+
+/** The device this request speaks for: every place that names one must agree. */
+function claimedDeviceId(headers: IncomingHttpHeaders, basicUser: string | null): { id: string; source: IdSource } | null {
+  const claims: { id: string; from: string; source: IdSource }[] = [];
+  for (const src of ID_SOURCES) {
+    const value = headers[src.header];
+    if (value === undefined) continue;
+    const raw = Array.isArray(value) ? value.join(", ") : value; // repeated: refused below as not one id
+    const id = normalizeDeviceId(raw);
+    if (!id) throw badRequest("invalid_device_id", `${src.name} must be ${DEVICE_ID_RULE}`);
+    claims.push({ id, from: src.name, source: src.name });
+  }
+  if (basicUser !== null) {
+    const id = normalizeDeviceId(basicUser);
+    if (!id) {
+      throw badRequest(
+        "invalid_device_id",
+        `the HTTP Basic user name is the device id and must be ${DEVICE_ID_RULE} (write a MAC without colons, e.g. 246f28aabbcc); leave it empty with a fleet key`,
+      );
+    }
+    claims.push({ id, from: "the HTTP Basic user name", source: "basic-user" });
+  }
+  const first = claims[0];
+  if (!first) return null;
+  const other = claims.find((c) => c.id !== first.id);
+  if (other) {
+    throw badRequest("conflicting_device_id", `${first.from} names device ${first.id} but ${other.from} names ${other.id}`);
+  }
+  return { id: first.id, source: first.source };
+}
+
+async function isOperatorToken(ctx: Pick<Context, "credentials">, s: string | undefined): Promise<boolean> {
+  return Boolean(s && looksLikeJwt(s) && (await ctx.credentials.verifyOperatorToken(s)).ok);
+}
+
+/** What authentication reads from a device request: its target (for the query) and its headers, as Node parsed them. */
+export interface DeviceCredentialRequest {
+  url: string;
+  headers: IncomingHttpHeaders;
+}
+
+/**
+ * Authenticates a device request; throws the HttpError to answer otherwise (an AuthChallenge when no credential
+ * was presented at all).
+ */
+async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">, req: DeviceCredentialRequest): Promise<DeviceIdentity> {
+  refuseQueryCredentials(req.url);
+  const presented = presentedKey(req.headers);
+  if (!presented) {
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
+    if (await isOperatorToken(ctx, bearer)) {
+      throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
+    }
+    throw new AuthChallenge("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
+  }
+  const { key } = presented;
+  if (key.length > MAX_KEY_LEN) throw unauthorized("invalid_credential", "the API key is not valid");
+  const claim = claimedDeviceId(req.headers, presented.basicUser);
+  const deviceId = claim?.id ?? null;
+  const idSource = claim?.source;
+
+  if (key.startsWith(DEVICE_KEY_PREFIX)) {
+    if (!deviceId) {
+      throw badRequest(
+        "device_id_required",
+        "a device key must be sent with the device id it belongs to (X-Device-Id, x-ESP32-STA-MAC or the HTTP Basic user name)",
+      );
+    }
+    const device = await ctx.devices.get(deviceId);
+    if (!device?.provisioned_at || !safeEqual(key, ctx.credentials.deviceApiKey(deviceId, device.key_generation))) {
+      throw unauthorized("invalid_credential", "the API key is not valid for this device");
+    }
+    if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision it again");
+    return { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip, row: device };
+  }
+
+  if (key.startsWith(FLEET_KEY_PREFIX)) {
+    if (!(await ctx.credentials.verifyFleetKey(key))) throw unauthorized("invalid_credential", "the API key is not valid");
+    if (!deviceId) return { kind: "fleet", id: null, idSource, generation: 0, provisioned: false, chip: null };
+    const device = (await ctx.devices.get(deviceId)) ?? null;
+    if (device?.provisioned_at && !device.revoked_at) {
+      throw forbidden("device_key_required", `device ${deviceId} is provisioned: it must use its own key, not a fleet key`);
+    }
+    return { kind: "fleet", id: deviceId, idSource, generation: device?.key_generation ?? 0, provisioned: false, chip: device?.chip ?? null, row: device };
+  }
+
+  if (await isOperatorToken(ctx, key)) {
+    throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
+  }
+  throw unauthorized("invalid_credential", "the API key is not valid");
+}
+
+export function deviceAuth(ctx: Pick<Context, "credentials" | "devices">): RequestHandler {
+  return async (req, res, next) => {
+    try {
+      req.device = await authenticateDevice(ctx, req);
+    } catch (e) {
+      // Nothing was presented, so nothing was guessed: this 401 is a challenge and is not counted as a failure.
+      if (e instanceof AuthChallenge) res.locals.authChallengeOnly = true;
+      throw e;
+    }
+    next();
+  };
+}
+
+/** For a body that names a device: the authenticated caller must be allowed to speak for it. */
+export async function assertMaySpeakFor(ctx: Pick<Context, "devices">, caller: NonNullable<Express.Request["device"]>, deviceId: string) {
+  if (caller.id && caller.id !== deviceId) {
+    throw forbidden("device_mismatch", `this request is authenticated for device ${caller.id}, not ${deviceId}`);
+  }
+  if (caller.kind === "fleet" && !caller.id) {
+    const device = await ctx.devices.get(deviceId);
+    if (device?.provisioned_at && !device.revoked_at) {
+      throw forbidden("device_key_required", `device ${deviceId} is provisioned: it must use its own key, not a fleet key`);
+    }
+  }
+}

@@ -1,0 +1,115 @@
+// The device registry: who has been seen, what each device runs, its update state and report history. One
+// object for the request handlers over three parts, each in its own file:
+//   sightings.ts     poll sightings, written behind (batched once a second) so the poll path never waits on the disk
+//   reports.ts       reports, committed before they are acknowledged, many to one commit; the "report" event
+//   device-store.ts  lookups, lists, provisioning, operator changes and tags
+import type SqliteDatabase from "better-sqlite3";
+import type { Kysely } from "kysely";
+import type { Logger } from "pino";
+import type { Database, DeviceRow, ReportRow } from "../../infra/store/schema";
+import { DeviceStore, type DeviceFilter, type DevicePatch, type DeviceView } from "./device-store";
+import { ReportLog, type ReportInput } from "./reports";
+import { Sightings, type Sighting } from "./sightings";
+
+export type { DeviceFilter, DevicePatch, DeviceView } from "./device-store";
+export type { ReportInput } from "./reports";
+export type { Sighting } from "./sightings";
+
+export class DeviceRegistry {
+  private readonly sightings: Sightings;
+  private readonly reportLog: ReportLog;
+  private readonly store: DeviceStore;
+
+  constructor(
+    db: Kysely<Database>,
+    log: Logger,
+    onlineWindowMs: number,
+    flushMs = 1000,
+    /** A read-only SQLite connection for device lookups (Store.reader); without it, lookups go through Kysely. */
+    reader?: SqliteDatabase.Database,
+  ) {
+    this.sightings = new Sightings(db, log, flushMs);
+    this.reportLog = new ReportLog(db, log, this.sightings);
+    this.store = new DeviceStore(db, this.sightings, onlineWindowMs, reader);
+  }
+
+  // ---- sightings ----------------------------------------------------------------------------------------------
+
+  /** Records that a device was seen; written within flushMs. */
+  seen(id: string, s: Sighting): void {
+    this.sightings.seen(id, s);
+  }
+
+  /** Writes pending sightings now. */
+  flush(): Promise<void> {
+    return this.sightings.flush();
+  }
+
+  // ---- reports ------------------------------------------------------------------------------------------------
+
+  /**
+   * Stores a report and applies it to the device's state; resolves once it is on disk. A retry of the same
+   * report (same report_id, or for clients without ids the same body within a minute) changes nothing.
+   */
+  recordReport(r: ReportInput): Promise<{ duplicate: boolean }> {
+    return this.reportLog.record(r);
+  }
+
+  reports(id: string, opts: { limit: number; before?: number | undefined }): Promise<ReportRow[]> {
+    return this.reportLog.history(id, opts);
+  }
+
+  /** "report": a new report was committed (so rollouts can count outcomes from every endpoint that records reports). */
+  on(event: "report", listener: (r: ReportInput) => void): this {
+    this.reportLog.on(event, listener);
+    return this;
+  }
+
+  // ---- lookups and provisioning -----------------------------------------------------------------------------------
+
+  get(id: string): Promise<DeviceRow | undefined> {
+    return this.store.get(id);
+  }
+
+  view(row: DeviceRow): DeviceView {
+    return this.store.view(row);
+  }
+
+  list(opts: { limit: number; after?: string | undefined } & DeviceFilter): Promise<DeviceView[]> {
+    return this.store.list(opts);
+  }
+
+  /** Registers a device for its own key; rotate=true invalidates the previous key. Returns the key generation. */
+  provision(id: string, opts: { rotate?: boolean; chip?: string } = {}): Promise<number> {
+    return this.store.provision(id, opts);
+  }
+
+  revoke(id: string): Promise<boolean> {
+    return this.store.revoke(id);
+  }
+
+  /** Applies an operator's change; returns the updated row, or undefined for an unknown device. */
+  update(id: string, p: DevicePatch): Promise<DeviceRow | undefined> {
+    return this.store.update(id, p);
+  }
+
+  tags(id: string): Promise<string[]> {
+    return this.store.tags(id);
+  }
+
+  /** Tags of many devices at once (one query), for lists. */
+  tagsOf(ids: string[]): Promise<Map<string, string[]>> {
+    return this.store.tagsOf(ids);
+  }
+
+  /** Adds and removes tags (removals first); returns the device's tags afterwards. */
+  changeTags(id: string, add: readonly string[], remove: readonly string[]): Promise<string[]> {
+    return this.store.changeTags(id, add, remove);
+  }
+
+  /** Writes pending sightings, then commits every queued report. */
+  async close(): Promise<void> {
+    await this.sightings.close();
+    await this.reportLog.close();
+  }
+}

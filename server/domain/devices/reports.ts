@@ -1,0 +1,201 @@
+// Device reports and their history. A report is committed before it is acknowledged, many to one commit:
+// reports that arrive while a commit is on its way to the disk go together in the next one (group commit), so
+// durable reports cost one disk flush per batch rather than one each.
+import { createHash } from "node:crypto";
+import { EventEmitter } from "node:events";
+import type { Kysely } from "kysely";
+import type { Logger } from "pino";
+import { preparedQuery } from "../../infra/store/prepared";
+import type { Database, ReportRow } from "../../infra/store/schema";
+import type { Sightings } from "./sightings";
+
+export interface ReportInput {
+  deviceId: string;
+  reportId?: string | undefined;
+  status: string;
+  version?: string | null | undefined;
+  targetVersion?: string | null | undefined;
+  error?: string | null | undefined;
+  reason?: string | null | undefined;
+  bytes?: number | null | undefined;
+  total?: number | null | undefined;
+  sha256?: string | null | undefined;
+  ip?: string | undefined;
+}
+
+interface QueuedReport {
+  r: ReportInput;
+  reportId: string;
+  at: string;
+  resolve(v: { duplicate: boolean }): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * Emits "report" (a ReportInput) after a new report is committed, so rollouts can count outcomes from every
+ * endpoint that records reports.
+ */
+export class ReportLog extends EventEmitter {
+  private queue: QueuedReport[] = [];
+  private committing = false;
+  private readonly insertReportQuery;
+  private readonly reportStateQuery;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly log: Logger,
+    /** Told when a report says a device's version, which is newer than any sighting still to be written. */
+    private readonly sightings: Pick<Sightings, "versionReported">,
+  ) {
+    super();
+    const reportFields = ["device_id", "report_id", "status", "version", "target_version", "error", "reason", "bytes", "total", "sha256", "remote_ip", "received_at"] as const;
+    this.insertReportQuery = preparedQuery(reportFields, (p) =>
+      db
+        .insertInto("reports")
+        .values({ ...p, bytes: p.bytes as never, total: p.total as never })
+        .onConflict((oc) => oc.columns(["device_id", "report_id"]).doNothing()),
+    );
+    // A report moves the device's state; version and address only when the report says them.
+    this.reportStateQuery = preparedQuery(
+      ["id", "state", "state_detail", "target_version", "progress_bytes", "progress_total", "at", "version", "ip"],
+      (p) =>
+        db
+          .insertInto("devices")
+          .values({
+            id: p.id,
+            state: p.state,
+            state_detail: p.state_detail,
+            target_version: p.target_version,
+            progress_bytes: p.progress_bytes as never,
+            progress_total: p.progress_total as never,
+            last_report_at: p.at,
+            last_seen_at: p.at,
+            version: p.version,
+            last_ip: p.ip,
+            first_seen_at: p.at,
+            created_at: p.at,
+            key_generation: 0,
+          })
+          .onConflict((oc) =>
+            oc.column("id").doUpdateSet((eb) => ({
+              state: eb.ref("excluded.state"),
+              state_detail: eb.ref("excluded.state_detail"),
+              target_version: eb.ref("excluded.target_version"),
+              progress_bytes: eb.ref("excluded.progress_bytes"),
+              progress_total: eb.ref("excluded.progress_total"),
+              last_report_at: eb.ref("excluded.last_report_at"),
+              last_seen_at: eb.ref("excluded.last_seen_at"),
+              version: eb.fn.coalesce(eb.ref("excluded.version"), eb.ref("devices.version")),
+              last_ip: eb.fn.coalesce(eb.ref("excluded.last_ip"), eb.ref("devices.last_ip")),
+              first_seen_at: eb.fn.coalesce("devices.first_seen_at", eb.ref("excluded.first_seen_at")),
+            })),
+          ),
+    );
+  }
+
+  /**
+   * Stores a report and applies it to the device's state; resolves once it is on disk. A retry of the same
+   * report (same report_id, or for clients without ids the same body within a minute) changes nothing.
+   */
+  record(r: ReportInput): Promise<{ duplicate: boolean }> {
+    const at = new Date().toISOString();
+    if (r.version) this.sightings.versionReported(r.deviceId);
+    const reportId =
+      r.reportId ??
+      "auto:" +
+        createHash("sha256")
+          .update(JSON.stringify([r.status, r.version, r.targetVersion, r.error, r.reason, r.bytes, r.total, r.sha256]))
+          .update(String(Math.floor(Date.now() / 60000)))
+          .digest("hex")
+          .slice(0, 32);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ r, reportId, at, resolve, reject });
+      // Wait for the requests already read in this turn of the event loop, then commit them together.
+      if (!this.committing && this.queue.length === 1) setImmediate(() => void this.commit());
+    });
+  }
+
+  /** A device's reports, newest first. */
+  async history(id: string, opts: { limit: number; before?: number | undefined }): Promise<ReportRow[]> {
+    let q = this.db
+      .selectFrom("reports")
+      .selectAll()
+      .where("device_id", "=", id)
+      .orderBy("id", "desc")
+      .limit(opts.limit);
+    if (opts.before) q = q.where("id", "<", opts.before);
+    return q.execute();
+  }
+
+  /** Commits queued reports in one transaction; whatever queued meanwhile goes in the next one. */
+  private async commit(): Promise<void> {
+    if (this.committing || this.queue.length === 0) return;
+    this.committing = true;
+    const batch = this.queue;
+    this.queue = [];
+    try {
+      const results = await this.db.transaction().execute(async (trx) => {
+        const out: boolean[] = [];
+        for (const { r, reportId, at } of batch) {
+          const inserted = await trx.executeQuery(
+            this.insertReportQuery({
+              device_id: r.deviceId,
+              report_id: reportId,
+              status: r.status,
+              version: r.version ?? null,
+              target_version: r.targetVersion ?? null,
+              error: r.error ?? null,
+              reason: r.reason ?? null,
+              bytes: r.bytes ?? null,
+              total: r.total ?? null,
+              sha256: r.sha256 ?? null,
+              remote_ip: r.ip ?? null,
+              received_at: at,
+            }),
+          );
+          const duplicate = Number(inserted.numAffectedRows ?? 0n) === 0;
+          out.push(duplicate);
+          if (duplicate) continue;
+          await trx.executeQuery(
+            this.reportStateQuery({
+              id: r.deviceId,
+              state: r.status,
+              state_detail: r.error ?? r.reason ?? null,
+              target_version: r.targetVersion ?? null,
+              progress_bytes: r.bytes ?? null,
+              progress_total: r.total ?? null,
+              at,
+              version: r.version ?? null,
+              ip: r.ip ?? null,
+            }),
+          );
+        }
+        return out;
+      });
+      batch.forEach((q, i) => q.resolve({ duplicate: results[i]! }));
+      for (const [i, q] of batch.entries()) if (!results[i]) this.emitReport(q.r);
+    } catch (err) {
+      this.log.error({ err, reports: batch.length }, "could not store device reports");
+      for (const q of batch) q.reject(err);
+    } finally {
+      this.committing = false;
+      if (this.queue.length) setImmediate(() => void this.commit());
+    }
+  }
+
+  private emitReport(r: ReportInput): void {
+    try {
+      this.emit("report", r);
+    } catch (err) {
+      this.log.error({ err, device: r.deviceId }, "a report listener failed");
+    }
+  }
+
+  /** Commits every queued report. */
+  async close(): Promise<void> {
+    while (this.committing || this.queue.length) {
+      await this.commit();
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+}

@@ -1,0 +1,109 @@
+// Which image a device is offered: the one place that decides, for every endpoint that offers firmware.
+//
+// Until the first release exists the server offers the most recently ingested valid image for the device's
+// chip (any chip when unknown): drop a .bin in the folder and devices get it. From the first release on, a
+// device gets only what a release assigns it (assign.ts): targeting, hardware compatibility, the release's
+// rollout stage, its upgrade path and pins. The poll path reads memory plus at most two indexed lookups (the
+// device's row, and its tags when some release on its channel targets tags). The device API's endpoints and
+// `ota export` (server/export/) both ask here.
+import type { Logger } from "pino";
+import type { Catalog, CatalogImage } from "../catalog/catalog";
+import type { DeviceRegistry } from "../devices/registry";
+import type { RolloutManager } from "../rollouts/rollout-manager";
+import type { DeviceRow } from "../../infra/store/schema";
+import { assign, type DeviceFacts } from "./assign";
+import type { ReleaseStore } from "./release-store";
+
+const DEFAULT_CHANNEL = "stable";
+
+/** What the decision reads: the server's context has all of it. */
+export interface OfferServices {
+  catalog: Catalog;
+  releases: ReleaseStore;
+  rollouts: RolloutManager;
+  devices: DeviceRegistry;
+  log: Logger;
+}
+
+export interface Asker {
+  deviceId: string | null;
+  chip: string | null;
+  version: string | null;
+  /** Full chip revision (major * 100 + minor), when the device says it. */
+  chipRev?: number | null | undefined;
+  /** The device's registry row when the caller has just read it (null: not registered); read here otherwise. */
+  row?: DeviceRow | null | undefined;
+}
+
+/** An image as offered to one device: with the release it comes from, which decides allow_downgrade. */
+export interface Offer extends CatalogImage {
+  release: string | null;
+  allowDowngrade: boolean;
+}
+
+/**
+ * One Offer object per (image, release, allow_downgrade), reused for every poll: the manifest handler
+ * (server/api/device/manifest.ts) caches each offer's serialised parts by object identity, so a fresh object
+ * per poll would rebuild them every time.
+ */
+const offers = new WeakMap<CatalogImage, Map<string, Offer>>();
+
+function offerOf(image: CatalogImage, release: string | null, allowDowngrade: boolean): Offer {
+  let byRelease = offers.get(image);
+  if (!byRelease) offers.set(image, (byRelease = new Map<string, Offer>()));
+  const key = `${allowDowngrade ? 1 : 0}${release ?? ""}`;
+  let offer = byRelease.get(key);
+  if (!offer) byRelease.set(key, (offer = Object.freeze({ ...image, release, allowDowngrade })));
+  return offer;
+}
+
+export async function chooseImage(ctx: OfferServices, asker: Asker): Promise<Offer | undefined> {
+  if (ctx.releases.size === 0) {
+    const image = ctx.catalog.latest(asker.chip);
+    return image && offerOf(image, null, false);
+  }
+  const facts = await deviceFacts(ctx, asker);
+  const a = assign(facts, {
+    channel: (c) => ctx.releases.channel(c),
+    get: (n) => ctx.releases.get(n),
+    includes: (r, d) => ctx.rollouts.includes(r, d.id, d.version),
+  });
+  if (!a) return undefined;
+  const image = ctx.catalog.image(a.release.imageSha256);
+  if (!image) {
+    ctx.log.error({ release: a.release.name, sha256: a.release.imageSha256 }, "a release's image is missing from the store; ingest its file again");
+    return undefined;
+  }
+  if (!a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id);
+  return offerOf(image, a.release.name, a.release.allowDowngrade);
+}
+
+/** What the registry and the request together say about the asking device. */
+async function deviceFacts(ctx: Pick<OfferServices, "devices" | "releases">, asker: Asker): Promise<DeviceFacts> {
+  const row = !asker.deviceId ? undefined : asker.row !== undefined ? (asker.row ?? undefined) : await ctx.devices.get(asker.deviceId);
+  const known = row ? ctx.devices.view(row) : undefined;
+  const channel = known?.channel ?? DEFAULT_CHANNEL;
+  return {
+    id: asker.deviceId,
+    chip: asker.chip ?? known?.chip ?? null,
+    chipRev: asker.chipRev ?? known?.chip_rev ?? null,
+    version: asker.version ?? known?.version ?? null,
+    channel,
+    group: known?.group_name ?? null,
+    pinned: known?.pinned_release ?? null,
+    tags: asker.deviceId && ctx.releases.channelUsesTags(channel) ? await ctx.devices.tags(asker.deviceId) : null,
+  };
+}
+
+/** Why nothing was offered, in words that say what to do. */
+export function noOfferMessage(ctx: Pick<OfferServices, "releases">, asker: Asker): string {
+  if (ctx.releases.size === 0) {
+    return asker.chip
+      ? `no firmware for ${asker.chip} yet: copy an ESP-IDF app .bin into the firmware folder or upload one`
+      : "no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one";
+  }
+  if (!asker.chip) {
+    return "no release for this device: its chip is unknown, so hardware compatibility cannot be checked; send X-Device-Chip";
+  }
+  return "no release is assigned to this device now";
+}

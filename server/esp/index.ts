@@ -1,0 +1,18 @@
+// ESP-IDF formats, as the server and the ESP32 emulator (device/host/) both read them: app images (header,
+// segments, checksum, appended SHA-256, app descriptor), partition tables (CSV and binary) and chip ids.
+// Self-contained: nothing here imports from the rest of server/. This file is the module's public surface;
+// code outside server/esp/ imports from here, never from the files beside it.
+export { CHIPS, CHIP_NAMES, normalizeChip } from "./chips";
+export { APP_DESC_OFFSET, ImageError, maxChipRevision, otaSelectCrc, parseAppImage, type AppImage, type ImageRejectCode } from "./esp-image";
+export {
+  APP_TYPE,
+  DEFAULT_TABLE_OFFSET,
+  decodePartitionTable,
+  encodePartitionTable,
+  OTA_SUBTYPE_MIN,
+  parsePartitionsCsv,
+  PartitionTableError,
+  requireOtaLayout,
+  type Partition,
+  type PartitionTable,
+} from "./partitions";

@@ -1,0 +1,157 @@
+// Server configuration from documented environment variables (docs/operations.md), validated at start:
+// a bad value stops the server with a message naming the variable.
+import path from "node:path";
+import { z } from "zod";
+import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "./server-url";
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+const bool = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ["1", "0", "true", "false", "yes", "no", "on", "off"].includes(v), "must be true or false")
+  .transform((v) => ["1", "true", "yes", "on"].includes(v));
+
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^[0-9]+$/, "must be a whole number")
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be between ${min} and ${max}`);
+
+const nonEmpty = z.string().trim().min(1, "must not be empty");
+
+/** A URL path the server answers on besides its own; it must not shadow /firmware, /api/v1 or /healthz. */
+const extraPath = z
+  .string()
+  .trim()
+  .regex(/^(\/[A-Za-z0-9._~-]+)+$/, "must be a path such as /api/ota/download (letters, digits, . _ ~ -)")
+  .refine((p) => !p.split("/").some((seg) => seg === "." || seg === ".."), "must not contain . or .. segments")
+  .refine(
+    (p) => !/^\/(firmware|healthz)(\/|$)/.test(p) && !/^\/api\/v1(\/|$)/.test(p),
+    "must not be under /firmware, /api/v1 or /healthz",
+  );
+
+const envSchema = z.object({
+  PORT: int(0, 65535).default(8443),
+  HOST: nonEmpty.default("0.0.0.0"),
+  OTA_DATA_DIR: nonEmpty.default("data"),
+  OTA_FIRMWARE_DIR: nonEmpty.default("firmware"),
+  OTA_CERT_DIR: nonEmpty.default("certs"),
+  OTA_TLS_CERT: nonEmpty.optional(),
+  OTA_TLS_KEY: nonEmpty.optional(),
+  OTA_TLS_CA: nonEmpty.optional(),
+  OTA_PARTITIONS: nonEmpty.default("partitions.csv"),
+  OTA_LOG_LEVEL: z.enum(LOG_LEVELS, { message: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
+  OTA_PUBLIC_URL: z
+    .url({ protocol: /^https?$/, message: "must be an absolute http(s) URL such as https://ota.example.com:8443" })
+    .transform((u) => u.replace(/\/+$/, ""))
+    .refine((u) => Buffer.byteLength(u) <= MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG)
+    .optional(),
+  OTA_BLOCK_SIZE: int(1024, 16384)
+    .refine((n) => (n & (n - 1)) === 0, "must be a power of two")
+    .default(8192),
+  OTA_POLL_INTERVAL: int(10, 86400).default(300),
+  OTA_AUTH_FAILURE_LIMIT: int(1, 1_000_000).default(20),
+  OTA_AUTH_FAILURE_WINDOW: int(1, 86400).default(300),
+  OTA_INGEST_SETTLE_MS: int(50, 60000).default(500),
+  OTA_INCOMPLETE_GRACE: int(1, 3600).default(30),
+  OTA_TRUST_PROXY: bool.default(false),
+  OTA_HTTPUPDATE_PATH: extraPath.default("/api/ota/download"),
+  OTA_OFFER_REDIRECT: z.enum(["off", "hash"], { message: "must be off or hash" }).default("off"),
+  OTA_FLEET_MANIFEST_HMAC: bool.default(false),
+  OTA_FLEET_MANIFEST_KEY_GENERATION: int(0, 1_000_000).default(0),
+  OTA_TLS_SESSION_RESUMPTION: bool.default(true),
+});
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  firmwareDir: string;
+  certDir: string;
+  tls: { cert: string; key: string; ca: string | null; generated: boolean };
+  partitionsFile: string;
+  logLevel: (typeof LOG_LEVELS)[number];
+  publicUrl: string | null;
+  blockSize: number;
+  pollInterval: number;
+  authFailureLimit: number;
+  authFailureWindowMs: number;
+  ingestSettleMs: number;
+  incompleteGraceMs: number;
+  trustProxy: boolean;
+  /** Where Arduino HTTPUpdate and esp_https_ota clients fetch the image offered to them. */
+  httpUpdatePath: string;
+  /** off: serve the offered image's bytes; hash: answer 302 to its content-addressed URL on this server. */
+  offerRedirect: "off" | "hash";
+  /** Sign manifests with one fleet-wide key as well (weaker than per-device keys; off by default). */
+  fleetManifestHmac: boolean;
+  fleetManifestKeyGeneration: number;
+  /** TLS session tickets (resumption without a full handshake) for clients that keep them. */
+  tlsSessionResumption: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Reads the configuration from an environment; throws ConfigError naming each bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
+  const present = Object.fromEntries(
+    Object.keys(envSchema.shape)
+      .filter((k) => env[k] !== undefined && env[k] !== "")
+      .map((k) => [k, env[k]]),
+  );
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => {
+        const name = String(i.path[0] ?? "environment");
+        return `${name}: ${i.message} (got ${JSON.stringify(present[name])})`;
+      }),
+    );
+  }
+  const e = parsed.data;
+  if (Boolean(e.OTA_TLS_CERT) !== Boolean(e.OTA_TLS_KEY)) {
+    throw new ConfigError([
+      `${e.OTA_TLS_CERT ? "OTA_TLS_KEY" : "OTA_TLS_CERT"}: must be set together with ${e.OTA_TLS_CERT ? "OTA_TLS_CERT" : "OTA_TLS_KEY"}`,
+    ]);
+  }
+  const abs = (p: string) => path.resolve(cwd, p);
+  const certDir = abs(e.OTA_CERT_DIR);
+  const generated = !e.OTA_TLS_CERT;
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    dataDir: abs(e.OTA_DATA_DIR),
+    firmwareDir: abs(e.OTA_FIRMWARE_DIR),
+    certDir,
+    tls: {
+      cert: generated ? path.join(certDir, "server.crt") : abs(e.OTA_TLS_CERT!),
+      key: generated ? path.join(certDir, "server.key") : abs(e.OTA_TLS_KEY!),
+      ca: e.OTA_TLS_CA ? abs(e.OTA_TLS_CA) : generated ? path.join(certDir, "ca.crt") : null,
+      generated,
+    },
+    partitionsFile: abs(e.OTA_PARTITIONS),
+    logLevel: e.OTA_LOG_LEVEL,
+    publicUrl: e.OTA_PUBLIC_URL ?? null,
+    blockSize: e.OTA_BLOCK_SIZE,
+    pollInterval: e.OTA_POLL_INTERVAL,
+    authFailureLimit: e.OTA_AUTH_FAILURE_LIMIT,
+    authFailureWindowMs: e.OTA_AUTH_FAILURE_WINDOW * 1000,
+    ingestSettleMs: e.OTA_INGEST_SETTLE_MS,
+    incompleteGraceMs: e.OTA_INCOMPLETE_GRACE * 1000,
+    trustProxy: e.OTA_TRUST_PROXY,
+    httpUpdatePath: e.OTA_HTTPUPDATE_PATH,
+    offerRedirect: e.OTA_OFFER_REDIRECT,
+    fleetManifestHmac: e.OTA_FLEET_MANIFEST_HMAC,
+    fleetManifestKeyGeneration: e.OTA_FLEET_MANIFEST_KEY_GENERATION,
+    tlsSessionResumption: e.OTA_TLS_SESSION_RESUMPTION,
+  };
+}

@@ -1,0 +1,46 @@
+// Structured JSON logs (pino). Credentials are redacted wherever they might appear, so a log shipped to
+// a third party never carries a key or token.
+import pino, { type Logger } from "pino";
+
+const REDACT_PATHS = [
+  "req.headers.authorization",
+  "req.headers['x-api-key']",
+  "req.headers.cookie",
+  "headers.authorization",
+  "headers['x-api-key']",
+  "*.apiKey",
+  "*.hmacKey",
+  "*.token",
+  "*.operatorToken",
+  "*.deviceApiKey",
+  "*.secret",
+];
+
+const FORMAT = {
+  base: { service: "esp32-ota" },
+  timestamp: pino.stdTimeFunctions.isoTime,
+  formatters: { level: (label: string) => ({ level: label }) },
+};
+
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  return pino({ ...FORMAT, level, redact: { paths: REDACT_PATHS, censor: "[redacted]" } }, destination);
+}
+
+/**
+ * The same log (destination, level, format) without the redaction pass, which costs as much as the rest of
+ * writing a line. Only for lines whose fields are fixed and validated and can never hold a credential: the
+ * closing line of each request (id, method, path, status, time: server/api/http/request-log.ts).
+ */
+export function unredacted(log: Logger): Logger {
+  const destination = (log as unknown as Record<symbol, pino.DestinationStream>)[pino.symbols.streamSym];
+  return pino({ ...FORMAT, level: log.level }, destination);
+}
+
+/**
+ * stdout for the running server, written asynchronously: a request never waits for its log line. Lines leave
+ * together, 4 KiB at a time or every quarter second, whichever comes first: one write per line would cost a
+ * thread pool round trip per request at a few thousand requests a second. Call flushSync() before exiting.
+ */
+export function asyncStdout(): pino.DestinationStream & { flushSync(): void } {
+  return pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 250 });
+}
