@@ -34,6 +34,7 @@ describe("bench harness (quick run)", () => {
       const { stdout, result } = quickRun([]);
       expect(stdout).toContain("1 manifest polls, keep-alive (req/s)");
       expect(result.baseline_build).toBeNull();
+      expect(result.bare_reference).toBe("node");
       expect(result.polls_keepalive).not.toHaveProperty("baseline_capacity_rps");
 
       for (const k of ["polls_keepalive", "polls_handshake"]) {
@@ -63,17 +64,21 @@ describe("bench harness (quick run)", () => {
   );
 
   maybe(
-    "--compare DIR measures that build as the baseline too and adds its figures and ratios",
+    "--compare DIR measures that build as the baseline too and adds its figures and ratios; --bare express",
     () => {
-      const { stdout, result } = quickRun(["--only", "polls,handshake,downloads,reports", "--compare", ROOT]);
+      const { stdout, result } = quickRun(["--only", "polls,handshake,downloads,reports", "--compare", ROOT, "--bare", "express"]);
       expect(result.baseline_build).toBe(ROOT);
       expect(stdout).toMatch(/ours\s+baseline\s+nginx/);
+      // The bare reference answered through an Express application, and said so.
+      expect(result.bare_reference).toBe("express");
+      expect(stdout).toContain("bare Express");
       const positive = (x: unknown) => {
         expect(typeof x).toBe("number");
         expect(x as number).toBeGreaterThan(0);
       };
       for (const k of ["polls_keepalive", "polls_handshake"]) {
         positive(result[k].server_rps);
+        positive(result[k].bare_node_rps);
         for (const f of ["baseline_rps", "rps_vs_baseline", "baseline_capacity_rps", "capacity_vs_baseline"]) positive(result[k][f]);
         expect(result[k].capacity_vs_baseline).toBeCloseTo(result[k].capacity_rps.server / result[k].baseline_capacity_rps, 1);
         expect(result[k].baseline_errors).toBe(0);
