@@ -1,6 +1,6 @@
 // The member-status rules on their own: how a report moves a device in a rollout, which rollout a report is
 // about, and what a status counts toward (the HTTPS tests show the same rules end to end).
-import { compileRelease, type CompiledRelease, type Release } from "../../server/domain/releases/release-store";
+import type { CompiledRelease } from "../../server/domain/releases/release-store";
 import {
   countMember,
   isFinished,
@@ -20,27 +20,9 @@ import {
   type MemberStatus,
   type ReportFacts,
 } from "../../server/domain/rollouts/member-status";
+import { release } from "../helpers/releases";
 
-let nextId = 0;
-const rel = (o: Partial<Release>): CompiledRelease =>
-  compileRelease({
-    id: ++nextId,
-    name: `r${nextId}`,
-    channel: "stable",
-    imageSha256: "0".repeat(64),
-    version: "1.0.0",
-    chip: "esp32",
-    minChipRev: 0,
-    maxChipRev: null,
-    notes: "",
-    targets: { groups: [], tags: [], devices: [] },
-    minVersion: null,
-    via: null,
-    allowDowngrade: false,
-    createdAt: "",
-    createdBy: "t",
-    ...o,
-  });
+const rel = release;
 const lookup = (...releases: CompiledRelease[]) => (name: string) => releases.find((r) => r.name === name);
 
 const SHA_STEP = "a".repeat(64);

@@ -2,10 +2,11 @@
 // device gets (the HTTPS tests show the same rules end to end).
 import { randomBytes } from "node:crypto";
 import { assign, type AssignDeps, type DeviceFacts } from "../../server/domain/releases/assign";
-import { compileRelease, type CompiledRelease, type Release } from "../../server/domain/releases/release-store";
+import type { CompiledRelease } from "../../server/domain/releases/release-store";
 import { compareVersions } from "../../server/domain/releases/version";
 import { BUCKETS, bucketOf, stageLimit } from "../../server/domain/rollouts/bucket";
 import { pauseReason, readyToAdvance, rolloutPolicySchema } from "../../server/domain/rollouts/policy";
+import { release } from "../helpers/releases";
 
 const policy = rolloutPolicySchema.parse({ max_failure_rate: 20, max_rollback_rate: 10, failure_min_sample: 5, success_threshold: 90, min_sample: 4 });
 
@@ -69,26 +70,7 @@ describe("versions", () => {
 });
 
 describe("assignment", () => {
-  let id = 0;
-  const rel = (o: Partial<Release>): CompiledRelease =>
-    compileRelease({
-      id: ++id,
-      name: `r${id}`,
-      channel: "stable",
-      imageSha256: "0".repeat(64),
-      version: "1.0.0",
-      chip: "esp32",
-      minChipRev: 0,
-      maxChipRev: null,
-      notes: "",
-      targets: { groups: [], tags: [], devices: [] },
-      minVersion: null,
-      via: null,
-      allowDowngrade: false,
-      createdAt: "",
-      createdBy: "t",
-      ...o,
-    });
+  const rel = release;
   const device = (o: Partial<DeviceFacts> = {}): DeviceFacts => ({ id: "d1", chip: "esp32", chipRev: null, version: null, channel: "stable", group: null, tags: null, pinned: null, ...o });
   const deps = (releases: CompiledRelease[], included: (r: CompiledRelease) => boolean = () => true): AssignDeps => ({
     channel: (c) => releases.filter((r) => r.channel === c).sort((a, b) => b.id - a.id),

@@ -154,7 +154,8 @@ export interface ManifestRequest {
 
 export interface ManifestAnswer {
   status: 200 | 304;
-  headers: Record<string, string>;
+  /** Identifies the offer (see offerParts). */
+  etag: string;
   /** JSON, for 200. */
   body?: Buffer;
   /** What the device's MAC covers: the body, or for a 304 the not-modified text (null: nothing to sign). */
@@ -193,16 +194,11 @@ async function answerManifest(ctx: Context, r: ManifestRequest): Promise<Manifes
   const base = baseUrlFor(ctx, r.host);
   const interval = ctx.config.pollInterval;
   const etag = offerParts(image, base, interval).etag;
-  const headers: Record<string, string> = {
-    ETag: etag,
-    "Cache-Control": "no-store",
-    Vary: "X-Device-Id, X-Nonce, X-Device-Chip, X-Device-Chip-Rev, X-Device-Version",
-  };
   if (etagMatches(r.ifNoneMatch, etag)) {
-    return { status: 304, headers, signed: deviceId && nonce ? notModifiedMacInput(deviceId, nonce, etag) : null };
+    return { status: 304, etag, signed: deviceId && nonce ? notModifiedMacInput(deviceId, nonce, etag) : null };
   }
   const body = manifestBody(image, base, interval, deviceId, nonce);
-  return { status: 200, headers, body, signed: body };
+  return { status: 200, etag, body, signed: body };
 }
 
 /** GET /firmware/manifest: decides the answer (res.locals.manifest) and leaves sending it to manifestMac. */
@@ -226,12 +222,17 @@ export function manifestHandler(ctx: Context): RequestHandler {
  * Authenticates the manifest answer and sends it: X-Manifest-HMAC under the asking device's own MAC key (for a
  * device that named itself), and X-Manifest-Fleet-HMAC under the fleet key when OTA_FLEET_MANIFEST_HMAC is on.
  */
+/** A manifest depends on who asks and what they say: no cache may answer it for another request. */
+const MANIFEST_VARY = "X-Device-Id, X-Nonce, X-Device-Chip, X-Device-Chip-Rev, X-Device-Version";
+
 export function manifestMac(ctx: Pick<Context, "config" | "credentials">): RequestHandler {
   const fleetKey = ctx.config.fleetManifestHmac ? ctx.credentials.fleetManifestMacKey(ctx.config.fleetManifestKeyGeneration) : null;
   return (req, res) => {
     const a = res.locals.manifest as ManifestAnswer;
     const caller = req.device!;
-    for (const name in a.headers) res.setHeader(name, a.headers[name]!);
+    res.setHeader("ETag", a.etag);
+    res.setHeader("Cache-Control", "no-store");
+    res.setHeader("Vary", MANIFEST_VARY);
     if (a.signed !== null && caller.id) {
       res.setHeader(MAC_HEADER, hmacHex(ctx.credentials.deviceMacKey(caller.id, caller.generation), a.signed));
     }
