@@ -5,7 +5,7 @@ import express from "express";
 import helmet from "helmet";
 import type { Context } from "./context";
 import { deviceRouter, offeredDownloadRouter } from "./api/device/router";
-import { authFailureLimiter } from "./api/http/auth-limiter";
+import { AuthFailureLimiter } from "./api/http/auth-limiter";
 import { errorHandler, notFoundHandler, sendError } from "./api/http/errors";
 import { requestLog } from "./api/http/request-log";
 import { operatorRouter } from "./api/operator/router";
@@ -33,11 +33,13 @@ export function createApp(ctx: Context): express.Express {
     res.set("Cache-Control", "no-store").json({ status: "ok" });
   });
 
-  // One count of failed authentications per address, whichever API they were tried on.
-  app.use(authFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs));
-  app.use("/firmware", deviceRouter(ctx));
-  app.use(ctx.config.httpUpdatePath, offeredDownloadRouter(ctx));
-  app.use("/api/v1", operatorRouter(ctx));
+  // One count of failed authentications per address, whichever API they were tried on: each API's
+  // authentication records its failures, and the check refuses an address over its limit.
+  const failures = new AuthFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs);
+  app.use(failures.check);
+  app.use("/firmware", deviceRouter(ctx, failures.recordFailure));
+  app.use(ctx.config.httpUpdatePath, offeredDownloadRouter(ctx, failures.recordFailure));
+  app.use("/api/v1", operatorRouter(ctx, failures.recordFailure));
 
   app.use(notFoundHandler);
   app.use(errorHandler);

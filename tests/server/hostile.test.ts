@@ -7,6 +7,7 @@ import tls from "node:tls";
 import jwt from "jsonwebtoken";
 import { operatorSigningKey } from "../../server/infra/auth/keys";
 import { BOOTLOADER, HELLO_WORLD, read } from "../helpers/fixtures";
+import { RawConnection, type RawAnswer } from "../helpers/raw-http";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
 
 interface Case {
@@ -276,6 +277,69 @@ describe("repeated authentication failures", () => {
       await eventually(async () => (await s.req("GET", "/api/v1/devices", { headers: { Authorization: op } })).status === 429);
     } finally {
       for (const sock of held) sock.destroy();
+      await s.close();
+    }
+  });
+
+  it("answer a pipelined burst of wrong keys on one connection with at most the limit of 401s, then 429s; challenges do not count", async () => {
+    const s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "5", OTA_AUTH_FAILURE_WINDOW: "60" });
+    const c = await RawConnection.open(s);
+    try {
+      const get = (extra: string) => `GET /firmware/manifest HTTP/1.1\r\nHost: localhost\r\n${extra}\r\n`;
+      // Twenty requests without any credential, then 300 wrong keys: all in one write, on one kept-alive connection.
+      const challenges = Array.from({ length: 20 }, () => get(""));
+      const guesses = Array.from({ length: 300 }, (_, i) => get(`X-API-Key: otafleet_wrong${i}\r\n`));
+      c.send(challenges.concat(guesses).join(""));
+      const answers: RawAnswer[] = [];
+      for (let i = 0; i < 320; i++) answers.push(await c.next());
+      // The answers in order, as runs of one status and code.
+      const runs: [string, number][] = [];
+      for (const a of answers) {
+        const code = `${a.status} ${JSON.parse(a.body.toString()).error.code}`;
+        if (runs.at(-1)?.[0] === code) runs.at(-1)![1]++;
+        else runs.push([code, 1]);
+      }
+      expect(runs).toEqual([
+        ["401 missing_credential", 20],
+        ["401 invalid_credential", 5],
+        ["429 too_many_auth_failures", 295],
+      ]);
+      for (const a of answers.slice(25)) {
+        expect(Number(a.headers.get("retry-after"))).toBeGreaterThan(0);
+        expect(Number(a.headers.get("retry-after"))).toBeLessThanOrEqual(60);
+      }
+      // The address stays refused, a good key too; another address with a good key is not affected.
+      c.send(get(`X-API-Key: ${s.creds.deviceApiKey}\r\n`));
+      expect((await c.next()).status).toBe(429);
+      const other = await RawConnection.open(s, { localAddress: "127.0.0.2" });
+      try {
+        other.send(get(`X-API-Key: ${s.creds.deviceApiKey}\r\n`));
+        const answer = await other.next();
+        expect(answer.status).toBe(404); // no image yet: authenticated and answered
+        expect(JSON.parse(answer.body.toString()).error.code).toBe("no_firmware");
+      } finally {
+        other.end();
+      }
+    } finally {
+      c.end();
+      await s.close();
+    }
+  });
+
+  it("count a wrong bearer token on the device API, also one signed like an operator token", async () => {
+    const s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "3", OTA_AUTH_FAILURE_WINDOW: "60" });
+    try {
+      const forged = jwt.sign({ role: "admin" }, randomBytes(32), { algorithm: "HS256", subject: "admin", jwtid: "x", issuer: "esp32-ota", audience: "operator-api" });
+      for (const token of ["not-a-token", forged, `${s.creds.operatorToken.slice(0, -4)}AAAA`]) {
+        const r = await s.req("GET", "/firmware/manifest", { headers: { Authorization: `Bearer ${token}` } });
+        expect(r.status).toBe(401);
+        expect(r.json().error.code).toBe("invalid_credential");
+        expect(r.headers["www-authenticate"]).toMatch(/^Basic /);
+      }
+      const limited = await s.req("GET", "/firmware/manifest", { headers: { Authorization: `Bearer ${forged}` } });
+      expect(limited.status).toBe(429);
+      expect(Number(limited.headers["retry-after"])).toBeGreaterThan(0);
+    } finally {
       await s.close();
     }
   });

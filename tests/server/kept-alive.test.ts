@@ -4,86 +4,10 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import tls from "node:tls";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { mac, nonce, type Bundle } from "../helpers/device-keys";
+import { RawConnection as Connection, type RawAnswer as Answer } from "../helpers/raw-http";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
-
-
-
-interface Answer {
-  status: number;
-  headers: Map<string, string>;
-  body: Buffer;
-}
-
-/** One TLS connection, read as a stream of HTTP responses (Content-Length bodies; none for 304). */
-class Connection {
-  private buf = Buffer.alloc(0);
-  private waiting: (() => void) | null = null;
-  closed = false;
-
-  private constructor(readonly sock: tls.TLSSocket) {
-    sock.on("data", (c: Buffer) => {
-      this.buf = Buffer.concat([this.buf, c]);
-      this.waiting?.();
-    });
-    sock.on("close", () => {
-      this.closed = true;
-      this.waiting?.();
-    });
-    sock.on("error", () => undefined);
-  }
-
-  static open(s: TestServer): Promise<Connection> {
-    return new Promise((resolve, reject) => {
-      const sock = tls.connect({ host: "127.0.0.1", port: s.port, ca: s.ca, servername: "localhost" }, () => resolve(new Connection(sock)));
-      sock.once("error", reject);
-    });
-  }
-
-  send(text: string | Buffer): void {
-    this.sock.write(text);
-  }
-
-  private async until(ready: () => boolean, what: string): Promise<void> {
-    const deadline = Date.now() + 10_000;
-    while (!ready()) {
-      if (this.closed) throw new Error(`connection closed while waiting for ${what}`);
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        this.waiting = resolve;
-        setTimeout(resolve, 100);
-      });
-    }
-  }
-
-  async next(): Promise<Answer> {
-    await this.until(() => this.buf.includes("\r\n\r\n"), "a response head");
-    const end = this.buf.indexOf("\r\n\r\n");
-    const [statusLine, ...lines] = this.buf.subarray(0, end).toString("latin1").split("\r\n");
-    const headers = new Map(lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
-    const status = Number(statusLine!.split(" ")[1]);
-    const announced = headers.get("content-length");
-    if (announced === undefined && status !== 304) {
-      await this.until(() => this.closed, "the end of a body without a length");
-    }
-    const length = status === 304 ? 0 : announced === undefined ? this.buf.length - end - 4 : Number(announced);
-    await this.until(() => this.buf.length >= end + 4 + length, "a response body");
-    const body = this.buf.subarray(end + 4, end + 4 + length);
-    this.buf = this.buf.subarray(end + 4 + length);
-    return { status, headers, body };
-  }
-
-  async closedByServer(): Promise<boolean> {
-    await this.until(() => this.closed, "the server to close").catch(() => undefined);
-    return this.closed;
-  }
-
-  end(): void {
-    this.sock.destroy();
-  }
-}
 
 /** Runs `use` on a fresh connection to `s`, destroyed afterwards whatever happens. */
 async function withConnection(s: TestServer, use: (c: Connection) => Promise<void>): Promise<void> {

@@ -10,6 +10,7 @@ import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX, safeEqual } from "../../infra/auth
 import type { Context } from "../../context";
 import { normalizeDeviceId, DEVICE_ID_RULE } from "../../domain/devices/device-id";
 import { badRequest, forbidden, HttpError, type CodeWithStatus } from "../http/errors";
+import type { RecordAuthFailure } from "../http/auth-limiter";
 import type { DeviceIdentity } from "../http/express-types";
 
 const MAX_KEY_LEN = 256;
@@ -113,11 +114,15 @@ async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">,
   refuseQueryCredentials(req.url);
   const presented = presentedKey(req.headers);
   if (!presented) {
-    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
-    if (await isOperatorToken(ctx, bearer)) {
+    const authorization = req.headers.authorization ?? "";
+    if (!/^Bearer\s+\S/i.test(authorization)) {
+      throw new AuthChallenge("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
+    }
+    if (await isOperatorToken(ctx, /^Bearer\s+(\S+)$/i.exec(authorization)?.[1])) {
       throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
     }
-    throw new AuthChallenge("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
+    // A token was presented, so it was a guess (perhaps at an operator token): it counts like a wrong key.
+    throw unauthorized("invalid_credential", "a bearer token is not a device credential; send a device or fleet API key in X-API-Key or as the HTTP Basic password");
   }
   const { key } = presented;
   if (key.length > MAX_KEY_LEN) throw unauthorized("invalid_credential", "the API key is not valid");
@@ -156,13 +161,17 @@ async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">,
   throw unauthorized("invalid_credential", "the API key is not valid");
 }
 
-export function deviceAuth(ctx: Pick<Context, "credentials" | "devices">): RequestHandler {
-  return async (req, res, next) => {
+/**
+ * Authenticates every request of the device API. A wrong or revoked credential is counted as a failure the
+ * moment it is found (and answered 429 instead of 401 once its address is over the limit); a challenge is not:
+ * nothing was presented, so nothing was guessed.
+ */
+export function deviceAuth(ctx: Pick<Context, "credentials" | "devices">, recordFailure: RecordAuthFailure): RequestHandler {
+  return async (req, _res, next) => {
     try {
       req.device = await authenticateDevice(ctx, req);
     } catch (e) {
-      // Nothing was presented, so nothing was guessed: this 401 is a challenge and is not counted as a failure.
-      if (e instanceof AuthChallenge) res.locals.authChallengeOnly = true;
+      if (e instanceof HttpError && e.status === 401 && !(e instanceof AuthChallenge)) throw recordFailure(req) ?? e;
       throw e;
     }
     next();

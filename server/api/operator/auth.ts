@@ -1,7 +1,10 @@
 // Operator API authentication: "Authorization: Bearer <JWT>" with a role. Device and fleet keys are
-// refused with 403, so a device credential never reaches an operator endpoint.
+// refused with 403, so a device credential never reaches an operator endpoint. A wrong, expired or revoked
+// token is counted as an authentication failure the moment it is found (server/api/http/auth-limiter.ts); a
+// request without any is a challenge and is not.
 import type { RequestHandler } from "express";
 import type { AuditLog } from "../../domain/audit/audit-log";
+import type { RecordAuthFailure } from "../http/auth-limiter";
 import { looksLikeJwt, roleAtLeast } from "../../infra/auth/credentials";
 import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX } from "../../infra/auth/keys";
 import type { Context } from "../../context";
@@ -11,26 +14,28 @@ import { actorOf } from "./actor";
 
 const WWW = { "WWW-Authenticate": 'Bearer realm="esp32-ota operator API"' };
 
-export function operatorAuth(ctx: Pick<Context, "credentials">): RequestHandler {
-  return async (req, res, next) => {
+export function operatorAuth(ctx: Pick<Context, "credentials">, recordFailure: RecordAuthFailure): RequestHandler {
+  return async (req, _res, next) => {
     const header = req.get("authorization");
     const apiKey = req.get("x-api-key");
     if (!header) {
       if (apiKey && (apiKey.startsWith(FLEET_KEY_PREFIX) || apiKey.startsWith(DEVICE_KEY_PREFIX))) {
         throw forbidden("wrong_credential_kind", "device and fleet API keys cannot be used on the operator API; send an operator token as Authorization: Bearer <token>");
       }
-      res.locals.authChallengeOnly = true; // nothing presented, nothing guessed: not counted as a failure
+      // Nothing presented, nothing guessed: a challenge, not counted as a failure.
       throw new HttpError(401, "missing_credential", "send an operator token as Authorization: Bearer <token>", WWW);
     }
+    /** A wrong credential: counted now, and answered 429 instead once this address is over its limit. */
+    const failed = (e: HttpError) => recordFailure(req) ?? e;
     const m = /^Bearer\s+(\S{1,4096})$/i.exec(header);
-    if (!m) throw new HttpError(401, "invalid_credential", "the Authorization header must be: Bearer <operator token>", WWW);
+    if (!m) throw failed(new HttpError(401, "invalid_credential", "the Authorization header must be: Bearer <operator token>", WWW));
     const token = m[1]!;
     if (token.startsWith(FLEET_KEY_PREFIX) || token.startsWith(DEVICE_KEY_PREFIX)) {
       throw forbidden("wrong_credential_kind", "device and fleet API keys cannot be used on the operator API; use an operator token");
     }
-    if (!looksLikeJwt(token)) throw new HttpError(401, "invalid_token", "the bearer token is not a valid operator token", WWW);
+    if (!looksLikeJwt(token)) throw failed(new HttpError(401, "invalid_token", "the bearer token is not a valid operator token", WWW));
     const check = await ctx.credentials.verifyOperatorToken(token);
-    if (!check.ok) throw new HttpError(401, check.code, check.message, WWW);
+    if (!check.ok) throw failed(new HttpError(401, check.code, check.message, WWW));
     req.operator = check.identity;
     next();
   };
