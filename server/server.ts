@@ -3,7 +3,7 @@ import { constants as cryptoConstants } from "node:crypto";
 import fs from "node:fs";
 import { STATUS_CODES } from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, DropArgument } from "node:net";
 import type tls from "node:tls";
 import type { Logger } from "pino";
 import { createApp } from "./app";
@@ -21,6 +21,7 @@ import { DeviceRegistry } from "./domain/devices/registry";
 import type { ErrorCode } from "./api/http/error-codes";
 import { parsePartitionsCsv, PartitionTableError, requireOtaLayout, type PartitionTable } from "./esp";
 import { createLogger } from "./infra/logging/logger";
+import { ThrottledWarning } from "./infra/logging/throttled-warning";
 import { ReleaseStore } from "./domain/releases/release-store";
 import { RolloutManager } from "./domain/rollouts/rollout-manager";
 import { openStore } from "./infra/store/db";
@@ -130,9 +131,24 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
       requireHostHeader: false,
       // Without resumption every connection is a full handshake, as with devices that keep no session.
       ...(config.tlsSessionResumption ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
+      // A client that connects and never finishes its handshake would hold its socket for Node's default 120 s.
+      handshakeTimeout: config.handshakeTimeoutMs,
     },
     createApp(ctx),
   );
+  // Past the cap, Node closes each new connection as soon as it is accepted (before any TLS) and says so with 'drop'.
+  server.maxConnections = config.maxConnections;
+  const dropped = new ThrottledWarning(log, "connection dropped: OTA_MAX_CONNECTIONS connections are open", {
+    maxConnections: config.maxConnections,
+  });
+  server.on("drop", (data?: DropArgument) => dropped.note({ remoteAddress: data?.remoteAddress }));
+  const handshakeTimeouts = new ThrottledWarning(log, "connection closed: the TLS handshake did not finish within OTA_HANDSHAKE_TIMEOUT_MS", {
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+  });
+  // Before https's own listener, which hands the error to 'clientError' (below), where the socket is destroyed.
+  server.prependListener("tlsClientError", (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+    if (err.code === "ERR_TLS_HANDSHAKE_TIMEOUT") handshakeTimeouts.note({ remoteAddress: socket.remoteAddress });
+  });
   server.headersTimeout = 15_000;
   server.requestTimeout = 300_000;
   server.keepAliveTimeout = 5_000;
@@ -142,7 +158,11 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   // instead, where pausing works: pipelined requests are then answered in order, however many arrive at once.
   server.on("secureConnection", (socket: tls.TLSSocket) => socket.on("data", ignore));
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable || err.code === "ECONNRESET") return socket.destroy();
+    // Only an HTTP parser's refusal (HPE_...) or timeout gets an HTTP answer. Anything else, above all a TLS
+    // handshake that failed or timed out (https passes those here too), closes the socket: an answer written to a
+    // socket whose handshake never finished would wait for it forever, and so would the socket.
+    const fromHttp = err.code?.startsWith("HPE_") === true || err.code === "ERR_HTTP_REQUEST_TIMEOUT";
+    if (!fromHttp || !socket.writable) return socket.destroy();
     const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
     const body = JSON.stringify({
       error: {
@@ -180,6 +200,8 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
           server.closeIdleConnections();
           setTimeout(() => server.closeAllConnections(), 2000).unref();
         });
+        dropped.stop();
+        handshakeTimeouts.stop();
         await closeContext();
       })();
       return closing;

@@ -94,6 +94,9 @@ describe("configuration", () => {
     [{ OTA_POLL_INTERVAL: "1" }, /OTA_POLL_INTERVAL: must be between 10 and 86400/],
     [{ OTA_TRUST_PROXY: "maybe" }, /OTA_TRUST_PROXY: must be true or false/],
     [{ OTA_TLS_CERT: "/x.crt" }, /OTA_TLS_KEY: must be set together with OTA_TLS_CERT/],
+    [{ OTA_HANDSHAKE_TIMEOUT_MS: "50" }, /OTA_HANDSHAKE_TIMEOUT_MS: must be between 100 and 120000/],
+    [{ OTA_MAX_CONNECTIONS: "0" }, /OTA_MAX_CONNECTIONS: must be between 1 and 1000000/],
+    [{ OTA_MAX_CONNECTIONS: "many" }, /OTA_MAX_CONNECTIONS: must be a whole number/],
   ])("%j is refused with a message naming the variable", (env, message) => {
     expect(() => loadConfig(env, "/tmp")).toThrow(ConfigError);
     expect(() => loadConfig(env, "/tmp")).toThrow(message);
@@ -110,6 +113,8 @@ describe("configuration", () => {
       logLevel: "info",
       blockSize: 8192,
       pollInterval: 300,
+      handshakeTimeoutMs: 10_000,
+      maxConnections: 20_000,
     });
   });
 

@@ -64,6 +64,8 @@ const envSchema = z.object({
   OTA_FLEET_MANIFEST_HMAC: bool.default(false),
   OTA_FLEET_MANIFEST_KEY_GENERATION: int(0, 1_000_000).default(0),
   OTA_TLS_SESSION_RESUMPTION: bool.default(true),
+  OTA_HANDSHAKE_TIMEOUT_MS: int(100, 120_000).default(10_000),
+  OTA_MAX_CONNECTIONS: int(1, 1_000_000).default(20_000),
 });
 
 export interface Config {
@@ -92,6 +94,10 @@ export interface Config {
   fleetManifestKeyGeneration: number;
   /** TLS session tickets (resumption without a full handshake) for clients that keep them. */
   tlsSessionResumption: boolean;
+  /** A connection that has not finished its TLS handshake by then is closed. */
+  handshakeTimeoutMs: number;
+  /** Open connections (in handshake or not) beyond which new ones are closed at once. */
+  maxConnections: number;
 }
 
 export class ConfigError extends Error {
@@ -153,5 +159,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     fleetManifestHmac: e.OTA_FLEET_MANIFEST_HMAC,
     fleetManifestKeyGeneration: e.OTA_FLEET_MANIFEST_KEY_GENERATION,
     tlsSessionResumption: e.OTA_TLS_SESSION_RESUMPTION,
+    handshakeTimeoutMs: e.OTA_HANDSHAKE_TIMEOUT_MS,
+    maxConnections: e.OTA_MAX_CONNECTIONS,
   };
 }
