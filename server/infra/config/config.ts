@@ -64,6 +64,7 @@ const envSchema = z.object({
   OTA_FLEET_MANIFEST_HMAC: bool.default(false),
   OTA_FLEET_MANIFEST_KEY_GENERATION: int(0, 1_000_000).default(0),
   OTA_TLS_SESSION_RESUMPTION: bool.default(true),
+  OTA_FIRST_START_TOKEN_DAYS: int(1, 3650).default(7),
 });
 
 export interface Config {
@@ -92,6 +93,8 @@ export interface Config {
   fleetManifestKeyGeneration: number;
   /** TLS session tickets (resumption without a full handshake) for clients that keep them. */
   tlsSessionResumption: boolean;
+  /** Days the admin token made at first start (dev-credentials.json) stays valid. */
+  firstStartTokenDays: number;
 }
 
 export class ConfigError extends Error {
@@ -153,5 +156,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     fleetManifestHmac: e.OTA_FLEET_MANIFEST_HMAC,
     fleetManifestKeyGeneration: e.OTA_FLEET_MANIFEST_KEY_GENERATION,
     tlsSessionResumption: e.OTA_TLS_SESSION_RESUMPTION,
+    firstStartTokenDays: e.OTA_FIRST_START_TOKEN_DAYS,
   };
 }
