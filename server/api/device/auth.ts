@@ -15,6 +15,8 @@ import type { DeviceIdentity } from "../http/express-types";
 import type { DeviceRow } from "../../infra/store/schema";
 
 const MAX_KEY_LEN = 256;
+/** The longest operator token the operator API reads (server/api/operator/auth.ts). */
+const MAX_TOKEN_LEN = 4096;
 
 /** Lets a client that waits for a challenge (esp_http_client without auth_type set) send Basic. */
 const CHALLENGE = { "WWW-Authenticate": 'Basic realm="esp32-ota devices", charset="UTF-8"' };
@@ -122,7 +124,8 @@ async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">,
     throw new AuthChallenge("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
   }
   const { key } = presented;
-  if (key.length > MAX_KEY_LEN) throw unauthorized("invalid_credential", "the API key is not valid");
+  // An operator token is longer than any device key (and is answered with 403 below, so its sender learns why).
+  if (key.length > (looksLikeJwt(key) ? MAX_TOKEN_LEN : MAX_KEY_LEN)) throw unauthorized("invalid_credential", "the API key is not valid");
   const claim = claimedDeviceId(req.headers, presented.basicUser);
   const deviceId = claim?.id ?? null;
   const idSource = claim?.source;

@@ -152,7 +152,7 @@ export const ERROR_CODES = {
     status: 401,
     api: "device",
     meaning:
-      "The key has been revoked: a device's own key (provision the device again to give it a new key) or a fleet key (use another fleet key).",
+      "The key (a device's own key or a fleet key) has been revoked; provision the device again to give it a new key, or use another fleet key.",
   },
   device_key_required: {
     status: 403,
