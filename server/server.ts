@@ -120,7 +120,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   loadPartitions(config.partitionsFile); // a bad table stops the start before anything is created
   const tls = ensureCertificates(config, log);
   const { ctx, close: closeContext } = await openContext(config, log, { serving: true });
-  const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, ctx.credentials, log);
+  const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, ctx.credentials, log, config.firstStartTokenDays);
   const partitions = ctx.partitions;
   const server = https.createServer(
     {

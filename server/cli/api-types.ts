@@ -1,13 +1,15 @@
 // What the operator API answers, as the CLI reads it: the JSON of the server's own views (api/operator/views.ts),
 // so a change there that the CLI depends on fails type-checking here.
 import type { AuditRecord } from "../domain/audit/audit-log";
-import type { deviceView, imageView, releaseView, rolloutView } from "../api/operator/views";
+import type { apiKeyView, deviceView, imageView, releaseView, rolloutView, tokenView } from "../api/operator/views";
 import type { MemberStatus } from "../domain/rollouts/member-status";
 
 type ImageJson = ReturnType<typeof imageView>;
 type ReleaseJson = ReturnType<typeof releaseView>;
 type RolloutJson = ReturnType<typeof rolloutView>;
 type DeviceJson = ReturnType<typeof deviceView>;
+type TokenJson = ReturnType<typeof tokenView>;
+type ApiKeyJson = ReturnType<typeof apiKeyView>;
 
 export interface Whoami {
   subject: string;
@@ -49,6 +51,34 @@ export interface DeviceAnswer {
 export interface DeviceList {
   devices: DeviceJson[];
   next: string | null;
+}
+
+/** GET /tokens (and `ota token list` in local mode). */
+export interface TokenList {
+  tokens: TokenJson[];
+}
+
+/** GET /apikeys (and `ota apikey list` in local mode). */
+export interface ApiKeyList {
+  apikeys: ApiKeyJson[];
+}
+
+/** POST /tokens/{id}/revoke. */
+export interface TokenRevoked {
+  token: TokenJson;
+  already_revoked: boolean;
+}
+
+/** POST /apikeys/{id}/revoke. */
+export interface ApiKeyRevoked {
+  apikey: ApiKeyJson;
+  already_revoked: boolean;
+}
+
+/** POST /devices/{id}/revoke. */
+export interface DeviceRevoked {
+  device: DeviceJson;
+  already_revoked: boolean;
 }
 
 export interface AuditPage {

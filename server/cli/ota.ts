@@ -1,12 +1,16 @@
-// `ota`: the operator's command line. `device provision`, `token create` and `apikey create` work on the
-// server's data folder directly (run them on the server machine, with the same OTA_* environment as the
-// server; they are safe while it runs). Everything else talks to a server's operator API over HTTPS after
-// `ota login` (remote.ts). Exit codes: errors.ts.
+// `ota`: the operator's command line. The credential commands (`device provision|revoke`, `token
+// create|list|revoke`, `apikey create|list|revoke`) work on the server's data folder directly (run them on the
+// server machine, with the same OTA_* environment as the server; they are safe while it runs, and the running
+// server honours a revocation from its next request on); all but `create` also go through the operator API with
+// --remote. Everything else talks to a server's operator API over HTTPS after `ota login` (remote.ts). Exit
+// codes: errors.ts.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { ROLES } from "../infra/auth/credentials";
+import type { z } from "zod";
+import { apiKeyView, deviceView, tokenView } from "../api/operator/views";
+import { fleetKeyIdSchema, ROLES, tokenIdSchema } from "../infra/auth/credentials";
 import { ConfigError, loadConfig } from "../infra/config/config";
 import type { Context } from "../context";
 import { deviceIdSchema, DEVICE_ID_RULE } from "../domain/devices/device-id";
@@ -16,8 +20,9 @@ import { ExportError, exportStatic } from "../export/static-export";
 import { createLogger } from "../infra/logging/logger";
 import { openContext, openContextParts } from "../server";
 import type { Role } from "../infra/store/schema";
+import type { ApiKeyList, ApiKeyRevoked, DeviceRevoked, TokenList, TokenRevoked } from "./api-types";
 import { CliError, EXIT, UsageError } from "./errors";
-import { addAuditCommand, addRemoteCommands, addRemoteDeviceCommands, provisionRemote } from "./remote";
+import { addAuditCommand, addRemoteCommands, addRemoteDeviceCommands, callRemote, provisionRemote, table } from "./remote";
 
 /** Who ran a local command, for the audit log. */
 function localActor() {
@@ -35,6 +40,24 @@ function deviceId(value: string): string {
   if (!r.success) throw new InvalidArgumentError(`device id must be ${DEVICE_ID_RULE}`);
   return r.data;
 }
+
+/** A commander argument parser from a zod schema (the one the API validates the same value with). */
+function argument<S extends z.ZodType<unknown, string>>(schema: S) {
+  return (value: string): z.output<S> => {
+    const r = schema.safeParse(value);
+    if (!r.success) throw new InvalidArgumentError(r.error.issues[0]?.message ?? "invalid value");
+    return r.data;
+  };
+}
+
+function reasonText(value: string): string {
+  if (value.trim().length < 1 || value.length > 500) throw new InvalidArgumentError("must be 1-500 characters");
+  return value;
+}
+
+const enc = encodeURIComponent;
+const print = (text: string) => void process.stdout.write(text + "\n");
+const revokeBody = (reason: string | undefined) => (reason ? { reason } : {});
 
 function positiveInt(value: string): number {
   if (!/^[0-9]+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError("must be a whole number of days, 1 or more");
@@ -136,6 +159,47 @@ export function buildProgram(): Command {
       else process.stdout.write(t.token + "\n");
     });
 
+  token
+    .command("list")
+    .description("operator tokens, newest first: id, name, role, state, created, expires, revoked (never the tokens)")
+    .option("--remote", "ask the operator API of the server you logged in to (role admin), not the local data folder")
+    .option("--json", "JSON output (as the API answers)")
+    .action(async (opts: { remote?: boolean; json?: boolean }) => {
+      const r = opts.remote
+        ? await callRemote<TokenList>("GET", "/tokens")
+        : await withParts(async (parts) => ({ tokens: (await parts.credentials.listOperatorTokens()).map((t) => tokenView(t)) }));
+      if (opts.json) return print(JSON.stringify(r, null, 2));
+      print(
+        table(
+          r.tokens.map((t) => [t.id, t.name, t.role, t.state, t.created_at, t.expires_at ?? "never", t.revoked_at]),
+          ["ID", "NAME", "ROLE", "STATE", "CREATED", "EXPIRES", "REVOKED"],
+        ),
+      );
+    });
+  token
+    .command("revoke")
+    .description("revoke an operator token: the server refuses it (401 token_revoked) from its next request on")
+    .argument("<id>", "the token's id (ota token list)", argument(tokenIdSchema))
+    .option("--reason <text>", "why (recorded in the audit log)", reasonText)
+    .option("--remote", "revoke through the operator API of the server you logged in to (role admin), not the local data folder")
+    .action(async (id: string, opts: { reason?: string; remote?: boolean }) => {
+      const r = opts.remote
+        ? await callRemote<TokenRevoked>("POST", `/tokens/${enc(id)}/revoke`, revokeBody(opts.reason))
+        : await withParts(async (parts): Promise<TokenRevoked> => {
+            const done = await parts.credentials.revokeOperatorToken(id);
+            if (!done) throw new CliError(`no operator token has id ${id}; ota token list shows them`, EXIT.notFound);
+            const { subject, role } = done.info;
+            await parts.audit.record({ ...localActor(), action: "token.revoke", target: id, details: { subject, role, already_revoked: done.alreadyRevoked, ...revokeBody(opts.reason) } });
+            return { token: tokenView(done.info), already_revoked: done.alreadyRevoked };
+          });
+      const t = r.token;
+      print(
+        r.already_revoked
+          ? `operator token ${t.id} (${t.name}, ${t.role}) was already revoked at ${t.revoked_at}`
+          : `revoked operator token ${t.id} (${t.name}, ${t.role}): it is refused from its next request on`,
+      );
+    });
+
   const apikey = program.command("apikey").description("fleet API key commands");
   apikey
     .command("create")
@@ -151,6 +215,64 @@ export function buildProgram(): Command {
       if (opts.out) writeSecretFile(opts.out, k.key + "\n");
       else process.stdout.write(k.key + "\n");
     });
+  apikey
+    .command("list")
+    .description("fleet API keys, newest first: id, label, state, created, revoked (never the keys or their hashes)")
+    .option("--remote", "ask the operator API of the server you logged in to (role admin), not the local data folder")
+    .option("--json", "JSON output (as the API answers)")
+    .action(async (opts: { remote?: boolean; json?: boolean }) => {
+      const r = opts.remote
+        ? await callRemote<ApiKeyList>("GET", "/apikeys")
+        : await withParts(async (parts) => ({ apikeys: (await parts.credentials.listFleetKeys()).map(apiKeyView) }));
+      if (opts.json) return print(JSON.stringify(r, null, 2));
+      print(table(r.apikeys.map((k) => [k.id, k.label, k.state, k.created_at, k.revoked_at]), ["ID", "LABEL", "STATE", "CREATED", "REVOKED"]));
+    });
+  apikey
+    .command("revoke")
+    .description("revoke a fleet API key: the server refuses it (401 credential_revoked) from its next request on")
+    .argument("<id>", "the key's id (ota apikey list; it is also the 8 characters after otafleet_ in the key)", argument(fleetKeyIdSchema))
+    .option("--reason <text>", "why (recorded in the audit log)", reasonText)
+    .option("--remote", "revoke through the operator API of the server you logged in to (role admin), not the local data folder")
+    .action(async (id: string, opts: { reason?: string; remote?: boolean }) => {
+      const r = opts.remote
+        ? await callRemote<ApiKeyRevoked>("POST", `/apikeys/${enc(id)}/revoke`, revokeBody(opts.reason))
+        : await withParts(async (parts): Promise<ApiKeyRevoked> => {
+            const done = await parts.credentials.revokeFleetKey(id);
+            if (!done) throw new CliError(`no fleet key has id ${id}; ota apikey list shows them`, EXIT.notFound);
+            await parts.audit.record({ ...localActor(), action: "apikey.revoke", target: id, details: { label: done.info.label, already_revoked: done.alreadyRevoked, ...revokeBody(opts.reason) } });
+            return { apikey: apiKeyView(done.info), already_revoked: done.alreadyRevoked };
+          });
+      const k = r.apikey;
+      print(
+        r.already_revoked
+          ? `fleet key ${k.id} (${k.label}) was already revoked at ${k.revoked_at}`
+          : `revoked fleet key ${k.id} (${k.label}): it is refused from its next request on`,
+      );
+    });
+
+  device
+    .command("revoke")
+    .description("revoke a device: its key is refused, and no fleet key may speak for it, from its next request on (provision it again to give it a new key)")
+    .argument("<device-id>", `the device id (${DEVICE_ID_RULE}); MAC addresses are normalised`, deviceId)
+    .option("--reason <text>", "why (recorded in the audit log)", reasonText)
+    .option("--remote", "revoke through the operator API of the server you logged in to (role admin), not the local data folder")
+    .action(async (id: string, opts: { reason?: string; remote?: boolean }) => {
+      const r = opts.remote
+        ? await callRemote<DeviceRevoked>("POST", `/devices/${enc(id)}/revoke`, revokeBody(opts.reason))
+        : await withParts(async (parts): Promise<DeviceRevoked> => {
+            const done = await parts.devices.revoke(id);
+            if (!done) throw new CliError(`no device ${id}: devices appear when they first poll or are provisioned`, EXIT.notFound);
+            await parts.audit.record({ ...localActor(), action: "device.revoke", target: id, details: { key_generation: done.row.key_generation, already_revoked: done.alreadyRevoked, ...revokeBody(opts.reason) } });
+            return { device: deviceView(parts.devices.view(done.row), await parts.devices.tags(id)), already_revoked: done.alreadyRevoked };
+          });
+      const d = r.device;
+      print(
+        r.already_revoked
+          ? `device ${d.id} was already revoked at ${d.revoked_at}`
+          : `revoked device ${d.id}: its key, and any fleet key speaking for it, are refused from its next request on; ota device provision ${d.id} gives it a new key`,
+      );
+    });
+
   program
     .command("manifest-hmac-key")
     .description("print the fleet-wide manifest HMAC key (hex) for clients that verify X-Manifest-Fleet-HMAC")

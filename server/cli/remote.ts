@@ -1,6 +1,6 @@
 // The `ota` commands that talk to a running server's operator API over HTTPS (after `ota login`): upload,
-// releases, rollouts (with a live watch), devices and the audit log. Human output by default, --json for
-// scripts; exit codes in errors.ts.
+// releases, rollouts (with a live watch), devices and the audit log; and the --remote form of the local
+// credential commands. Human output by default, --json for scripts; exit codes in errors.ts.
 import fs from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { ApiClient } from "./api-client";
@@ -44,7 +44,7 @@ const integer = (v: string) => {
 };
 const enc = encodeURIComponent;
 
-function table(rows: (string | number | null | undefined)[][], header: string[]): string {
+export function table(rows: (string | number | null | undefined)[][], header: string[]): string {
   const cells = [header, ...rows.map((r) => r.map((c) => (c === null || c === undefined ? "-" : String(c))))];
   const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
   return cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : (c ?? "").padEnd(widths[i]!))).join("  ")).join("\n");
@@ -394,6 +394,11 @@ export function addRemoteDeviceCommands(device: Command): void {
         out(`${d.id}: group ${d.group ?? "-"}, channel ${d.channel}, pinned ${d.pinned_release ?? "-"}, chip ${d.chip ?? "-"}`);
       }),
     );
+}
+
+/** One call to the API of the saved login, for the local commands' --remote form (credential lists, revocations). */
+export function callRemote<T>(method: "GET" | "POST", p: string, body?: unknown): Promise<T> {
+  return withApi((api) => api.call<T>(method, p, body));
 }
 
 /** Provisioning through the API, for `ota device provision --remote`. */

@@ -20,7 +20,7 @@ describe("first start", () => {
       const credFile = path.join(data, "dev-credentials.json");
       expect(mode(credFile)).toBe(0o600);
       const creds = JSON.parse(fs.readFileSync(credFile, "utf8"));
-      expect(Object.keys(creds).sort()).toEqual(["deviceApiKey", "operatorToken"]);
+      expect(Object.keys(creds).sort()).toEqual(["deviceApiKey", "operatorToken", "operatorTokenExpiresAt"]);
       const logs = s.logs.join("");
       expect(logs).toContain(credFile);
       expect(logs).not.toContain(creds.deviceApiKey);

@@ -1,6 +1,7 @@
 // Device API authentication: a device's own key (for its device id) or a fleet key, sent in X-API-Key or,
 // for clients that can only do that (Arduino HTTPUpdate, esp_http_client), as HTTP Basic with the key as
 // the password. Operator tokens are refused here with 403, so an operator credential cannot act as a device.
+// Keys and devices are read from the database on every request: a revocation holds from the next request on.
 // A key in the query string is refused outright: URLs end up in proxy and server logs.
 import type { IncomingHttpHeaders } from "node:http";
 import type { RequestHandler } from "express";
@@ -12,8 +13,11 @@ import { normalizeDeviceId, DEVICE_ID_RULE } from "../../domain/devices/device-i
 import { badRequest, forbidden, HttpError, type CodeWithStatus } from "../http/errors";
 import type { RecordAuthFailure } from "../http/auth-limiter";
 import type { DeviceIdentity } from "../http/express-types";
+import type { DeviceRow } from "../../infra/store/schema";
 
 const MAX_KEY_LEN = 256;
+/** The longest operator token the operator API reads (server/api/operator/auth.ts). */
+const MAX_TOKEN_LEN = 4096;
 
 /** Lets a client that waits for a challenge (esp_http_client without auth_type set) send Basic. */
 const CHALLENGE = { "WWW-Authenticate": 'Basic realm="esp32-ota devices", charset="UTF-8"' };
@@ -125,7 +129,8 @@ async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">,
     throw unauthorized("invalid_credential", "a bearer token is not a device credential; send a device or fleet API key in X-API-Key or as the HTTP Basic password");
   }
   const { key } = presented;
-  if (key.length > MAX_KEY_LEN) throw unauthorized("invalid_credential", "the API key is not valid");
+  // An operator token is longer than any device key (and is answered with 403 below, so its sender learns why).
+  if (key.length > (looksLikeJwt(key) ? MAX_TOKEN_LEN : MAX_KEY_LEN)) throw unauthorized("invalid_credential", "the API key is not valid");
   const claim = claimedDeviceId(req.headers, presented.basicUser);
   const deviceId = claim?.id ?? null;
   const idSource = claim?.source;
@@ -141,17 +146,17 @@ async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">,
     if (!device?.provisioned_at || !safeEqual(key, ctx.credentials.deviceApiKey(deviceId, device.key_generation))) {
       throw unauthorized("invalid_credential", "the API key is not valid for this device");
     }
-    if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision it again");
+    if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision the device again to give it a new key");
     return { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip, row: device };
   }
 
   if (key.startsWith(FLEET_KEY_PREFIX)) {
-    if (!(await ctx.credentials.verifyFleetKey(key))) throw unauthorized("invalid_credential", "the API key is not valid");
+    const fleet = await ctx.credentials.verifyFleetKey(key);
+    if (!fleet.ok && fleet.revoked) throw unauthorized("credential_revoked", "this fleet key has been revoked; use another one (an admin creates one with ota apikey create)");
+    if (!fleet.ok) throw unauthorized("invalid_credential", "the API key is not valid");
     if (!deviceId) return { kind: "fleet", id: null, idSource, generation: 0, provisioned: false, chip: null };
     const device = (await ctx.devices.get(deviceId)) ?? null;
-    if (device?.provisioned_at && !device.revoked_at) {
-      throw forbidden("device_key_required", `device ${deviceId} is provisioned: it must use its own key, not a fleet key`);
-    }
+    refuseFleetKeyFor(device);
     return { kind: "fleet", id: deviceId, idSource, generation: device?.key_generation ?? 0, provisioned: false, chip: device?.chip ?? null, row: device };
   }
 
@@ -183,10 +188,16 @@ export async function assertMaySpeakFor(ctx: Pick<Context, "devices">, caller: N
   if (caller.id && caller.id !== deviceId) {
     throw forbidden("device_mismatch", `this request is authenticated for device ${caller.id}, not ${deviceId}`);
   }
-  if (caller.kind === "fleet" && !caller.id) {
-    const device = await ctx.devices.get(deviceId);
-    if (device?.provisioned_at && !device.revoked_at) {
-      throw forbidden("device_key_required", `device ${deviceId} is provisioned: it must use its own key, not a fleet key`);
-    }
+  if (caller.kind === "fleet" && !caller.id) refuseFleetKeyFor((await ctx.devices.get(deviceId)) ?? null);
+}
+
+/** A fleet key may speak only for ids that have no key of their own and were never revoked. */
+function refuseFleetKeyFor(device: DeviceRow | null): void {
+  if (!device) return;
+  if (device.revoked_at) {
+    throw forbidden("device_revoked", `device ${device.id} has been revoked: no key may speak for it; provision it again to give it a new key`);
+  }
+  if (device.provisioned_at) {
+    throw forbidden("device_key_required", `device ${device.id} is provisioned: it must use its own key, not a fleet key`);
   }
 }

@@ -151,12 +151,18 @@ export const ERROR_CODES = {
   credential_revoked: {
     status: 401,
     api: "device",
-    meaning: "This device's key has been revoked; provision the device again to give it a new key.",
+    meaning:
+      "The key (a device's own key or a fleet key) has been revoked; provision the device again to give it a new key, or use another fleet key.",
   },
   device_key_required: {
     status: 403,
     api: "device",
     meaning: "A fleet key was used for a device that has its own key; use the device's own key.",
+  },
+  device_revoked: {
+    status: 403,
+    api: "device",
+    meaning: "A fleet key was used for a device id that has been revoked, and no key may speak for it; provision the device again to give it a new key.",
   },
   device_mismatch: {
     status: 403,
@@ -272,6 +278,16 @@ export const ERROR_CODES = {
     status: 403,
     api: "operator",
     meaning: "The token's role is too low for this action; use a token with the role the message names.",
+  },
+  token_not_found: {
+    status: 404,
+    api: "operator",
+    meaning: "No operator token has this id; list the tokens (ota token list) for the right one.",
+  },
+  apikey_not_found: {
+    status: 404,
+    api: "operator",
+    meaning: "No fleet key has this id; list the fleet keys (ota apikey list) for the right one.",
   },
 
   // Operator API: firmware uploads.

@@ -1,12 +1,12 @@
 // Operator view of the fleet: devices, their state, tags, group, channel and pin, their report history;
-// provisioning.
+// provisioning and revocation.
 import type { RequestHandler } from "express";
 import type { Context } from "../../context";
 import { provisionDevice } from "../../domain/devices/provisioning";
 import { HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { actorOf } from "./actor";
-import { deviceListQuery, devicePatchBody, params, provisionBody, reportsQuery } from "./schemas";
+import { deviceListQuery, devicePatchBody, params, provisionBody, reportsQuery, revokeBody } from "./schemas";
 import { deviceView, reportView } from "./views";
 
 function deviceParam(value: unknown): string {
@@ -79,5 +79,27 @@ export function provision(ctx: Pick<Context, "config" | "devices" | "credentials
     await ctx.audit.record({ ...actorOf(req), action: "device.provision", target: id, details: { rotate: Boolean(body.rotate), server_url: bundle.serverUrl, key_generation: bundle.keyGeneration } });
     req.log.info({ device: id, rotate: Boolean(body.rotate), operator: req.operator?.subject }, "device provisioned");
     res.set("Cache-Control", "no-store").status(201).json(bundle);
+  };
+}
+
+/**
+ * Revokes a device: its own key is refused from its next request on, and no fleet key may speak for its id, until
+ * it is provisioned again (which gives it a new key generation).
+ */
+export function revokeDevice(ctx: Pick<Context, "devices" | "audit">): RequestHandler {
+  return async (req, res) => {
+    const id = deviceParam(req.params.id);
+    const body = parseWith(revokeBody, req.body ?? {}, "body");
+    await ctx.devices.flush(); // a device seen a moment ago is in the database before it is looked up
+    const r = await ctx.devices.revoke(id);
+    if (!r) throw notFound("device_not_found", `no device ${id}: devices appear when they first poll or are provisioned`);
+    await ctx.audit.record({
+      ...actorOf(req),
+      action: "device.revoke",
+      target: id,
+      details: { key_generation: r.row.key_generation, already_revoked: r.alreadyRevoked, ...(body.reason ? { reason: body.reason } : {}) },
+    });
+    req.log.info({ device: id, operator: req.operator?.subject }, "device revoked");
+    res.json({ device: deviceView(ctx.devices.view(r.row), await ctx.devices.tags(id)), already_revoked: r.alreadyRevoked });
   };
 }

@@ -5,7 +5,8 @@ import type { z } from "zod";
 import type { Context } from "../../context";
 import type { Role } from "../../infra/store/schema";
 import { listAudit } from "./audit";
-import { deviceReports, getDevice, listDevices, patchDevice, provision } from "./devices";
+import { listApiKeys, listTokens, revokeApiKey, revokeToken } from "./credentials";
+import { deviceReports, getDevice, listDevices, patchDevice, provision, revokeDevice } from "./devices";
 import { getImage, listFiles, listImages, uploadHandlers } from "./firmware";
 import { createRelease, getRelease, listReleases } from "./releases";
 import { getRollout, listRollouts, rolloutAction, startRollout } from "./rollouts";
@@ -149,6 +150,18 @@ export const ROUTES: readonly RouteDef[] = [
     handlers: one(provision),
   },
   {
+    method: "post",
+    path: "/devices/:id/revoke",
+    role: "admin",
+    tag: "devices",
+    summary:
+      "Revoke a device: its key is refused (401 `credential_revoked`) and fleet keys may not speak for its id (403 `device_revoked`) from the next request on, until it is provisioned again with a new key",
+    params: s.params.deviceId,
+    body: s.revokeBody,
+    responses: { 200: "`{device, already_revoked}`", 404: "`device_not_found`" },
+    handlers: one(revokeDevice),
+  },
+  {
     method: "get",
     path: "/releases",
     role: "viewer",
@@ -230,6 +243,46 @@ export const ROUTES: readonly RouteDef[] = [
       handlers: (ctx) => [rolloutAction(ctx, action)],
     }),
   ),
+  {
+    method: "get",
+    path: "/tokens",
+    role: "admin",
+    tag: "credentials",
+    summary: "Operator tokens, newest first: id, name, role, created, expires, revoked, state (never the token)",
+    responses: { 200: "`{tokens: [...]}`" },
+    handlers: one(listTokens),
+  },
+  {
+    method: "post",
+    path: "/tokens/:id/revoke",
+    role: "admin",
+    tag: "credentials",
+    summary: "Revoke an operator token: refused (401 `token_revoked`) from its next request on",
+    params: s.params.tokenId,
+    body: s.revokeBody,
+    responses: { 200: "`{token, already_revoked}`", 404: "`token_not_found`" },
+    handlers: one(revokeToken),
+  },
+  {
+    method: "get",
+    path: "/apikeys",
+    role: "admin",
+    tag: "credentials",
+    summary: "Fleet API keys, newest first: id, label, created, revoked, state (never the key or its hash)",
+    responses: { 200: "`{apikeys: [...]}`" },
+    handlers: one(listApiKeys),
+  },
+  {
+    method: "post",
+    path: "/apikeys/:id/revoke",
+    role: "admin",
+    tag: "credentials",
+    summary: "Revoke a fleet API key: refused (401 `credential_revoked`) from its next request on",
+    params: s.params.apiKeyId,
+    body: s.revokeBody,
+    responses: { 200: "`{apikey, already_revoked}`", 404: "`apikey_not_found`" },
+    handlers: one(revokeApiKey),
+  },
   {
     method: "get",
     path: "/audit",

@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../../domain/catalog/analyze";
 import { deviceIdSchema } from "../../domain/devices/device-id";
+import { fleetKeyIdSchema, tokenIdSchema } from "../../infra/auth/credentials";
 import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "../../domain/devices/provisioning";
 import { queryInt } from "../http/validate";
 import { CHIP_NAMES, normalizeChip } from "../../esp";
@@ -46,6 +47,8 @@ export const params = {
   sha256: z.object({ sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, "sha256 must be 64 hex characters") }),
   release: z.object({ name: releaseName }),
   rollout: z.object({ ref: z.string().min(1).max(64).describe("a rollout id (ro_…) or the name of its release") }),
+  tokenId: z.object({ id: tokenIdSchema }),
+  apiKeyId: z.object({ id: fleetKeyIdSchema }),
 };
 
 export const deviceListQuery = z
@@ -115,6 +118,8 @@ export const rolloutStartBody = rolloutPolicySchema;
 
 export const rolloutActionBody = z.object({ reason: z.string().min(1).max(500).optional() }).strict();
 export const emptyBody = z.object({}).strict();
+
+export const revokeBody = z.object({ reason: z.string().min(1).max(500).optional().describe("why (recorded in the audit log)") }).strict();
 
 export const auditQuery = z
   .object({

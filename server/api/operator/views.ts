@@ -3,6 +3,7 @@ import type { CatalogFile, CatalogImage } from "../../domain/catalog/catalog";
 import type { DeviceView } from "../../domain/devices/registry";
 import type { CompiledRelease } from "../../domain/releases/release-store";
 import type { Rollout } from "../../domain/rollouts/rollout-manager";
+import type { FleetKeyInfo, OperatorTokenInfo } from "../../infra/auth/credentials";
 import type { ReportRow } from "../../infra/store/schema";
 
 export function imageView(image: CatalogImage, names: string[], offered: boolean) {
@@ -60,6 +61,7 @@ export function deviceView(d: DeviceView, tags: string[] = []) {
     online: d.online,
     provisioned: d.provisioned,
     revoked: Boolean(d.revoked_at),
+    revoked_at: d.revoked_at,
     first_seen_at: d.first_seen_at,
     last_seen_at: d.last_seen_at,
     last_report_at: d.last_report_at,
@@ -126,5 +128,30 @@ export function rolloutView(r: Rollout) {
     created_at: r.createdAt,
     created_by: r.createdBy,
     updated_at: r.updatedAt,
+  };
+}
+
+/** An operator token as listed: never the token itself. */
+export function tokenView(t: OperatorTokenInfo, now = Date.now()) {
+  const expired = t.expires_at !== null && Date.parse(t.expires_at) <= now;
+  return {
+    id: t.id,
+    name: t.subject,
+    role: t.role,
+    created_at: t.created_at,
+    expires_at: t.expires_at,
+    revoked_at: t.revoked_at,
+    state: t.revoked_at ? "revoked" : expired ? "expired" : "active",
+  };
+}
+
+/** A fleet key as listed: never the key or its hash. */
+export function apiKeyView(k: FleetKeyInfo) {
+  return {
+    id: k.id,
+    label: k.label,
+    created_at: k.created_at,
+    revoked_at: k.revoked_at,
+    state: k.revoked_at ? "revoked" : "active",
   };
 }

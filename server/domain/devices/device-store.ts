@@ -82,7 +82,7 @@ export class DeviceStore {
     return (await q.execute()).map((r) => this.view(r));
   }
 
-  /** Registers a device for its own key; rotate=true invalidates the previous key. Returns the key generation. */
+  /** Registers a device for its own key; rotate=true (or a revoked device) gets a new key generation. Returns the generation. */
   async provision(id: string, opts: { rotate?: boolean; chip?: string } = {}): Promise<number> {
     return this.db.transaction().execute(async (trx) => {
       const existing = await trx.selectFrom("devices").selectAll().where("id", "=", id).executeTakeFirst();
@@ -94,11 +94,13 @@ export class DeviceStore {
           .execute();
         return 0;
       }
-      const generation = existing.key_generation + (opts.rotate && existing.provisioned_at ? 1 : 0);
+      // A revoked device gets a new generation too: its revoked key must not come back with it.
+      const newKey = Boolean(opts.rotate || existing.revoked_at);
+      const generation = existing.key_generation + (newKey && existing.provisioned_at ? 1 : 0);
       await trx
         .updateTable("devices")
         .set({
-          provisioned_at: existing.provisioned_at && !opts.rotate ? existing.provisioned_at : at,
+          provisioned_at: existing.provisioned_at && !newKey ? existing.provisioned_at : at,
           key_generation: generation,
           revoked_at: null,
           chip: opts.chip ?? existing.chip,
@@ -109,9 +111,15 @@ export class DeviceStore {
     });
   }
 
-  async revoke(id: string): Promise<boolean> {
-    const r = await this.db.updateTable("devices").set({ revoked_at: now() }).where("id", "=", id).executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
+  /**
+   * Revokes a device: its own key is refused from its next request on, and no fleet key may speak for its id, until
+   * it is provisioned again (with a new key generation). Undefined for an unknown device; a second revocation keeps
+   * the first time.
+   */
+  async revoke(id: string): Promise<{ row: DeviceRow; alreadyRevoked: boolean } | undefined> {
+    const r = await this.db.updateTable("devices").set({ revoked_at: now() }).where("id", "=", id).where("revoked_at", "is", null).executeTakeFirst();
+    const row = await this.db.selectFrom("devices").selectAll().where("id", "=", id).executeTakeFirst();
+    return row && { row, alreadyRevoked: Number(r.numUpdatedRows) === 0 };
   }
 
   /** Applies an operator's change; returns the updated row, or undefined for an unknown device. */

@@ -79,12 +79,16 @@ export class DeviceRegistry {
     return this.store.list(opts);
   }
 
-  /** Registers a device for its own key; rotate=true invalidates the previous key. Returns the key generation. */
+  /**
+   * Registers a device for its own key; rotate=true invalidates the previous key, and so does provisioning a revoked
+   * device. Returns the key generation.
+   */
   provision(id: string, opts: { rotate?: boolean; chip?: string } = {}): Promise<number> {
     return this.store.provision(id, opts);
   }
 
-  revoke(id: string): Promise<boolean> {
+  /** Ends the device's key and bars fleet keys from its id until it is provisioned again; undefined for an unknown device. */
+  revoke(id: string): Promise<{ row: DeviceRow; alreadyRevoked: boolean } | undefined> {
     return this.store.revoke(id);
   }
 

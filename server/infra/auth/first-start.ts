@@ -1,5 +1,7 @@
 // First start: a development fleet key and an admin operator token, written once to
-// OTA_DATA_DIR/dev-credentials.json (mode 0600). Only the file name is logged, never the secrets.
+// OTA_DATA_DIR/dev-credentials.json (mode 0600). Only the file name is logged, never the secrets. The admin
+// token expires after OTA_FIRST_START_TOKEN_DAYS days: by then, make lasting tokens with `ota token create`
+// and revoke what is not needed.
 import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
@@ -7,23 +9,43 @@ import type { Credentials } from "./credentials";
 
 const DEV_CREDENTIALS_FILE = "dev-credentials.json";
 
+/** Writes the file and its directory entry to disk before returning: the secrets are stored once. */
+function writeDurably(file: string, text: string): void {
+  const tmp = `${file}.tmp`;
+  const fd = fs.openSync(tmp, "w", 0o600);
+  try {
+    fs.fchmodSync(fd, 0o600); // also when a leftover temp file had another mode
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+  const dir = fs.openSync(path.dirname(file), "r");
+  try {
+    fs.fsyncSync(dir);
+  } finally {
+    fs.closeSync(dir);
+  }
+}
+
 export async function ensureFirstStartCredentials(
   dataDir: string,
   credentials: Credentials,
   log: Logger,
+  tokenDays: number,
 ): Promise<string | null> {
   if (await credentials.hasAny()) return null;
   const fleet = await credentials.createFleetKey("development");
-  const operator = await credentials.issueOperatorToken("admin", "admin");
+  const operator = await credentials.issueOperatorToken("admin", "admin", tokenDays);
   const file = path.join(dataDir, DEV_CREDENTIALS_FILE);
-  const tmp = `${file}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify({ deviceApiKey: fleet.key, operatorToken: operator.token }, null, 2) + "\n", {
-    mode: 0o600,
-  });
-  fs.renameSync(tmp, file);
+  writeDurably(
+    file,
+    JSON.stringify({ deviceApiKey: fleet.key, operatorToken: operator.token, operatorTokenExpiresAt: operator.expiresAt }, null, 2) + "\n",
+  );
   log.info(
-    { file },
-    "first start: created a development device API key and an admin operator token; they are in this file (keep it private)",
+    { file, operator_token_expires_at: operator.expiresAt },
+    "first start: created a development device API key and an admin operator token (it expires then: make lasting tokens with ota token create); they are in this file (keep it private)",
   );
   return file;
 }

@@ -66,6 +66,7 @@ const envSchema = z.object({
   OTA_TLS_SESSION_RESUMPTION: bool.default(true),
   OTA_HANDSHAKE_TIMEOUT_MS: int(100, 120_000).default(10_000),
   OTA_MAX_CONNECTIONS: int(1, 1_000_000).default(20_000),
+  OTA_FIRST_START_TOKEN_DAYS: int(1, 3650).default(7),
 });
 
 export interface Config {
@@ -98,6 +99,8 @@ export interface Config {
   handshakeTimeoutMs: number;
   /** Open connections (in handshake or not) beyond which new ones are closed at once. */
   maxConnections: number;
+  /** Days the admin token made at first start (dev-credentials.json) stays valid. */
+  firstStartTokenDays: number;
 }
 
 export class ConfigError extends Error {
@@ -161,5 +164,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     tlsSessionResumption: e.OTA_TLS_SESSION_RESUMPTION,
     handshakeTimeoutMs: e.OTA_HANDSHAKE_TIMEOUT_MS,
     maxConnections: e.OTA_MAX_CONNECTIONS,
+    firstStartTokenDays: e.OTA_FIRST_START_TOKEN_DAYS,
   };
 }
