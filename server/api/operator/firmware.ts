@@ -6,6 +6,7 @@ import type { RequestHandler } from "express";
 import multer from "multer";
 import { analyzeImage, FIRMWARE_NAME_RE } from "../../domain/catalog/analyze";
 import type { Context } from "../../context";
+import { writeFileDurably } from "../../infra/store/durable-file";
 import { badRequest, HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { actorOf } from "./actor";
@@ -111,10 +112,9 @@ export function uploadHandlers(ctx: Pick<Context, "config" | "catalog" | "watche
     const outcome = await ctx.catalog.ingest(name, data, { size: data.length, mtimeMs: Date.now(), source: "upload" });
     if (outcome.status !== "valid") throw new HttpError(422, "invalid_image", outcome.message, {}, { reason: outcome.code });
     if (!onDisk) {
-      // Into the folder too (atomically: the watcher ignores dot-files), so the folder stays the whole truth.
-      const tmp = path.join(ctx.watcher.dir, `.upload-${randomBytes(6).toString("hex")}`);
-      await fs.promises.writeFile(tmp, data, { mode: 0o644 });
-      await fs.promises.rename(tmp, target);
+      // Into the folder too, so the folder stays the whole truth: atomically (the watcher ignores the dot-named
+      // temporary file) and durably (file and folder fsynced) before the answer says it is stored.
+      await writeFileDurably(target, data, { mode: 0o644 });
     }
     await ctx.audit.record({
       ...actorOf(req),
