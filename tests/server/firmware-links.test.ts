@@ -6,7 +6,7 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { HELLO_WORLD, HELLO_WORLD_C3, read } from "../helpers/fixtures";
-import { eventually, tempDirs, type Dirs } from "../helpers/server";
+import { eventually, startTestServer, tempDirs, type Dirs } from "../helpers/server";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process";
 
 /** Far above what the server needs (about 100 MiB), far below what an unbounded read reaches (gigabytes). */
@@ -119,4 +119,23 @@ describe("links and special files in the firmware folder", () => {
     expectNothingOfTargets(s.output(), keyHex);
     expect(s.peakRssKiB()).toBeLessThan(RSS_LIMIT_MIB * 1024);
   }, 60_000);
+});
+
+describe("a firmware folder that is itself a link", () => {
+  it("is watched where it leads (only links inside it are refused)", async () => {
+    const dirs = tempDirs();
+    const real = path.join(dirs.root, "elsewhere");
+    fs.mkdirSync(real);
+    fs.symlinkSync(real, dirs.firmware);
+    fs.copyFileSync(HELLO_WORLD, path.join(real, "at-start.bin"));
+    const s = await startTestServer({}, dirs);
+    try {
+      expect(s.running.ctx.catalog.file("at-start.bin")?.status).toBe("valid");
+      fs.copyFileSync(HELLO_WORLD_C3, path.join(dirs.firmware, "later.bin"));
+      const f = await eventually(() => s.running.ctx.catalog.file("later.bin"), 10_000);
+      expect(f).toMatchObject({ status: "valid", sha256: sha(read(HELLO_WORLD_C3)) });
+    } finally {
+      await s.close();
+    }
+  });
 });

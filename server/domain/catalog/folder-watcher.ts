@@ -48,18 +48,21 @@ export class FolderWatcher {
       if (f.status !== "removed" && !onDisk.has(f.name)) await this.catalog.markRemoved(f.name);
     }
 
-    const watcher = chokidar.watch(this.dir, {
+    // The folder itself may be a link (to another disk, say): watch where it leads, since links inside it are not
+    // followed.
+    const watched = await fs.promises.realpath(this.dir);
+    const watcher = chokidar.watch(watched, {
       ignoreInitial: true,
       depth: 0,
-      ignored: (p: string) => p !== this.dir && path.basename(p).startsWith("."),
-      // A link is reported as itself (and refused); chokidar must not watch or poll what it points at.
+      ignored: (p: string) => p !== watched && path.basename(p).startsWith("."),
+      // A link in the folder is reported as itself (and refused); chokidar must not watch or poll what it points at.
       followSymlinks: false,
       awaitWriteFinish: { stabilityThreshold: this.opts.settleMs, pollInterval: Math.max(20, Math.min(100, this.opts.settleMs / 4)) },
     });
     this.watcher = watcher;
     const onPath = (p: string) => {
       const name = path.basename(p);
-      if (path.dirname(p) === this.dir && this.isCandidate(name)) this.schedule(name, 0);
+      if (path.dirname(p) === watched && this.isCandidate(name)) this.schedule(name, 0);
     };
     watcher.on("add", onPath).on("change", onPath).on("unlink", onPath);
     watcher.on("error", (err) => this.log.error({ err }, "firmware folder watcher error"));
