@@ -50,6 +50,15 @@ done
 
 mkdir -p "$dir"
 chmod 700 "$dir" 2>/dev/null || true
+
+# Every file appears by rename once it is on disk, and the folder is flushed after, so a power cut never leaves
+# an empty key or certificate behind (GNU sync fsyncs the files it names; elsewhere, a plain sync flushes all).
+flush() { sync "$@" 2>/dev/null || sync; }
+publish() {
+  flush "$1.tmp" "$2.tmp"
+  mv "$1.tmp" "$1"; mv "$2.tmp" "$2"
+  flush "$dir"
+}
 ca_key="$dir/ca.key"; ca_crt="$dir/ca.crt"; key="$dir/server.key"; crt="$dir/server.crt"
 
 if [ ! -s "$ca_key" ] || [ ! -s "$ca_crt" ]; then
@@ -59,7 +68,7 @@ if [ ! -s "$ca_key" ] || [ ! -s "$ca_crt" ]; then
     -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" \
     -addext "subjectKeyIdentifier=hash" -out "$ca_crt.tmp"
-  mv "$ca_key.tmp" "$ca_key"; mv "$ca_crt.tmp" "$ca_crt"
+  publish "$ca_key" "$ca_crt"
   force=1
 fi
 chmod 600 "$ca_key"; chmod 644 "$ca_crt"
@@ -101,7 +110,7 @@ if needs_issue; then
   openssl x509 -req -in "$dir/server.csr" -CA "$ca_crt" -CAkey "$ca_key" -CAcreateserial \
     -days 825 -sha256 -extfile "$ext" -out "$crt.tmp" 2>/dev/null
   rm -f "$dir/server.csr" "$dir/ca.srl"
-  mv "$key.tmp" "$key"; mv "$crt.tmp" "$crt"
+  publish "$key" "$crt"
 else
   echo "generate-certs.sh: $crt is valid for the requested names; nothing to do"
 fi

@@ -58,7 +58,7 @@ function loadPartitions(file: string): PartitionTable {
 
 /** Opens the data directory and catalog: what the server and the `ota` command share. */
 export async function openContextParts(config: Config, log: Logger) {
-  const master = loadOrCreateMasterSecret(config.dataDir);
+  const master = await loadOrCreateMasterSecret(config.dataDir);
   const store = await openStore(config.dataDir, log);
   const credentials = new Credentials(store.db, master.secret);
   const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, store.reader);

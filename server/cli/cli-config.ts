@@ -4,6 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
+import { writeFileDurably } from "../infra/store/durable-file";
 import { CliError, EXIT } from "./errors";
 
 export const cliConfigSchema = z.object({
@@ -43,12 +44,9 @@ export function loadCliConfig(file = configPath()): CliConfig {
   return parsed.data;
 }
 
-export function saveCliConfig(config: CliConfig, file = configPath()): void {
+export async function saveCliConfig(config: CliConfig, file = configPath()): Promise<void> {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
-  fs.chmodSync(tmp, 0o600);
-  fs.renameSync(tmp, file);
+  await writeFileDurably(file, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
 }
 
 export function removeCliConfig(file = configPath()): boolean {

@@ -129,7 +129,7 @@ export function addRemoteCommands(program: Command): void {
       try {
         const who = await api.call<Whoami>("GET", "/whoami");
         const file = configPath();
-        saveCliConfig({ server, token, ca, subject: who.subject, role: who.role }, file);
+        await saveCliConfig({ server, token, ca, subject: who.subject, role: who.role }, file);
         out(`logged in to ${server} as ${who.subject} (${who.role}); saved to ${file} (mode 0600)`);
       } finally {
         await api.close();

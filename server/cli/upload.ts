@@ -12,15 +12,22 @@ import { CliError, EXIT } from "./errors";
 const CHUNK = 16 * 1024;
 
 export async function uploadImage(api: ApiClient, file: string, name: string | undefined, out: NodeJS.WriteStream = process.stderr): Promise<UploadAnswer> {
+  // The path is the operator's own choice, so a link they name is followed. Only a regular file is opened (a
+  // device is never touched), the open descriptor is checked again, and exactly the size it had then is sent.
+  let fd: fs.promises.FileHandle | null = null;
   let size: number;
   try {
-    const st = fs.statSync(file);
+    if (!(await fs.promises.stat(file)).isFile()) throw new CliError(`${file} is not a file`, EXIT.usage);
+    fd = await fs.promises.open(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+    const st = await fd.stat();
     if (!st.isFile()) throw new CliError(`${file} is not a file`, EXIT.usage);
     size = st.size;
   } catch (e) {
+    await fd?.close();
     if (e instanceof CliError) throw e;
     throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, EXIT.usage);
   }
+  const fh = fd;
   const boundary = `----ota${randomBytes(12).toString("hex")}`;
   const filename = path.basename(file).replace(/["\r\n]/g, "_");
   const head = Buffer.from(
@@ -55,20 +62,17 @@ export async function uploadImage(api: ApiClient, file: string, name: string | u
 
   async function* body() {
     yield head;
-    const fd = await fs.promises.open(file, "r");
-    try {
-      const buf = Buffer.alloc(CHUNK);
-      for (;;) {
-        const { bytesRead } = await fd.read(buf, 0, CHUNK, sent);
-        if (bytesRead === 0) break;
-        sent += bytesRead;
-        yield Buffer.from(buf.subarray(0, bytesRead));
-        tick();
-      }
-    } finally {
-      await fd.close();
+    const buf = Buffer.alloc(CHUNK);
+    while (sent < size) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, size - sent), sent);
+      if (bytesRead === 0) break;
+      sent += bytesRead;
+      yield Buffer.from(buf.subarray(0, bytesRead));
+      tick();
     }
-    if (sent !== size) throw new CliError(`${file} changed size while it was being uploaded`, EXIT.failure);
+    // Never more than the size it had when opened; one byte past it tells a file that grew.
+    const grew = (await fh.read(buf, 0, 1, size)).bytesRead > 0;
+    if (sent !== size || grew) throw new CliError(`${file} changed size while it was being uploaded`, EXIT.failure);
     yield tail;
   }
 
@@ -79,5 +83,6 @@ export async function uploadImage(api: ApiClient, file: string, name: string | u
     return r;
   } finally {
     bar.stop();
+    await fh.close();
   }
 }

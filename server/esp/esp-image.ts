@@ -136,7 +136,8 @@ function parseHeader(buf: Buffer): ImageHeader {
   if (buf[0] !== IMAGE_MAGIC) {
     throw new ImageError(
       "wrong_magic",
-      `first byte is 0x${buf[0]!.toString(16).padStart(2, "0")}, an ESP app image starts with 0xE9`,
+      // The file's own byte is not quoted: this text is shown to every operator, and the file may be anything.
+      "not an ESP app image: it does not start with 0xE9, the first byte of every ESP app image",
     );
   }
   const header: ImageHeader = {
@@ -154,7 +155,7 @@ function parseHeader(buf: Buffer): ImageHeader {
   if (header.segmentCount === 0 || header.segmentCount > MAX_SEGMENTS) {
     throw new ImageError(
       "bad_header",
-      `image header declares ${header.segmentCount} segments; ESP-IDF allows 1 to ${MAX_SEGMENTS}`,
+      `the image header's segment count is not between 1 and ${MAX_SEGMENTS}, as ESP-IDF requires: not an ESP app image or a damaged one`,
     );
   }
   return header;

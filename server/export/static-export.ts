@@ -4,12 +4,13 @@
 // Binaries are named by SHA-256, so a name never changes meaning and caches can keep them forever; they are
 // written (and verified) before any manifest that names them, and every file appears by rename, so a sync
 // running at the same time never sees a manifest pointing at a missing or half-written binary.
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { BlobStore } from "../domain/catalog/blob-store";
 import type { CatalogImage } from "../domain/catalog/catalog";
 import { chooseImage, type OfferServices } from "../domain/releases/offer";
+import { writeFileDurably } from "../infra/store/durable-file";
 
 export class ExportError extends Error {}
 
@@ -46,14 +47,9 @@ function staticManifest(image: CatalogImage, url: string) {
   };
 }
 
-async function writeAtomically(dir: string, name: string, data: Buffer | string): Promise<void> {
-  const tmp = path.join(dir, `.tmp-${randomBytes(6).toString("hex")}-${name}`);
-  try {
-    await fs.promises.writeFile(tmp, data, { mode: 0o644 });
-    await fs.promises.rename(tmp, path.join(dir, name));
-  } finally {
-    await fs.promises.rm(tmp, { force: true });
-  }
+/** Each file appears whole by rename, and is on disk (file and folder fsynced) before the next is written. */
+function writeAtomically(dir: string, name: string, data: Buffer | string): Promise<void> {
+  return writeFileDurably(path.join(dir, name), data, { mode: 0o644 });
 }
 
 async function alreadyThere(file: string, sha256: string): Promise<boolean> {

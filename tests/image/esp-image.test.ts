@@ -167,6 +167,25 @@ describe("hostile and damaged images", () => {
     expect(rejectCode(noise)).toBe("wrong_magic");
   });
 
+  it("the reason for a file that is not an image quotes none of its bytes (every viewer reads it)", () => {
+    const message = (buf: Buffer) => {
+      try {
+        parseAppImage(buf);
+      } catch (e) {
+        if (e instanceof ImageError) return e.message;
+        throw e;
+      }
+      return "accepted";
+    };
+    // A hex secret, text, and a file that starts like an image but is none: no byte of theirs in the reason.
+    const secret = Buffer.from("7f3a9c0e5b1d2f4a6c8e0b1d3f5a7c9e1b3d5f7a9c0e2b4d6f8a0c2e4b6d8f0a\n");
+    expect(message(secret)).not.toMatch(/0x37\b|\b55\b/i);
+    expect(message(Buffer.from("root:x:0:0:root:/root:/bin/bash\n"))).not.toMatch(/0x72\b|\b114\b/i);
+    const e9 = Buffer.concat([Buffer.from([0xe9, 0x2a]), Buffer.alloc(40, 0x41)]);
+    expect(message(e9)).not.toMatch(/\b42\b|0x2a\b/i);
+    for (const b of [secret, e9]) expect(message(b)).toMatch(/not an ESP app image/);
+  });
+
   it("trailing bytes after the image (e.g. a signature block) are counted", () => {
     const signed = Buffer.concat([good, Buffer.alloc(4096, 0xff)]);
     expect(parseAppImage(signed).trailingBytes).toBe(4096);

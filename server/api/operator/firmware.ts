@@ -6,6 +6,8 @@ import type { RequestHandler } from "express";
 import multer from "multer";
 import { analyzeImage, FIRMWARE_NAME_RE } from "../../domain/catalog/analyze";
 import type { Context } from "../../context";
+import { writeFileDurably } from "../../infra/store/durable-file";
+import { readRegularFile } from "../../infra/store/regular-file";
 import { badRequest, HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { actorOf } from "./actor";
@@ -89,12 +91,15 @@ export function uploadHandlers(ctx: Pick<Context, "config" | "catalog" | "watche
   const ingest: RequestHandler = async (req, res) => {
     const file = req.file;
     if (!file) throw badRequest("missing_file", "send the image as a multipart/form-data field named file");
-    let data: Buffer;
+    let read;
     try {
-      data = await fs.promises.readFile(file.path);
+      read = await readRegularFile(file.path, max);
     } finally {
       await fs.promises.rm(file.path, { force: true });
     }
+    // multer wrote this file a moment ago in our own folder, within the size limit: anything else is our fault.
+    if (read.kind !== "read" || read.data.length !== read.stat.size) throw new Error(`upload's temporary file is not what was received (${read.kind})`);
+    const data = read.data;
     const fields = parseWith(uploadFields, req.body ?? {}, "form");
     const analysis = analyzeImage(data, max);
     if (!analysis.ok) {
@@ -104,17 +109,23 @@ export function uploadHandlers(ctx: Pick<Context, "config" | "catalog" | "watche
     const name = fields.name ?? defaultName(facts.project, facts.version, facts.sha256);
     const target = path.join(ctx.watcher.dir, name);
     const existing = ctx.catalog.file(name);
-    const onDisk = fs.existsSync(target);
+    // Whatever holds the name counts, a link included (lstat: never followed); it is never written through.
+    const onDisk = await fs.promises.lstat(target).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => {
+        if (e.code === "ENOENT") return false;
+        throw e;
+      },
+    );
     if ((existing && existing.status !== "removed" && existing.sha256 !== facts.sha256) || (onDisk && existing?.sha256 !== facts.sha256)) {
       throw new HttpError(409, "name_taken", `a different file is already named ${name}; choose another name`);
     }
     const outcome = await ctx.catalog.ingest(name, data, { size: data.length, mtimeMs: Date.now(), source: "upload" });
     if (outcome.status !== "valid") throw new HttpError(422, "invalid_image", outcome.message, {}, { reason: outcome.code });
     if (!onDisk) {
-      // Into the folder too (atomically: the watcher ignores dot-files), so the folder stays the whole truth.
-      const tmp = path.join(ctx.watcher.dir, `.upload-${randomBytes(6).toString("hex")}`);
-      await fs.promises.writeFile(tmp, data, { mode: 0o644 });
-      await fs.promises.rename(tmp, target);
+      // Into the folder too, so the folder stays the whole truth: atomically (the watcher ignores the dot-named
+      // temporary file) and durably (file and folder fsynced) before the answer says it is stored.
+      await writeFileDurably(target, data, { mode: 0o644 });
     }
     await ctx.audit.record({
       ...actorOf(req),

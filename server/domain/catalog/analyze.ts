@@ -3,7 +3,8 @@
 import { createHash } from "node:crypto";
 import { ImageError, maxChipRevision, parseAppImage, type ImageRejectCode } from "../../esp";
 
-export type RejectCode = ImageRejectCode | "too_large" | "bad_name" | "empty";
+/** Why a file is not offered. `link` and `not_a_file` come from the folder watcher, which never reads those. */
+export type RejectCode = ImageRejectCode | "too_large" | "bad_name" | "empty" | "link" | "not_a_file";
 
 export interface ImageFacts {
   sha256: string;

@@ -1,9 +1,10 @@
 // Content-addressed storage: every accepted image is kept as blobs/<sha256>.bin, written once, read-only.
 // What is served under a hash is therefore always exactly the bytes that hash names, whatever later
 // happens to the file an operator dropped into firmware/.
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { TEMP_PREFIX, writeFileDurably } from "../../infra/store/durable-file";
 
 /** Images kept in memory for downloads (most recently stored or read first). */
 const DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024;
@@ -56,22 +57,7 @@ export class BlobStore {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     }
-    const tmp = path.join(this.dir, `.tmp-${randomBytes(6).toString("hex")}`);
-    const fh = await fs.promises.open(tmp, "wx", 0o600);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.promises.chmod(tmp, 0o400);
-    await fs.promises.rename(tmp, file);
-    const dh = await fs.promises.open(this.dir, "r");
-    try {
-      await dh.sync();
-    } finally {
-      await dh.close();
-    }
+    await writeFileDurably(file, data, { mode: 0o400 });
   }
 
   /** Reads a blob back and checks it still hashes to its name; null when missing or damaged. */
@@ -91,7 +77,7 @@ export class BlobStore {
   /** Removes temp files left by a crash mid-write. */
   async sweep(): Promise<void> {
     for (const f of await fs.promises.readdir(this.dir)) {
-      if (f.startsWith(".tmp-")) await fs.promises.rm(path.join(this.dir, f), { force: true });
+      if (f.startsWith(TEMP_PREFIX)) await fs.promises.rm(path.join(this.dir, f), { force: true });
     }
   }
 }

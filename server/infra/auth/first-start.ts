@@ -2,33 +2,14 @@
 // OTA_DATA_DIR/dev-credentials.json (mode 0600). Only the file name is logged, never the secrets. The admin
 // token expires after OTA_FIRST_START_TOKEN_DAYS days: by then, make lasting tokens with `ota token create`
 // and revoke what is not needed.
-import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
+import { writeFileDurably } from "../store/durable-file";
 import type { Credentials } from "./credentials";
 
 const DEV_CREDENTIALS_FILE = "dev-credentials.json";
 
 /** Writes the file and its directory entry to disk before returning: the secrets are stored once. */
-function writeDurably(file: string, text: string): void {
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, "w", 0o600);
-  try {
-    fs.fchmodSync(fd, 0o600); // also when a leftover temp file had another mode
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  const dir = fs.openSync(path.dirname(file), "r");
-  try {
-    fs.fsyncSync(dir);
-  } finally {
-    fs.closeSync(dir);
-  }
-}
-
 export async function ensureFirstStartCredentials(
   dataDir: string,
   credentials: Credentials,
@@ -39,10 +20,7 @@ export async function ensureFirstStartCredentials(
   const fleet = await credentials.createFleetKey("development");
   const operator = await credentials.issueOperatorToken("admin", "admin", tokenDays);
   const file = path.join(dataDir, DEV_CREDENTIALS_FILE);
-  writeDurably(
-    file,
-    JSON.stringify({ deviceApiKey: fleet.key, operatorToken: operator.token, operatorTokenExpiresAt: operator.expiresAt }, null, 2) + "\n",
-  );
+  await writeFileDurably(file, JSON.stringify({ deviceApiKey: fleet.key, operatorToken: operator.token, operatorTokenExpiresAt: operator.expiresAt }, null, 2) + "\n", { mode: 0o600 });
   log.info(
     { file, operator_token_expires_at: operator.expiresAt },
     "first start: created a development device API key and an admin operator token (it expires then: make lasting tokens with ota token create); they are in this file (keep it private)",

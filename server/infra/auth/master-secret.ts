@@ -3,6 +3,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { writeFileDurably } from "../store/durable-file";
 
 const MASTER_SECRET_FILE = "master.key";
 
@@ -13,20 +14,34 @@ export interface MasterSecret {
   file: string;
 }
 
-export function loadOrCreateMasterSecret(dataDir: string): MasterSecret {
+function readSecret(file: string): MasterSecret | null {
+  let hex: string;
+  try {
+    hex = fs.readFileSync(file, "utf8").trim();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+  if (!/^[0-9a-f]{64}$/.test(hex)) {
+    throw new Error(`${file} is damaged (expected 64 hex characters); restore it from a backup`);
+  }
+  return { secret: Buffer.from(hex, "hex"), created: false, file };
+}
+
+export async function loadOrCreateMasterSecret(dataDir: string): Promise<MasterSecret> {
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = path.join(dataDir, MASTER_SECRET_FILE);
-  try {
-    const hex = fs.readFileSync(file, "utf8").trim();
-    if (!/^[0-9a-f]{64}$/.test(hex)) {
-      throw new Error(`${file} is damaged (expected 64 hex characters); restore it from a backup`);
-    }
-    return { secret: Buffer.from(hex, "hex"), created: false, file };
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-  }
+  const existing = readSecret(file);
+  if (existing) return existing;
   const secret = randomBytes(32);
-  // "wx": never overwrite a secret another process created a moment ago.
-  fs.writeFileSync(file, secret.toString("hex") + "\n", { mode: 0o600, flag: "wx" });
+  try {
+    // Whole and on disk before anything is derived from it; exclusive: never replace a secret another process
+    // created a moment ago (that one is used instead).
+    await writeFileDurably(file, secret.toString("hex") + "\n", { mode: 0o600, exclusive: true });
+  } catch (e) {
+    const theirs = (e as NodeJS.ErrnoException).code === "EEXIST" ? readSecret(file) : null;
+    if (theirs) return theirs;
+    throw e;
+  }
   return { secret, created: true, file };
 }
