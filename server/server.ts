@@ -88,8 +88,11 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
   await releases.load();
   const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log);
   await rollouts.load();
-  // Every recorded report, from whichever endpoint, moves its device along in its rollout.
-  devices.on("report", (r) => rollouts.onReport(r));
+  // Every recorded report, from whichever endpoint, moves its device along in its rollout, in the same transaction.
+  devices.setReportEffect({ write: (trx, reports) => rollouts.applyReports(trx, reports) });
+  // Decisions the stored reports called for but a crash kept from being written. Only the server takes them: the
+  // `ota` command opens the same data while the server may be running.
+  if (opts.serving) await rollouts.applyPolicies();
 
   const ctx: Context = {
     config,

@@ -3,7 +3,7 @@
 import { createHmac, hkdfSync, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import type { Dirs, Reply, TestServer } from "./server";
+import type { Dirs, Reply, ServerClient } from "./server";
 
 /** A fixed master secret, so which devices land in a stage is the same on every run. */
 export function writeMasterKey(dirs: Dirs, hex = "5eed".repeat(16)): void {
@@ -28,7 +28,7 @@ export interface PollOpts {
   key?: string;
 }
 
-export function poll(s: TestServer, id: string | null, o: PollOpts = {}): Promise<Reply> {
+export function poll(s: ServerClient, id: string | null, o: PollOpts = {}): Promise<Reply> {
   const headers: Record<string, string> = { "X-API-Key": o.key ?? s.creds.deviceApiKey };
   if (id) {
     headers["X-Device-Id"] = id;
@@ -41,14 +41,14 @@ export function poll(s: TestServer, id: string | null, o: PollOpts = {}): Promis
 }
 
 /** The sha256 a device is offered, or null for 404 (anything else fails the test). */
-export async function offered(s: TestServer, id: string | null, o: PollOpts = {}): Promise<string | null> {
+export async function offered(s: ServerClient, id: string | null, o: PollOpts = {}): Promise<string | null> {
   const r = await poll(s, id, o);
   if (r.status === 404) return null;
   if (r.status !== 200) throw new Error(`poll ${id}: ${r.status} ${r.text()}`);
   return r.json().sha256 as string;
 }
 
-export async function report(s: TestServer, body: Record<string, unknown>, key?: string): Promise<void> {
+export async function report(s: ServerClient, body: Record<string, unknown>, key?: string): Promise<void> {
   const r = await s.req("POST", "/firmware/report", {
     headers: { "X-API-Key": key ?? s.creds.deviceApiKey, "Content-Type": "application/json" },
     body: JSON.stringify(body),
@@ -87,7 +87,7 @@ export function shuffled<T>(items: readonly T[], seed: number): T[] {
 
 export class Operator {
   constructor(
-    private readonly s: TestServer,
+    private readonly s: ServerClient,
     private readonly token = s.creds.operatorToken,
   ) {}
 

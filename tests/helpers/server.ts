@@ -1,5 +1,7 @@
-// Starts the real HTTPS server (real TLS, real SQLite, real folder watcher) in a temporary folder and
-// talks to it with the CA pinned, as a device or operator would.
+// Starts the real HTTPS server (real TLS, real SQLite, real folder watcher) in a temporary folder, in this
+// process or as the built server in a child process (which a test can kill), and talks to it with the CA
+// pinned, as a device or operator would.
+import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -36,56 +38,35 @@ export interface Reply {
   text(): string;
 }
 
-export interface TestServer {
+/** What a test needs to talk to a server as its devices and operators do. */
+export interface ServerClient {
   url: string;
   port: number;
   dirs: Dirs;
   ca: Buffer;
   creds: { deviceApiKey: string; operatorToken: string };
-  running: RunningServer;
-  logs: string[];
   agent: Agent;
   req(method: string, p: string, opts?: { headers?: Record<string, string>; body?: string | Buffer }): Promise<Reply>;
+}
+
+export interface TestServer extends ServerClient {
+  running: RunningServer;
+  logs: string[];
   close(opts?: { keepDirs?: boolean }): Promise<void>;
 }
 
-export async function startTestServer(env: Record<string, string> = {}, dirs: Dirs = tempDirs()): Promise<TestServer> {
-  const config = loadConfig(
-    {
-      PORT: "0",
-      HOST: "127.0.0.1",
-      OTA_DATA_DIR: dirs.data,
-      OTA_FIRMWARE_DIR: dirs.firmware,
-      OTA_CERT_DIR: dirs.certs,
-      OTA_PARTITIONS: path.join(ROOT, "partitions.csv"),
-      OTA_INGEST_SETTLE_MS: "200",
-      OTA_AUTH_FAILURE_LIMIT: "1000",
-      ...env,
-    },
-    dirs.root,
-  );
-  const logs: string[] = [];
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      const s = chunk.toString();
-      logs.push(s);
-      if (process.env.OTA_TEST_LOG) process.stderr.write(s);
-      cb();
-    },
-  });
-  const running = await startServer(config, { log: createLogger(env.OTA_LOG_LEVEL ?? "info", sink) });
+/** The HTTPS client of a server whose CA and first-start credentials are in `dirs`. */
+function clientOf(dirs: Dirs, port: number): ServerClient {
   const ca = fs.readFileSync(path.join(dirs.certs, "ca.crt"));
   const agent = new Agent({ connect: { ca } });
   const creds = JSON.parse(fs.readFileSync(path.join(dirs.data, "dev-credentials.json"), "utf8"));
-  const url = `https://localhost:${running.port}`;
+  const url = `https://localhost:${port}`;
   return {
     url,
-    port: running.port,
+    port,
     dirs,
     ca,
     creds,
-    running,
-    logs,
     agent,
     async req(method, p, opts = {}) {
       const r = await request(url + p, { method: method as any, headers: opts.headers, body: opts.body, dispatcher: agent });
@@ -98,10 +79,89 @@ export async function startTestServer(env: Record<string, string> = {}, dirs: Di
         text: () => body.toString("utf8"),
       };
     },
+  };
+}
+
+/** Environment both ways of starting share: the temporary folders, any port, a short ingest delay. */
+const testEnv = (dirs: Dirs): Record<string, string> => ({
+  PORT: "0",
+  HOST: "127.0.0.1",
+  OTA_DATA_DIR: dirs.data,
+  OTA_FIRMWARE_DIR: dirs.firmware,
+  OTA_CERT_DIR: dirs.certs,
+  OTA_PARTITIONS: path.join(ROOT, "partitions.csv"),
+  OTA_INGEST_SETTLE_MS: "200",
+  OTA_AUTH_FAILURE_LIMIT: "1000",
+});
+
+export async function startTestServer(env: Record<string, string> = {}, dirs: Dirs = tempDirs()): Promise<TestServer> {
+  const config = loadConfig({ ...testEnv(dirs), ...env }, dirs.root);
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      const s = chunk.toString();
+      logs.push(s);
+      if (process.env.OTA_TEST_LOG) process.stderr.write(s);
+      cb();
+    },
+  });
+  const running = await startServer(config, { log: createLogger(env.OTA_LOG_LEVEL ?? "info", sink) });
+  const client = clientOf(dirs, running.port);
+  return {
+    ...client,
+    running,
+    logs,
     async close(opts = {}) {
-      await agent.close();
+      await client.agent.close();
       await running.close();
       if (!opts.keepDirs) fs.rmSync(dirs.root, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ChildServer extends ServerClient {
+  child: ChildProcess;
+  /** Its log lines so far (JSON). */
+  logs: string[];
+  /** Sends the signal and waits for the process to exit; the folders stay. */
+  kill(signal: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts the built server (dist/) in a child process on `dirs`; resolves once it listens. */
+export async function spawnServer(dirs: Dirs, env: Record<string, string> = {}): Promise<ChildServer> {
+  fs.mkdirSync(dirs.root, { recursive: true });
+  const child = spawn(process.execPath, [path.join(ROOT, "dist/server/main.js")], {
+    cwd: dirs.root,
+    env: { ...process.env, ...testEnv(dirs), ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: string[] = [];
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString();
+      const lines = out.split("\n");
+      out = lines.pop()!;
+      for (const line of lines) {
+        logs.push(line);
+        if (process.env.OTA_TEST_LOG) process.stderr.write(line + "\n");
+        const url = line.includes("OTA server listening") ? (JSON.parse(line) as { url: string }).url : null;
+        if (url) resolve(Number(new URL(url).port));
+      }
+    });
+    child.stderr.on("data", (c: Buffer) => logs.push(c.toString()));
+    void exited.then(() => reject(new Error(`the server exited before listening: ${logs.join("\n")}`)));
+  });
+  const client = clientOf(dirs, port);
+  return {
+    ...client,
+    child,
+    logs,
+    async kill(signal) {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+      await client.agent.close();
     },
   };
 }

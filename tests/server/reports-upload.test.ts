@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import SqliteDatabase from "better-sqlite3";
 import request from "supertest";
 import { BOOTLOADER, ESPHOME, HELLO_WORLD, HELLO_WORLD_S3, itWithEsphome, read } from "../helpers/fixtures";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
@@ -58,6 +59,45 @@ describe("device reports", () => {
     expect(Buffer.byteLength(at)).toBe(8192);
     expect((await s.req("POST", "/firmware/report", { headers: dev(), body: at })).status).toBe(200);
     expect((await s.req("POST", "/firmware/report", { headers: dev(), body: " " + at })).status).toBe(413);
+  });
+
+  it("a report that cannot be stored is answered 503 report_not_stored, and nothing of it is stored", async () => {
+    const id = "store-fails";
+    expect((await send({ device_id: id, status: "checking", report_id: "sf-0" })).status).toBe(200);
+    // The database refuses every new report, as a full or broken disk would.
+    const db = new SqliteDatabase(path.join(s.dirs.data, "ota.sqlite"));
+    db.pragma("busy_timeout = 5000");
+    try {
+      db.exec("CREATE TRIGGER test_no_reports BEFORE INSERT ON reports BEGIN SELECT RAISE(ABORT, 'no reports in this test'); END");
+      const r = await send({ device_id: id, status: "failed", reason: "write_failed", report_id: "sf-1" });
+      expect(r.status).toBe(503);
+      expect(r.json()).toEqual({ error: { code: "report_not_stored", message: expect.stringMatching(/send it again later with the same report_id/) } });
+      const d = (await s.req("GET", `/api/v1/devices/${id}`, { headers: op() })).json();
+      expect(d.device).toMatchObject({ state: "checking" });
+      expect(d.reports.map((x: { report_id: string }) => x.report_id)).toEqual(["sf-0"]);
+    } finally {
+      db.exec("DROP TRIGGER IF EXISTS test_no_reports");
+      db.close();
+    }
+    // Nothing was claimed stored: the same report, sent again, is new.
+    expect((await send({ device_id: id, status: "failed", reason: "write_failed", report_id: "sf-1" })).json()).toEqual({ ok: true, duplicate: false });
+    expect((await s.req("GET", `/api/v1/devices/${id}`, { headers: op() })).json().device).toMatchObject({ state: "failed" });
+  });
+
+  it("a fleet key speaking for a provisioned device is refused before anything of the report is stored", async () => {
+    const id = "provisioned-1";
+    const prov = await s.req("POST", `/api/v1/devices/${id}/provision`, { headers: { ...op(), "Content-Type": "application/json" }, body: "{}" });
+    expect(prov.status).toBe(201);
+    const body = { device_id: id, status: "confirmed", version: "v9.9.9", report_id: "forged-1" };
+    // Naming the device in the request, or only in the body.
+    for (const headers of [{ ...dev(), "X-Device-Id": id }, dev()]) {
+      const r = await send(body, headers);
+      expect(r.status).toBe(403);
+      expect(r.json().error.code).toBe("device_key_required");
+    }
+    const d = (await s.req("GET", `/api/v1/devices/${id}`, { headers: op() })).json();
+    expect(d.reports).toEqual([]);
+    expect(d.device).toMatchObject({ state: null, version: null });
   });
 
   it("lists devices with last seen, version, state and online flag, paginated", async () => {

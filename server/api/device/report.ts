@@ -1,5 +1,7 @@
-// POST /firmware/report: a device says where it is in an update. Stored before it is acknowledged;
-// a retried report (same report_id) is acknowledged again without being stored twice.
+// POST /firmware/report: a device says where it is in an update. The caller's right to speak for the device is
+// checked before anything is stored; the report and its effect on a rollout are stored before it is acknowledged,
+// and a report that could not be stored is answered 503 (nothing of it counts); a retried report (same report_id)
+// is acknowledged again without being stored twice.
 import express, { type RequestHandler } from "express";
 import { z } from "zod";
 import type { Context } from "../../context";
@@ -80,19 +82,25 @@ async function acceptReport(
   if (!parsed.success) throw validationError(parsed.error, "body");
   const r = parsed.data;
   await assertMaySpeakFor(ctx, caller, r.device_id);
-  const { duplicate } = await ctx.devices.recordReport({
-    deviceId: r.device_id,
-    reportId: r.report_id,
-    status: r.status,
-    version: r.version,
-    targetVersion: r.target_version,
-    error: r.error,
-    reason: r.reason,
-    bytes: r.bytes,
-    total: r.total,
-    sha256: r.sha256,
-    ip,
-  });
+  let duplicate: boolean;
+  try {
+    ({ duplicate } = await ctx.devices.recordReport({
+      deviceId: r.device_id,
+      reportId: r.report_id,
+      status: r.status,
+      version: r.version,
+      targetVersion: r.target_version,
+      error: r.error,
+      reason: r.reason,
+      bytes: r.bytes,
+      total: r.total,
+      sha256: r.sha256,
+      ip,
+    }));
+  } catch {
+    // Logged where the commit failed; nothing of the report was stored.
+    throw new HttpError(503, "report_not_stored", "the server could not store this report, so it does not count; send it again later with the same report_id");
+  }
   return { duplicate, deviceId: r.device_id, status: r.status, reason: r.reason };
 }
 

@@ -169,6 +169,12 @@ export const ERROR_CODES = {
     api: "device",
     meaning: "The report names another device than the one the request is authenticated for; report only for that device.",
   },
+  report_not_stored: {
+    status: 503,
+    api: "device",
+    meaning:
+      "The server could not store the report (its storage failed), so nothing of it counts; send the same report again later, with the same report_id.",
+  },
 
   // Device API: the manifest and the offer.
   unknown_chip: {

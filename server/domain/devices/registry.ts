@@ -1,14 +1,14 @@
 // The device registry: who has been seen, what each device runs, its update state and report history. One
 // object for the request handlers over three parts, each in its own file:
 //   sightings.ts     poll sightings, written behind (batched once a second) so the poll path never waits on the disk
-//   reports.ts       reports, committed before they are acknowledged, many to one commit; the "report" event
+//   reports.ts       reports, committed with their effect (ReportEffect) before they are acknowledged, many to one commit
 //   device-store.ts  lookups, lists, provisioning, operator changes and tags
 import type SqliteDatabase from "better-sqlite3";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Database, DeviceRow, ReportRow } from "../../infra/store/schema";
 import { DeviceStore, type DeviceFilter, type DevicePatch, type DeviceView } from "./device-store";
-import { ReportLog, type ReportInput } from "./reports";
+import { ReportLog, type ReportEffect, type ReportInput } from "./reports";
 import { Sightings, type Sighting } from "./sightings";
 
 export type { DeviceFilter, DevicePatch, DeviceView } from "./device-store";
@@ -48,8 +48,9 @@ export class DeviceRegistry {
   // ---- reports ------------------------------------------------------------------------------------------------
 
   /**
-   * Stores a report and applies it to the device's state; resolves once it is on disk. A retry of the same
-   * report (same report_id, or for clients without ids the same body within a minute) changes nothing.
+   * Stores a report, applies it to the device's state and writes its effect; resolves once all of that is on
+   * disk, and rejects when it could not be stored (then nothing of it was). A retry of the same report (same
+   * report_id, or for clients without ids the same body within a minute) is not stored again.
    */
   recordReport(r: ReportInput): Promise<{ duplicate: boolean }> {
     return this.reportLog.record(r);
@@ -59,10 +60,9 @@ export class DeviceRegistry {
     return this.reportLog.history(id, opts);
   }
 
-  /** "report": a new report was committed (so rollouts can count outcomes from every endpoint that records reports). */
-  on(event: "report", listener: (r: ReportInput) => void): this {
-    this.reportLog.on(event, listener);
-    return this;
+  /** What reports do beyond the device's own row (moving it along in a rollout), written in the reports' transaction. */
+  setReportEffect(effect: ReportEffect): void {
+    this.reportLog.setEffect(effect);
   }
 
   // ---- lookups and provisioning -----------------------------------------------------------------------------------

@@ -3,15 +3,17 @@
 // pass a threshold. This module keeps the rollouts in memory and orchestrates: the rules are pure
 // (member-status.ts, rollout-state.ts, policy.ts), the SQL is in rollout-store.ts.
 //
-// The poll path asks includes() and noteOffer(): memory only (a keyed hash and a map lookup). Members (devices
-// offered the release) are written behind, batched once a second; state changes are written before they are
-// acknowledged and audited.
+// The poll path asks includes() and noteOffer(): memory only (a keyed hash and a map lookup). New members (devices
+// offered the release) are written behind, batched once a second. A report's move of its device is written in
+// the report's own transaction (applyReports), and the policy decision it calls for is taken before the report is
+// acknowledged; at start, each running rollout applies its policy to what was stored (applyPolicies), so no
+// decision is lost to a crash. State changes are written before they are acknowledged and audited.
 import { createHmac } from "node:crypto";
 import { EventEmitter } from "node:events";
-import type { Kysely } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import type { Logger } from "pino";
 import type { AuditEntry, AuditLog } from "../audit/audit-log";
-import type { ReportInput } from "../devices/reports";
+import type { StoredReport } from "../devices/reports";
 import type { CompiledRelease, ReleaseStore } from "../releases/release-store";
 import type { Database, RolloutState } from "../../infra/store/schema";
 import { bucketOf, stageLimit } from "./bucket";
@@ -38,6 +40,13 @@ interface Live {
   rollout: Rollout;
   members: Map<string, Member>;
   tally: Tally;
+}
+
+/** A device's member record after a report moved it. */
+interface MemberMove {
+  live: Live;
+  deviceId: string;
+  member: Member;
 }
 
 /** Who did something: an operator (from the request) or the server itself. */
@@ -126,36 +135,78 @@ export class RolloutManager extends EventEmitter {
     const at = new Date().toISOString();
     const m: Member = { stage: live.rollout.stage, status: "offered", joinedAt: at, finishedAt: null };
     this.addMember(live, deviceId, m);
-    this.store.queueMember(live.rollout.id, deviceId, m, at);
+    this.store.queueOffer(live.rollout.id, deviceId, m, at);
   }
 
-  /** Writes pending member changes now. */
+  /** Writes pending new members now. */
   flush(): Promise<void> {
     return this.store.flush();
   }
 
   // ---- reports ----------------------------------------------------------------------------------------------
 
-  /** A device reported: move it along in the rollout that offered it the image, then apply the policy. */
-  onReport(r: ReportInput): void {
-    const enrolments: Enrolment[] = [];
-    for (const live of this.byId.values()) {
-      const m = live.members.get(r.deviceId);
-      if (m) enrolments.push({ rolloutId: live.rollout.id, releaseName: live.rollout.releaseName, state: live.rollout.state, createdAt: live.rollout.createdAt, status: m.status });
+  /**
+   * Moves the reporting devices along in the rollouts that offered them an image, as the effect of the reports
+   * (ReportEffect): the moves are written through `trx`, the transaction that stores the reports; once it has
+   * committed, memory follows and each running rollout a device finished in applies its policy, before the
+   * reports are acknowledged. A member's status follows from the report, not a count, so a report applied again
+   * (sent again after a crash) moves nothing that it moved already.
+   */
+  async applyReports(trx: Transaction<Database>, reports: readonly StoredReport[]): Promise<() => Promise<void>> {
+    const moved = new Map<string, MemberMove>();
+    const now = Date.now();
+    for (const r of reports) {
+      const memberIn = (live: Live) => moved.get(`${live.rollout.id}\u0000${r.deviceId}`)?.member ?? live.members.get(r.deviceId);
+      const enrolments: Enrolment[] = [];
+      for (const live of this.byId.values()) {
+        const m = memberIn(live);
+        // A report sent again is about the rollouts the device was in when it was first received.
+        if (!m || (r.resent && m.joinedAt > r.receivedAt)) continue;
+        enrolments.push({ rolloutId: live.rollout.id, releaseName: live.rollout.releaseName, state: live.rollout.state, createdAt: live.rollout.createdAt, status: m.status });
+      }
+      if (enrolments.length === 0) continue;
+      const move = routeReport(enrolments, r, this.releaseNamed);
+      if (!move) continue;
+      const live = this.byId.get(move.rolloutId)!;
+      moved.set(`${live.rollout.id}\u0000${r.deviceId}`, { live, deviceId: r.deviceId, member: moveMember(memberIn(live)!, move.to, now) });
     }
-    if (enrolments.length === 0) return;
-    const move = routeReport(enrolments, r, this.releaseNamed);
-    if (!move) return;
-    const live = this.byId.get(move.rolloutId)!;
-    const before = live.members.get(r.deviceId)!;
-    const after = moveMember(before, move.to, Date.now());
-    countMember(live.tally, before, -1);
-    live.members.set(r.deviceId, after);
-    countMember(live.tally, after, 1);
-    this.store.queueMember(live.rollout.id, r.deviceId, after, new Date().toISOString());
-    if (isFinished(move.to) && live.rollout.state === "running") {
-      void this.serially(() => this.evaluate(live)).catch((err) => this.log.error({ err, rollout: live.rollout.id }, "rollout policy check failed"));
+    if (moved.size === 0) return () => Promise.resolve();
+    const changes = [...moved.values()];
+    await this.store.writeMembers(
+      trx,
+      changes.map((c) => ({ rolloutId: c.live.rollout.id, deviceId: c.deviceId, member: c.member })),
+      new Date(now).toISOString(),
+    );
+    return () => this.followMoves(changes);
+  }
+
+  /** Once moves are on disk: memory follows, then each running rollout a device finished in applies its policy. */
+  private followMoves(changes: readonly MemberMove[]): Promise<void> {
+    const finishedIn = new Set<Live>();
+    for (const { live, deviceId, member } of changes) {
+      const before = live.members.get(deviceId);
+      if (!before) continue; // no longer counted: the rollout was aborted or completed meanwhile
+      countMember(live.tally, before, -1);
+      live.members.set(deviceId, member);
+      countMember(live.tally, member, 1);
+      if (isFinished(member.status)) finishedIn.add(live);
     }
+    return Promise.all([...finishedIn].map((live) => this.judge(live))).then(() => undefined);
+  }
+
+  /**
+   * At start: each running rollout applies its policy to the outcomes stored, so a pause or an advance that
+   * acknowledged reports called for, and that a crash kept from being written, is taken now.
+   */
+  async applyPolicies(): Promise<void> {
+    for (const live of this.byId.values()) if (live.rollout.state === "running") await this.judge(live);
+  }
+
+  /** Applies the policy after the operator actions already queued; a failure is logged (and judged again later). */
+  private judge(live: Live): Promise<void> {
+    return this.serially(() => this.evaluate(live)).catch((err: unknown) =>
+      this.log.error({ err, rollout: live.rollout.id }, "rollout policy check failed; it runs again when a device finishes or the server starts"),
+    );
   }
 
   /** Applies the policy: pause on too many failures or rollbacks, else advance when the stage has succeeded. */

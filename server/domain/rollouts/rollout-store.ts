@@ -1,7 +1,8 @@
 // Rollouts and their members in the database. A rollout's row is written when its state changes, before the
-// change is acknowledged; member changes are written behind, batched once a second, so the poll path that
-// makes members never waits on the disk.
-import type { Kysely } from "kysely";
+// change is acknowledged. A new member (a device offered the release) is written behind, batched once a second,
+// so the poll path that makes members never waits on the disk; a member's move, caused by a report, is written
+// in the report's own transaction (writeMembers), so it is on disk when the report is acknowledged.
+import type { Kysely, Transaction } from "kysely";
 import type { Logger } from "pino";
 import type { Database, RolloutDeviceRow, RolloutRow } from "../../infra/store/schema";
 import { WriteBehind } from "../../infra/store/write-behind";
@@ -24,8 +25,20 @@ function fromRow(row: RolloutRow): Rollout {
   };
 }
 
+function memberRow(rolloutId: string, deviceId: string, m: Member, at: string): RolloutDeviceRow {
+  return {
+    rollout_id: rolloutId,
+    device_id: deviceId,
+    stage: m.stage,
+    status: m.status,
+    joined_at: m.joinedAt,
+    updated_at: at,
+    finished_at: m.finishedAt === null ? null : new Date(m.finishedAt).toISOString(),
+  };
+}
+
 export class RolloutStore {
-  /** Member changes not yet written, by rollout and device. */
+  /** New members not yet written, by rollout and device. */
   private readonly pending: WriteBehind<string, RolloutDeviceRow>;
 
   constructor(
@@ -33,7 +46,7 @@ export class RolloutStore {
     log: Logger,
     flushMs = 1000,
   ) {
-    this.pending = new WriteBehind((batch) => this.writeMembers(batch.map(([, row]) => row)), log, "rollout progress", flushMs);
+    this.pending = new WriteBehind((batch) => this.writeOffers(batch.map(([, row]) => row)), log, "rollout members", flushMs);
   }
 
   /**
@@ -91,35 +104,40 @@ export class RolloutStore {
       .execute();
   }
 
-  /** Queues a member's row (a later change of the same member replaces it); written within flushMs. */
-  queueMember(rolloutId: string, deviceId: string, m: Member, at: string): void {
-    this.pending.set(`${rolloutId}\u0000${deviceId}`, {
-      rollout_id: rolloutId,
-      device_id: deviceId,
-      stage: m.stage,
-      status: m.status,
-      joined_at: m.joinedAt,
-      updated_at: at,
-      finished_at: m.finishedAt === null ? null : new Date(m.finishedAt).toISOString(),
-    });
+  /** Queues a new member's row; written within flushMs, unless a move (writeMembers) wrote the member first. */
+  queueOffer(rolloutId: string, deviceId: string, m: Member, at: string): void {
+    this.pending.set(`${rolloutId}\u0000${deviceId}`, memberRow(rolloutId, deviceId, m, at));
   }
 
-  /** Writes pending member changes now. */
+  /** Writes pending new members now. */
   flush(): Promise<void> {
     return this.pending.flush();
   }
 
-  private async writeMembers(rows: RolloutDeviceRow[]): Promise<void> {
+  /** New members: a row already there (written by a move) is newer, and stays. */
+  private async writeOffers(rows: RolloutDeviceRow[]): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       for (const row of rows) {
-        const { rollout_id: _r, device_id: _d, joined_at: _j, ...update } = row;
         await trx
           .insertInto("rollout_devices")
           .values(row)
-          .onConflict((oc) => oc.columns(["rollout_id", "device_id"]).doUpdateSet(update))
+          .onConflict((oc) => oc.columns(["rollout_id", "device_id"]).doNothing())
           .execute();
       }
     });
+  }
+
+  /** Writes members' moves within `trx` (the transaction of the reports that moved them). */
+  async writeMembers(trx: Transaction<Database>, moves: readonly { rolloutId: string; deviceId: string; member: Member }[], at: string): Promise<void> {
+    for (const { rolloutId, deviceId, member } of moves) {
+      const row = memberRow(rolloutId, deviceId, member, at);
+      const { rollout_id: _r, device_id: _d, joined_at: _j, ...update } = row;
+      await trx
+        .insertInto("rollout_devices")
+        .values(row)
+        .onConflict((oc) => oc.columns(["rollout_id", "device_id"]).doUpdateSet(update))
+        .execute();
+    }
   }
 
   /** Members of a rollout counted by stage and status, as written (flush first for the pending ones). */
@@ -132,7 +150,7 @@ export class RolloutStore {
       .execute();
   }
 
-  /** Stops the timer and writes pending member changes. */
+  /** Stops the timer and writes pending new members. */
   close(): Promise<void> {
     return this.pending.close();
   }

@@ -1,7 +1,7 @@
 // Rows written behind the request that produced them: kept in memory by key (a later value replaces an earlier
 // one), written together in one batch at most `delayMs` after the first, and kept for the next batch when a
 // write fails. For data that may lag by a second but must not cost a disk write per request (poll sightings,
-// rollout progress).
+// new rollout members).
 import type { Logger } from "pino";
 
 export class WriteBehind<K, V> {
