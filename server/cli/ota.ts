@@ -1,7 +1,8 @@
 // `ota`: the operator's command line. `device provision`, `token create` and `apikey create` work on the
 // server's data folder directly (run them on the server machine, with the same OTA_* environment as the
-// server; they are safe while it runs). Everything else talks to a server's operator API over HTTPS after
-// `ota login` (remote.ts). Exit codes: errors.ts.
+// server; they are safe while it runs). `keys`, `sign` and `verify` work offline on files, with no server
+// (signing.ts). Everything else talks to a server's operator API over HTTPS after `ota login` (remote.ts).
+// Exit codes: errors.ts.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -18,6 +19,7 @@ import { openContext, openContextParts } from "../server";
 import type { Role } from "../infra/store/schema";
 import { CliError, EXIT, UsageError } from "./errors";
 import { addAuditCommand, addRemoteCommands, addRemoteDeviceCommands, provisionRemote } from "./remote";
+import { addSigningCommands } from "./signing";
 
 /** Who ran a local command, for the audit log. */
 function localActor() {
@@ -190,6 +192,7 @@ export function buildProgram(): Command {
   addRemoteDeviceCommands(device);
   addRemoteCommands(program);
   addAuditCommand(program);
+  addSigningCommands(program);
   return program;
 }
 

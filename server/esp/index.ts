@@ -7,19 +7,12 @@ export { CHIPS, CHIP_NAMES, normalizeChip } from "./chips";
 export { APP_DESC_OFFSET, appImageLength, ImageError, maxChipRevision, otaSelectCrc, parseAppImage, type AppImage, type ImageRejectCode } from "./esp-image";
 export {
   checkSignature,
-  MAX_SIGNATURE_BLOCKS,
   parseSignatureSector,
   publicKeyDigest,
   readKey,
   SIGNATURE_SCHEMES,
   SignatureKeyError,
   trustedKeyFromPem,
-  type CheckOptions,
-  type SignatureBlock,
-  type SignatureCheck,
-  type SignatureProblem,
-  type SignatureProblemCode,
-  type SignatureRejectCode,
   type SignatureScheme,
   type SignatureSector,
   type TrustedKey,
@@ -29,11 +22,8 @@ export {
   blockFromDetachedSignature,
   generateSigningKey,
   prepareImage,
-  signBlock,
   signImage,
   SigningError,
-  type PreparedImage,
-  type SigningErrorCode,
 } from "./signing";
 export {
   APP_TYPE,

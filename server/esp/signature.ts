@@ -178,7 +178,7 @@ export function signatureKeyFields(key: KeyObject): { scheme: SignatureScheme; f
   if (pub.asymmetricKeyType === "ec" && jwk.x && jwk.y) {
     if (jwk.crv !== "P-256") {
       throw new SignatureKeyError(
-        `this is an ECDSA ${jwk.crv ?? "unknown-curve"} key; only P-256 (or RSA-3072) is supported here (ESP-IDF's update check does not take P-192)`,
+        `this is an ECDSA ${jwk.crv ?? "unknown-curve"} key; only P-256 (or RSA-3072) is supported here`,
       );
     }
     const fields = Buffer.alloc(ECDSA_KEY_LEN);
@@ -284,7 +284,7 @@ function parseEcdsaBlock(block: Buffer, index: number): ParsedKey | SignaturePro
   if (curve === CURVE_P192) {
     return problem(
       "unsupported_curve",
-      `block ${index}: ECDSA P-192 is not accepted: ESP-IDF's OTA update check verifies P-256 only; sign with an ECDSA P-256 or RSA-3072 key`,
+      `block ${index}: ECDSA P-192 is not accepted (ESP-IDF's check of an OTA update does not take it); sign with an ECDSA P-256 or RSA-3072 key`,
       index,
     );
   }

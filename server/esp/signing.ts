@@ -130,7 +130,7 @@ function ecdsaLe(p1363: Buffer): Buffer {
 const pss = (key: KeyObject) => ({ key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
 
 /** A signature block made with a private key (RSA-3072-PSS or ECDSA P-256, by the key's type). */
-export function signBlock(prepared: PreparedImage, privateKey: KeyObject): Buffer {
+function signBlock(prepared: PreparedImage, privateKey: KeyObject): Buffer {
   if (privateKey.type !== "private") throw new SignatureKeyError("signing needs the private key; this is a public key");
   const { scheme, fields } = keyFieldsFor(prepared, privateKey);
   // SHA-256 of signedData is the digest: signing the data with SHA-256 signs the digest as an already-hashed message.

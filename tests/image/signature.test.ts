@@ -7,10 +7,12 @@ import { crc32 } from "node:zlib";
 import {
   appImageLength,
   checkSignature,
+  generateSigningKey,
   ImageError,
   parseSignatureSector,
   publicKeyDigest,
   readKey,
+  signImage,
   trustedKeyFromPem,
   type SignatureSector,
   type TrustedKey,
@@ -139,7 +141,7 @@ describe("crafted signature sectors", () => {
   });
 
   it("bad CRC: every other fact still holds, the block is refused", () => {
-    const r = refusal(withBlock(ecdsaImage, (b) => (b[500] ^= 1), { keepCrc: true })); // in the ECDSA block's zero padding
+    const r = refusal(withBlock(ecdsaImage, (b) => (b[500]! ^= 1), { keepCrc: true })); // in the ECDSA block's zero padding
     expect(r).toMatchObject({ problems: ["bad_crc"], code: "malformed_signature_sector" });
     expect(r.sector.blocks[0]).toMatchObject({ crcOk: false, digestOk: true, signatureOk: true, valid: false });
     const wrongCrc = refusal(withBlock(rsaImage, (b) => b.writeUInt32LE((b.readUInt32LE(1196) + 1) >>> 0, 1196), { keepCrc: true }));
@@ -161,7 +163,7 @@ describe("crafted signature sectors", () => {
     ["ECDSA", ecdsaImage],
     ["RSA", rsaImage],
   ])("%s: the block's digest field changed: digest mismatch, and the signature does not hold over it", (_, image) => {
-    const r = refusal(withBlock(image, (b) => (b[4] ^= 0x80)));
+    const r = refusal(withBlock(image, (b) => (b[4]! ^= 0x80)));
     expect(r).toMatchObject({ problems: [], code: "signature_digest_mismatch" });
     expect(r.sector.blocks[0]).toMatchObject({ crcOk: true, digestOk: false, signatureOk: false });
   });
@@ -170,7 +172,7 @@ describe("crafted signature sectors", () => {
     ["ECDSA", ecdsaImage, 101 + 5],
     ["RSA", rsaImage, 812 + 100],
   ])("%s: a signature byte changed: signature_invalid", (_, image, at) => {
-    const r = refusal(withBlock(image, (b) => (b[at] ^= 0x01)));
+    const r = refusal(withBlock(image, (b) => (b[at]! ^= 0x01)));
     expect(r).toMatchObject({ problems: [], verdict: "invalid", code: "signature_invalid" });
     expect(r.sector.blocks[0]).toMatchObject({ crcOk: true, digestOk: true, signatureOk: false });
   });
@@ -232,19 +234,19 @@ describe("crafted signature sectors", () => {
   });
 
   it("R or M' that do not follow from n", () => {
-    expect(refusal(withBlock(rsaImage, (b) => (b[808] ^= 1)))).toMatchObject({ problems: ["bad_rsa_parameters"] });
-    expect(refusal(withBlock(rsaImage, (b) => (b[424] ^= 1)))).toMatchObject({ problems: ["bad_rsa_parameters"] });
+    expect(refusal(withBlock(rsaImage, (b) => (b[808]! ^= 1)))).toMatchObject({ problems: ["bad_rsa_parameters"] });
+    expect(refusal(withBlock(rsaImage, (b) => (b[424]! ^= 1)))).toMatchObject({ problems: ["bad_rsa_parameters"] });
   });
 
   it("a key that is not one: ECDSA point off the curve, RSA exponent even", () => {
-    expect(refusal(withBlock(ecdsaImage, (b) => (b[40] ^= 1)))).toMatchObject({ problems: ["bad_public_key"], code: "malformed_signature_sector" });
+    expect(refusal(withBlock(ecdsaImage, (b) => (b[40]! ^= 1)))).toMatchObject({ problems: ["bad_public_key"], code: "malformed_signature_sector" });
     expect(refusal(withBlock(rsaImage, (b) => b.writeUInt32LE(65538, 420)))).toMatchObject({ problems: ["bad_public_key"] });
   });
 
   it("a malformed block beside a good one: refused, unless malformed blocks are skipped as a device does", () => {
     const mixed = Buffer.from(rsaImage);
     ecdsaImage.copy(mixed, SECTOR + 1216, SECTOR, SECTOR + 1216); // slot 1: the ECDSA block, made over the same bytes
-    mixed[SECTOR + 700] ^= 1; // slot 0 (RSA): damaged, CRC no longer matches
+    mixed[SECTOR + 700]! ^= 1; // slot 0 (RSA): damaged, CRC no longer matches
     const sector = sectorOf(mixed);
     expect(sector.problems.map((p) => [p.code, p.block])).toEqual([["bad_crc", 0]]);
     expect(checkSignature(sector, both)).toMatchObject({ ok: false, code: "malformed_signature_sector" });
@@ -260,5 +262,29 @@ describe("crafted signature sectors", () => {
   it("an image cut inside its segments is not measured as an image at all", () => {
     expect(() => appImageLength(ecdsaImage.subarray(0, 5000))).toThrow(ImageError);
     expect(() => parseSignatureSector(ecdsaImage, ecdsaImage.length + 1)).toThrow(RangeError);
+  });
+});
+
+describe("signatures made with fresh keys", () => {
+  const plain = read(HELLO_WORLD);
+  const cases = [...Array.from({ length: 6 }, (_, i) => ["ecdsa256", i] as const), ["rsa3072", 0] as const];
+
+  it.each(cases)("%s key #%d: valid when untouched; after a change, the signature is still judged against the digest the block carries", (scheme) => {
+    const pair = generateSigningKey(scheme);
+    const signed = signImage(plain, [readKey(pair.privateKeyPem)]);
+    const key = trustedKeyFromPem(pair.publicKeyPem, "fresh");
+    const sector = sectorOf(signed);
+    expect(sector.blocks).toMatchObject([{ scheme, keyDigest: key.digest.toString("hex"), crcOk: true, digestOk: true, signatureOk: true, valid: true }]);
+    expect(checkSignature(sector, [key])).toMatchObject({ ok: true });
+
+    const at = signed.length - 4096;
+    const changed = Buffer.from(signed);
+    changed[plain.length]! ^= 0xff; // the padding before the sector
+    expect(sectorOf(changed).blocks[0]).toMatchObject({ digestOk: false, signatureOk: true });
+    const otherDigest = Buffer.from(signed);
+    const block = otherDigest.subarray(at, at + 1216);
+    block[10]! ^= 1;
+    block.writeUInt32LE(crc32(block.subarray(0, 1196)) >>> 0, 1196);
+    expect(sectorOf(otherDigest).blocks[0]).toMatchObject({ crcOk: true, digestOk: false, signatureOk: false });
   });
 });
