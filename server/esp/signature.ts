@@ -360,11 +360,20 @@ export function parseSignatureSector(file: Buffer, imageLength: number): Signatu
   const digest = createHash("sha256").update(signedData).digest();
   const sector: SignatureSector = { ...base, sectorOffset, digest: hex(digest), verdict: "malformed" };
   const end = sectorOffset + SIGNATURE_SECTOR_SIZE;
+  if (file.length <= sectorOffset) {
+    sector.problems.push(
+      problem(
+        "trailing_bytes",
+        `the ${file.length - imageLength} bytes after the image (from offset ${imageLength}) are neither 0xFF padding nor a signature sector (which would start at ${sectorOffset}); upload the build output as it is, or signed`,
+      ),
+    );
+    return sector;
+  }
   if (file.length < end) {
     sector.problems.push(
       problem(
         "sector_truncated",
-        `the file ends ${Math.max(0, file.length - sectorOffset)} bytes into the signature sector at offset ${sectorOffset}; a signed image is ${end} bytes: incomplete copy?`,
+        `the file ends ${file.length - sectorOffset} bytes into the signature sector at offset ${sectorOffset}; a signed image is ${end} bytes: incomplete copy?`,
       ),
     );
     return sector;

@@ -26,7 +26,7 @@ import {
 export type SigningErrorCode =
   /** The image already has a signature sector and appending was not asked for. */
   | "already_signed"
-  /** The existing sector is malformed, or one of its blocks does not verify over the image. */
+  /** What follows the image is not a well-formed signature sector, or one of its blocks does not verify over the image. */
   | "existing_signature_invalid"
   /** The sector already holds 3 blocks. */
   | "sector_full"
@@ -75,6 +75,13 @@ export function prepareImage(file: Buffer, options: { append?: boolean } = {}): 
     const signedData = Buffer.alloc(sectorOffset, 0xff);
     file.copy(signedData, 0, 0, Math.min(file.length, sectorOffset));
     return { signedData, digest: createHash("sha256").update(signedData).digest(), existingBlocks: [], existingKeyDigests: [] };
+  }
+  const sectorProblem = sector.problems.find((p) => p.block === null);
+  if (sectorProblem || sector.blocks.length === 0) {
+    throw new SigningError(
+      "existing_signature_invalid",
+      `what follows the image is not a valid signature sector: ${sectorProblem?.message ?? "it holds no block"}; sign the unsigned build output`,
+    );
   }
   if (!options.append) {
     throw new SigningError(

@@ -230,12 +230,14 @@ describe("ota keys, sign and verify (offline)", () => {
       [["sign", "--append", "--key", ECDSA_KEY, "--out", "x.bin", path.join(SIGNED_DIR, "esp32_hello_world_signed_ecdsa256.bin")], /already signed by this key/],
       [["sign", "--append", "--key", RSA_KEY, "--out", "x.bin", path.join(SIGNED_DIR, "esp32_hello_world_signed_ecdsa256_image_tampered.bin")], /not a valid ESP-IDF app image \(checksum_mismatch\)/],
       [["sign", "--key", ECDSA_KEY, "--out", "x.bin", PARTITION_TABLE_OTA], /not a valid ESP-IDF app image \(partition_table\)/],
+      [["sign", "--key", ECDSA_KEY, "--out", "x.bin", "trailing.bin"], /what follows the image is not a valid signature sector: the 4 bytes after the image/],
       [["sign", "--key", ECDSA_PUB, "--out", "x.bin", HELLO_WORLD], /is a public key; --key needs the private signing key/],
       [["sign", "--key", ECDSA_KEY, HELLO_WORLD], /--out <file> is required/],
       [["sign", HELLO_WORLD], /say how to sign/],
       [["sign", "--digest-only", "--key", ECDSA_KEY, HELLO_WORLD], /--digest-only takes no key/],
       [["sign", "--public-key", ECDSA_PUB, "--out", "x.bin", HELLO_WORLD], /--public-key and --signature go together/],
     ])("ota %j exits 2 and writes nothing", (args, message) => {
+      fs.writeFileSync(tmp("trailing.bin"), Buffer.concat([read(HELLO_WORLD), Buffer.from("junk")]));
       const r = ota(...args);
       expect(r.stderr).toMatch(message);
       expect(r.status).toBe(2);

@@ -187,6 +187,9 @@ describe("crafted signature sectors", () => {
     expect(refusal(ecdsaImage.subarray(0, SECTOR + 1))).toMatchObject({ problems: ["sector_truncated"] });
     expect(refusal(Buffer.concat([ecdsaImage, Buffer.from("junk")]))).toMatchObject({ problems: ["trailing_bytes"], code: "malformed_signature_sector" });
     expect(refusal(Buffer.concat([ecdsaImage, Buffer.alloc(4096, 0xff)]))).toMatchObject({ problems: ["trailing_bytes"] });
+    // Not 0xFF after the image, yet no room for a sector.
+    const plain = read(HELLO_WORLD);
+    expect(refusal(Buffer.concat([plain, Buffer.from("appended by some tool")]))).toMatchObject({ problems: ["trailing_bytes"], code: "malformed_signature_sector" });
     // A signature sector that is not where ESP-IDF looks (image_len rounded up to 4 KiB): a pad sector before it.
     const shifted = Buffer.concat([ecdsaImage.subarray(0, SECTOR), Buffer.alloc(4096, 0xff), ecdsaImage.subarray(SECTOR)]);
     expect(refusal(shifted)).toMatchObject({ problems: ["trailing_bytes"], code: "malformed_signature_sector" });
