@@ -15,6 +15,8 @@ export const EXIT = {
   paused: 6,
   /** `rollout watch`: the rollout was aborted. */
   aborted: 7,
+  /** `verify`: no signature block verifies under the keys given; `sign`: a detached signature does not verify. */
+  signature: 8,
 } as const;
 
 export class CliError extends Error {

@@ -2,8 +2,8 @@
 // create|list|revoke`, `apikey create|list|revoke`) work on the server's data folder directly (run them on the
 // server machine, with the same OTA_* environment as the server; they are safe while it runs, and the running
 // server honours a revocation from its next request on); all but `create` also go through the operator API with
-// --remote. Everything else talks to a server's operator API over HTTPS after `ota login` (remote.ts). Exit
-// codes: errors.ts.
+// --remote. `keys`, `sign` and `verify` work offline on files, with no server (signing.ts). Everything else
+// talks to a server's operator API over HTTPS after `ota login` (remote.ts). Exit codes: errors.ts.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -23,6 +23,7 @@ import type { Role } from "../infra/store/schema";
 import type { ApiKeyList, ApiKeyRevoked, DeviceRevoked, TokenList, TokenRevoked } from "./api-types";
 import { CliError, EXIT, UsageError } from "./errors";
 import { addAuditCommand, addRemoteCommands, addRemoteDeviceCommands, callRemote, provisionRemote, table } from "./remote";
+import { addSigningCommands } from "./signing";
 
 /** Who ran a local command, for the audit log. */
 function localActor() {
@@ -312,6 +313,7 @@ export function buildProgram(): Command {
   addRemoteDeviceCommands(device);
   addRemoteCommands(program);
   addAuditCommand(program);
+  addSigningCommands(program);
   return program;
 }
 

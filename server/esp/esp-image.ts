@@ -185,6 +185,49 @@ function parseAppDescriptor(buf: Buffer): AppDescriptor | null {
   };
 }
 
+/** Follows the segment headers to the checksum byte, without checking any data. */
+function walkSegments(buf: Buffer, header: ImageHeader): { segments: Segment[]; checksumOffset: number } {
+  const segments: Segment[] = [];
+  let pos = HEADER_LEN;
+  for (let i = 0; i < header.segmentCount; i++) {
+    if (pos + SEGMENT_HEADER_LEN > buf.length) {
+      throw new ImageError("truncated", `file ends in the header of segment ${i} (${buf.length} bytes)`);
+    }
+    const loadAddr = buf.readUInt32LE(pos);
+    const length = buf.readUInt32LE(pos + 4);
+    const dataOffset = pos + SEGMENT_HEADER_LEN;
+    if (dataOffset + length > buf.length) {
+      throw new ImageError(
+        "truncated",
+        `segment ${i} needs bytes up to ${dataOffset + length} but the file has ${buf.length}: incomplete copy or truncated image`,
+      );
+    }
+    segments.push({ loadAddr, dataOffset, length });
+    pos = dataOffset + length;
+  }
+  // The checksum is the last byte of the 16-byte block that follows the last segment.
+  const checksumOffset = pos + (15 - (pos % 16));
+  if (checksumOffset >= buf.length) {
+    throw new ImageError("truncated", `file ends before the checksum byte at offset ${checksumOffset}`);
+  }
+  return { segments, checksumOffset };
+}
+
+/**
+ * How many bytes the image format covers (through the appended SHA-256), found from the header and segment
+ * headers alone: what ESP-IDF calls image_len, after which a Secure Boot v2 signature sector starts on the next
+ * 4 KiB boundary. Checks no checksum or hash, so it also measures a damaged image; throws ImageError when the
+ * file is not an image or ends too early.
+ */
+export function appImageLength(buf: Buffer): number {
+  const header = parseHeader(buf);
+  const length = walkSegments(buf, header).checksumOffset + 1 + (header.hashAppended ? 32 : 0);
+  if (length > buf.length) {
+    throw new ImageError("truncated", `file ends inside the appended SHA-256 (needs ${length} bytes)`);
+  }
+  return length;
+}
+
 /**
  * Parses and fully verifies an ESP-IDF app image: header, segment walk, XOR checksum, appended SHA-256,
  * app descriptor and chip. Throws ImageError with a precise reason for anything a device would refuse.
@@ -206,31 +249,10 @@ export function parseAppImage(buf: Buffer): AppImage {
     );
   }
 
-  const segments: Segment[] = [];
-  let pos = HEADER_LEN;
+  const { segments, checksumOffset } = walkSegments(buf, header);
   let checksum = CHECKSUM_SEED;
-  for (let i = 0; i < header.segmentCount; i++) {
-    if (pos + SEGMENT_HEADER_LEN > buf.length) {
-      throw new ImageError("truncated", `file ends in the header of segment ${i} (${buf.length} bytes)`);
-    }
-    const loadAddr = buf.readUInt32LE(pos);
-    const length = buf.readUInt32LE(pos + 4);
-    const dataOffset = pos + SEGMENT_HEADER_LEN;
-    if (dataOffset + length > buf.length) {
-      throw new ImageError(
-        "truncated",
-        `segment ${i} needs bytes up to ${dataOffset + length} but the file has ${buf.length}: incomplete copy or truncated image`,
-      );
-    }
-    for (let j = dataOffset, end = dataOffset + length; j < end; j++) checksum ^= buf[j]!;
-    segments.push({ loadAddr, dataOffset, length });
-    pos = dataOffset + length;
-  }
-
-  // The checksum is the last byte of the 16-byte block that follows the last segment.
-  const checksumOffset = pos + (15 - (pos % 16));
-  if (checksumOffset >= buf.length) {
-    throw new ImageError("truncated", `file ends before the checksum byte at offset ${checksumOffset}`);
+  for (const seg of segments) {
+    for (let j = seg.dataOffset, end = seg.dataOffset + seg.length; j < end; j++) checksum ^= buf[j]!;
   }
   const stored = buf[checksumOffset]!;
   if (stored !== checksum) {

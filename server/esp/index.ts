@@ -1,9 +1,30 @@
 // ESP-IDF formats, as the server and the ESP32 emulator (device/host/) both read them: app images (header,
-// segments, checksum, appended SHA-256, app descriptor), partition tables (CSV and binary) and chip ids.
+// segments, checksum, appended SHA-256, app descriptor), Secure Boot v2 signature sectors (parse, verify, sign),
+// partition tables (CSV and binary) and chip ids.
 // Self-contained: nothing here imports from the rest of server/. This file is the module's public surface;
 // code outside server/esp/ imports from here, never from the files beside it.
 export { CHIPS, CHIP_NAMES, normalizeChip } from "./chips";
-export { APP_DESC_OFFSET, ImageError, maxChipRevision, otaSelectCrc, parseAppImage, type AppImage, type ImageRejectCode } from "./esp-image";
+export { APP_DESC_OFFSET, appImageLength, ImageError, maxChipRevision, otaSelectCrc, parseAppImage, type AppImage, type ImageRejectCode } from "./esp-image";
+export {
+  checkSignature,
+  parseSignatureSector,
+  publicKeyDigest,
+  readKey,
+  SIGNATURE_SCHEMES,
+  SignatureKeyError,
+  trustedKeyFromPem,
+  type SignatureScheme,
+  type SignatureSector,
+  type TrustedKey,
+} from "./signature";
+export {
+  assembleSignedImage,
+  blockFromDetachedSignature,
+  generateSigningKey,
+  prepareImage,
+  signImage,
+  SigningError,
+} from "./signing";
 export {
   APP_TYPE,
   DEFAULT_TABLE_OFFSET,

@@ -10,6 +10,9 @@ const FIXTURES_DIR =
   process.env.OTA_FIXTURES_DIR ?? (fs.existsSync(path.join(SHARED, "esp32-images")) ? SHARED : BUNDLED);
 const IMAGES_DIR = path.join(FIXTURES_DIR, "esp32-images");
 export const PARTITIONS_DIR = path.join(FIXTURES_DIR, "partitions");
+/** Images signed by espsecure.py (Secure Boot v2), their test keys and EXPECTED.json (signed/README.md). */
+export const SIGNED_DIR = [path.join(FIXTURES_DIR, "signed"), path.join(BUNDLED, "signed")].find((d) => fs.existsSync(path.join(d, "EXPECTED.json")))!;
+export const SIGNED_KEYS_DIR = path.join(SIGNED_DIR, "keys");
 
 export const HELLO_WORLD = path.join(IMAGES_DIR, "esp32_hello_world_idf5.2.2.bin");
 export const HELLO_WORLD_C3 = path.join(IMAGES_DIR, "esp32c3_hello_world_idf5.2.2.bin");
@@ -40,6 +43,31 @@ export function expected(): ExpectedFile[] {
   const all: ExpectedFile[] = JSON.parse(fs.readFileSync(path.join(IMAGES_DIR, "EXPECTED.json"), "utf8")).files;
   return all.filter((f) => fs.existsSync(path.join(IMAGES_DIR, f.file)) || (HAS_ESPHOME && f.file === path.basename(ESPHOME)));
 }
+export interface SignedBlockFacts {
+  index: number;
+  scheme: string;
+  public_key_digest: string;
+  crc_ok: boolean;
+  digest_ok: boolean;
+  signature_ok: boolean;
+  /** Public key files (in keys/) under which this block verifies. */
+  verifies_with: string[];
+}
+export interface SignedFileFacts {
+  size: number;
+  sha256: string;
+  /** The unsigned image in esp32-images/ that was signed. */
+  signed_from: string;
+  signature_sector_offset: number;
+  sha256_of_bytes_before_sector: string;
+  blocks: SignedBlockFacts[];
+  verifies_with_any_listed_key: boolean;
+}
+/** signed/EXPECTED.json: file name -> ground truth. */
+export function expectedSigned(): Record<string, SignedFileFacts> {
+  return JSON.parse(fs.readFileSync(path.join(SIGNED_DIR, "EXPECTED.json"), "utf8")) as Record<string, SignedFileFacts>;
+}
+
 export function fixturePath(file: string): string {
   return file === path.basename(ESPHOME) ? ESPHOME : path.join(IMAGES_DIR, file);
 }
