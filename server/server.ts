@@ -61,7 +61,7 @@ export async function openContextParts(config: Config, log: Logger) {
   const master = await loadOrCreateMasterSecret(config.dataDir);
   const store = await openStore(config.dataDir, log);
   const credentials = new Credentials(store.db, master.secret);
-  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, store.reader);
+  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, { writer: store.sqlite, reader: store.reader });
   const audit = new AuditLog(store.db);
   return { master, store, credentials, devices, audit };
 }

@@ -8,7 +8,7 @@ import type { Context } from "../../context";
 import { normalizeChip, CHIP_NAMES } from "../../esp";
 import { badRequest, HttpError } from "../http/errors";
 import type { DeviceIdentity } from "../http/express-types";
-import { chooseImage, noOfferMessage, type Asker, type Offer } from "../../domain/releases/offer";
+import { chooseImage, noOfferMessage, type Asker, type MaybePromise, type Offer } from "../../domain/releases/offer";
 
 const NONCE_RE = /^[A-Za-z0-9_-]{16,64}$/;
 const VERSION_RE = /^[\x20-\x7e]{1,32}$/;
@@ -167,7 +167,7 @@ export interface ManifestAnswer {
  * the nonce last (only a request that is otherwise answerable uses it up). Throws the HttpError to answer
  * otherwise. Signing is manifestMac's.
  */
-async function answerManifest(ctx: Context, r: ManifestRequest): Promise<ManifestAnswer> {
+function answerManifest(ctx: Context, r: ManifestRequest): MaybePromise<ManifestAnswer> {
   const caller = r.caller;
   const deviceId = caller.id;
   if (r.nonce !== undefined && !NONCE_RE.test(r.nonce)) {
@@ -185,7 +185,13 @@ async function answerManifest(ctx: Context, r: ManifestRequest): Promise<Manifes
   if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, chipRev: chipRev ?? undefined, version: version ?? undefined, ip: r.ip });
 
   const asker = { deviceId, chip, version, chipRev, row: caller.row };
-  const image = await chooseImage(ctx, asker);
+  const image = chooseImage(ctx, asker);
+  return image instanceof Promise ? image.then((i) => answerWith(ctx, r, asker, nonce, i)) : answerWith(ctx, r, asker, nonce, image);
+}
+
+/** The answer once the offer is known (none: 404). */
+function answerWith(ctx: Context, r: ManifestRequest, asker: Asker, nonce: string | null, image: Offer | undefined): ManifestAnswer {
+  const deviceId = asker.deviceId;
   if (!image) throw noFirmware(ctx, asker);
   if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
     throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
@@ -203,8 +209,8 @@ async function answerManifest(ctx: Context, r: ManifestRequest): Promise<Manifes
 
 /** GET /firmware/manifest: decides the answer (res.locals.manifest) and leaves sending it to manifestMac. */
 export function manifestHandler(ctx: Context): RequestHandler {
-  return async (req, res, next) => {
-    res.locals.manifest = await answerManifest(ctx, {
+  return (req, res, next) => {
+    const answer = answerManifest(ctx, {
       caller: req.device!,
       nonce: req.get("x-nonce"),
       chip: req.get("x-device-chip") ?? (typeof req.query.chip === "string" ? req.query.chip : undefined),
@@ -214,6 +220,14 @@ export function manifestHandler(ctx: Context): RequestHandler {
       host: req.get("host"),
       ip: req.ip,
     });
+    // Most polls are decided without waiting for anything: no promise, no extra turn of the event loop.
+    if (answer instanceof Promise) {
+      return answer.then((a) => {
+        res.locals.manifest = a;
+        next();
+      });
+    }
+    res.locals.manifest = answer;
     next();
   };
 }

@@ -25,12 +25,12 @@ export class DeviceRegistry {
     log: Logger,
     onlineWindowMs: number,
     flushMs = 1000,
-    /** A read-only SQLite connection for device lookups (Store.reader); without it, lookups go through Kysely. */
-    reader?: SqliteDatabase.Database,
+    /** On SQLite, its raw connections (Store.sqlite and Store.reader); without them, everything goes through Kysely. */
+    sqlite?: { writer: SqliteDatabase.Database; reader: SqliteDatabase.Database },
   ) {
-    this.sightings = new Sightings(db, log, flushMs);
+    this.sightings = new Sightings(db, log, flushMs, sqlite?.writer);
     this.reportLog = new ReportLog(db, log, this.sightings);
-    this.store = new DeviceStore(db, this.sightings, onlineWindowMs, reader);
+    this.store = new DeviceStore(db, this.sightings, onlineWindowMs, sqlite?.reader);
   }
 
   // ---- sightings ----------------------------------------------------------------------------------------------

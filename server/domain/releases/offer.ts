@@ -57,12 +57,23 @@ function offerOf(image: CatalogImage, release: string | null, allowDowngrade: bo
   return offer;
 }
 
-export async function chooseImage(ctx: OfferServices, asker: Asker): Promise<Offer | undefined> {
+/** A value, or a promise of it: the decision is synchronous unless it must read the database (tags, a row not yet read). */
+export type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * The offer for a device, or undefined. Synchronous when the caller has read the device's row and its channel
+ * targets no tags (every poll of our agent): a promise only when a lookup is needed.
+ */
+export function chooseImage(ctx: OfferServices, asker: Asker): MaybePromise<Offer | undefined> {
   if (ctx.releases.size === 0) {
     const image = ctx.catalog.latest(asker.chip);
     return image && offerOf(image, null, false);
   }
-  const facts = await deviceFacts(ctx, asker);
+  const facts = deviceFacts(ctx, asker);
+  return facts instanceof Promise ? facts.then((f) => offerFor(ctx, f)) : offerFor(ctx, facts);
+}
+
+function offerFor(ctx: OfferServices, facts: DeviceFacts): Offer | undefined {
   const a = assign(facts, {
     channel: (c) => ctx.releases.channel(c),
     get: (n) => ctx.releases.get(n),
@@ -79,11 +90,14 @@ export async function chooseImage(ctx: OfferServices, asker: Asker): Promise<Off
 }
 
 /** What the registry and the request together say about the asking device. */
-async function deviceFacts(ctx: Pick<OfferServices, "devices" | "releases">, asker: Asker): Promise<DeviceFacts> {
-  const row = !asker.deviceId ? undefined : asker.row !== undefined ? (asker.row ?? undefined) : await ctx.devices.get(asker.deviceId);
-  const known = row ? ctx.devices.view(row) : undefined;
+function deviceFacts(ctx: Pick<OfferServices, "devices" | "releases">, asker: Asker): MaybePromise<DeviceFacts> {
+  if (asker.deviceId && asker.row === undefined) {
+    const id = asker.deviceId;
+    return ctx.devices.get(id).then((row) => deviceFacts(ctx, { ...asker, row: row ?? null }));
+  }
+  const known = asker.row ? ctx.devices.view(asker.row) : undefined;
   const channel = known?.channel ?? DEFAULT_CHANNEL;
-  return {
+  const facts: DeviceFacts = {
     id: asker.deviceId,
     chip: asker.chip ?? known?.chip ?? null,
     chipRev: asker.chipRev ?? known?.chip_rev ?? null,
@@ -91,8 +105,10 @@ async function deviceFacts(ctx: Pick<OfferServices, "devices" | "releases">, ask
     channel,
     group: known?.group_name ?? null,
     pinned: known?.pinned_release ?? null,
-    tags: asker.deviceId && ctx.releases.channelUsesTags(channel) ? await ctx.devices.tags(asker.deviceId) : null,
+    tags: null,
   };
+  if (!asker.deviceId || !ctx.releases.channelUsesTags(channel)) return facts;
+  return ctx.devices.tags(asker.deviceId).then((tags) => ({ ...facts, tags }));
 }
 
 /** Why nothing was offered, in words that say what to do. */
