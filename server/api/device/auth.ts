@@ -9,6 +9,7 @@ import parseBasic from "basic-auth";
 import { looksLikeJwt } from "../../infra/auth/credentials";
 import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX, safeEqual } from "../../infra/auth/keys";
 import type { Context } from "../../context";
+import type { MaybePromise } from "../../infra/maybe-promise";
 import { normalizeDeviceId, DEVICE_ID_RULE } from "../../domain/devices/device-id";
 import { badRequest, forbidden, HttpError, type CodeWithStatus } from "../http/errors";
 import type { RecordAuthFailure } from "../http/auth-limiter";
@@ -114,20 +115,10 @@ export interface DeviceCredentialRequest {
  * Authenticates a device request; throws the HttpError to answer otherwise (an AuthChallenge when no credential
  * was presented at all).
  */
-async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">, req: DeviceCredentialRequest): Promise<DeviceIdentity> {
+function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">, req: DeviceCredentialRequest): MaybePromise<DeviceIdentity> {
   refuseQueryCredentials(req.url);
   const presented = presentedKey(req.headers);
-  if (!presented) {
-    const authorization = req.headers.authorization ?? "";
-    if (!/^Bearer\s+\S/i.test(authorization)) {
-      throw new AuthChallenge("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
-    }
-    if (await isOperatorToken(ctx, /^Bearer\s+(\S+)$/i.exec(authorization)?.[1])) {
-      throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
-    }
-    // A token was presented, so it was a guess (perhaps at an operator token): it counts like a wrong key.
-    throw unauthorized("invalid_credential", "a bearer token is not a device credential; send a device or fleet API key in X-API-Key or as the HTTP Basic password");
-  }
+  if (!presented) return refuseWithoutKey(ctx, req.headers.authorization ?? "");
   const { key } = presented;
   // An operator token is longer than any device key (and is answered with 403 below, so its sender learns why).
   if (key.length > (looksLikeJwt(key) ? MAX_TOKEN_LEN : MAX_KEY_LEN)) throw unauthorized("invalid_credential", "the API key is not valid");
@@ -142,14 +133,49 @@ async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">,
         "a device key must be sent with the device id it belongs to (X-Device-Id, x-ESP32-STA-MAC or the HTTP Basic user name)",
       );
     }
-    const device = await ctx.devices.get(deviceId);
-    if (!device?.provisioned_at || !safeEqual(key, ctx.credentials.deviceApiKey(deviceId, device.key_generation))) {
-      throw unauthorized("invalid_credential", "the API key is not valid for this device");
-    }
-    if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision the device again to give it a new key");
-    return { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip, row: device };
+    // Synchronous on SQLite: a device's poll is authenticated without waiting for a promise.
+    const device = ctx.devices.lookup(deviceId);
+    return device instanceof Promise
+      ? device.then((d) => deviceKeyIdentity(ctx, key, deviceId, idSource, d))
+      : deviceKeyIdentity(ctx, key, deviceId, idSource, device);
   }
+  return authenticateOtherKey(ctx, key, deviceId, idSource);
+}
 
+/** A device key checked against its device's row: provisioned, the key of its current generation, not revoked. */
+function deviceKeyIdentity(
+  ctx: Pick<Context, "credentials">,
+  key: string,
+  deviceId: string,
+  idSource: IdSource | undefined,
+  device: DeviceRow | undefined,
+): DeviceIdentity {
+  if (!device?.provisioned_at || !safeEqual(key, ctx.credentials.deviceApiKey(deviceId, device.key_generation))) {
+    throw unauthorized("invalid_credential", "the API key is not valid for this device");
+  }
+  if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision the device again to give it a new key");
+  return { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip, row: device };
+}
+
+/** No key presented: a challenge, unless a bearer token came instead (a guess, or an operator token in the wrong place). */
+async function refuseWithoutKey(ctx: Pick<Context, "credentials">, authorization: string): Promise<never> {
+  if (!/^Bearer\s+\S/i.test(authorization)) {
+    throw new AuthChallenge("missing_credential", "send a device or fleet API key in the X-API-Key header or as the HTTP Basic password");
+  }
+  if (await isOperatorToken(ctx, /^Bearer\s+(\S+)$/i.exec(authorization)?.[1])) {
+    throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
+  }
+  // A token was presented, so it was a guess (perhaps at an operator token): it counts like a wrong key.
+  throw unauthorized("invalid_credential", "a bearer token is not a device credential; send a device or fleet API key in X-API-Key or as the HTTP Basic password");
+}
+
+/** A fleet key, or anything else (an operator token gets 403, so its sender learns why). */
+async function authenticateOtherKey(
+  ctx: Pick<Context, "credentials" | "devices">,
+  key: string,
+  deviceId: string | null,
+  idSource: IdSource | undefined,
+): Promise<DeviceIdentity> {
   if (key.startsWith(FLEET_KEY_PREFIX)) {
     const fleet = await ctx.credentials.verifyFleetKey(key);
     if (!fleet.ok && fleet.revoked) throw unauthorized("credential_revoked", "this fleet key has been revoked; use another one (an admin creates one with ota apikey create)");
@@ -172,13 +198,27 @@ async function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">,
  * nothing was presented, so nothing was guessed.
  */
 export function deviceAuth(ctx: Pick<Context, "credentials" | "devices">, recordFailure: RecordAuthFailure): RequestHandler {
-  return async (req, _res, next) => {
+  const failed = (req: DeviceCredentialRequest & Parameters<RecordAuthFailure>[0], e: unknown): never => {
+    if (e instanceof HttpError && e.status === 401 && !(e instanceof AuthChallenge)) throw recordFailure(req) ?? e;
+    throw e;
+  };
+  return (req, _res, next) => {
+    let identity: MaybePromise<DeviceIdentity>;
     try {
-      req.device = await authenticateDevice(ctx, req);
+      identity = authenticateDevice(ctx, req);
     } catch (e) {
-      if (e instanceof HttpError && e.status === 401 && !(e instanceof AuthChallenge)) throw recordFailure(req) ?? e;
-      throw e;
+      return failed(req, e);
     }
+    if (identity instanceof Promise) {
+      return identity.then(
+        (id) => {
+          req.device = id;
+          next();
+        },
+        (e: unknown) => failed(req, e),
+      );
+    }
+    req.device = identity;
     next();
   };
 }

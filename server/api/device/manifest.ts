@@ -8,7 +8,8 @@ import type { Context } from "../../context";
 import { normalizeChip, CHIP_NAMES } from "../../esp";
 import { badRequest, HttpError } from "../http/errors";
 import type { DeviceIdentity } from "../http/express-types";
-import { chooseImage, noOfferMessage, type Asker, type MaybePromise, type Offer } from "../../domain/releases/offer";
+import { chooseImage, noOfferMessage, type Asker, type Offer } from "../../domain/releases/offer";
+import type { MaybePromise } from "../../infra/maybe-promise";
 
 const NONCE_RE = /^[A-Za-z0-9_-]{16,64}$/;
 const VERSION_RE = /^[\x20-\x7e]{1,32}$/;

@@ -2,6 +2,7 @@
 // not yet written laid over), registration of a device for its own key, operator changes, and tags.
 import type SqliteDatabase from "better-sqlite3";
 import type { Kysely } from "kysely";
+import type { MaybePromise } from "../../infra/maybe-promise";
 import { preparedQuery } from "../../infra/store/prepared";
 import type { Database, DeviceRow } from "../../infra/store/schema";
 import type { Sightings } from "./sightings";
@@ -48,6 +49,11 @@ export class DeviceStore {
       const stmt = reader.prepare(this.getQuery({ id: "" }).sql);
       this.readDevice = (id) => stmt.get(...this.getQuery({ id }).parameters) as DeviceRow | undefined;
     }
+  }
+
+  /** The row, synchronously when there is a reader (every request's lookup): no promise to wait for. */
+  lookup(id: string): MaybePromise<DeviceRow | undefined> {
+    return this.readDevice ? this.readDevice(id) : this.get(id);
   }
 
   async get(id: string): Promise<DeviceRow | undefined> {

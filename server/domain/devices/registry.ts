@@ -6,6 +6,7 @@
 import type SqliteDatabase from "better-sqlite3";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
+import type { MaybePromise } from "../../infra/maybe-promise";
 import type { Database, DeviceRow, ReportRow } from "../../infra/store/schema";
 import { DeviceStore, type DeviceFilter, type DevicePatch, type DeviceView } from "./device-store";
 import { ReportLog, type ReportEffect, type ReportInput } from "./reports";
@@ -66,6 +67,11 @@ export class DeviceRegistry {
   }
 
   // ---- lookups and provisioning -----------------------------------------------------------------------------------
+
+  /** The row, without a promise where the store can read it at once (SQLite): the per-request lookup. */
+  lookup(id: string): MaybePromise<DeviceRow | undefined> {
+    return this.store.lookup(id);
+  }
 
   get(id: string): Promise<DeviceRow | undefined> {
     return this.store.get(id);

@@ -11,6 +11,7 @@ import type { Catalog, CatalogImage } from "../catalog/catalog";
 import type { DeviceRegistry } from "../devices/registry";
 import type { RolloutManager } from "../rollouts/rollout-manager";
 import type { DeviceRow } from "../../infra/store/schema";
+import type { MaybePromise } from "../../infra/maybe-promise";
 import { assign, type DeviceFacts } from "./assign";
 import type { ReleaseStore } from "./release-store";
 
@@ -56,9 +57,6 @@ function offerOf(image: CatalogImage, release: string | null, allowDowngrade: bo
   if (!offer) byRelease.set(key, (offer = Object.freeze({ ...image, release, allowDowngrade })));
   return offer;
 }
-
-/** A value, or a promise of it: the decision is synchronous unless it must read the database (tags, a row not yet read). */
-export type MaybePromise<T> = T | Promise<T>;
 
 /**
  * The offer for a device, or undefined. Synchronous when the caller has read the device's row and its channel
