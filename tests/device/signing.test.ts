@@ -91,10 +91,10 @@ describe("the emulated chip checks signatures and secure_version natively", () =
     expect((await serverView(s, "dev-trusted")).device).toMatchObject({ state: "confirmed", version: dev.running!.image.app.version });
     // The running image's SHA-256 covers its signature sector: the agent sees the offer as what it runs and
     // does not install it again at the next polls.
-    expect(dev.running!.sha256).toBe(sha(SIGNED_BY_A));
     const from = relay.requests.length;
     await eventually(() => relay.requests.slice(from).filter((r) => r.path.startsWith("/firmware/manifest")).length >= 3, 30_000);
     expect(dev.ops.filter((o) => o.op === "begin")).toHaveLength(1);
+    expect(dev.running!.sha256).toBe(sha(SIGNED_BY_A));
   });
 
   it("eFuse secure_version rises when an image is confirmed; a lower one is then refused natively, whatever the manifest allows", async () => {
