@@ -6,6 +6,7 @@ import { EventEmitter } from "node:events";
 import * as jd from "jacdac-ts";
 import { encodePartitionTable, DEFAULT_TABLE_OFFSET, otaSelectCrc as crcOf, type PartitionTable } from "../../server/esp";
 import { bootloader, otaSlots, type BootedApp } from "./esp/bootloader";
+import { Efuse, type EfuseOptions } from "./esp/efuse";
 import { Flash } from "./esp/flash";
 import { chipByName, type Chip } from "./esp/image-check";
 import { OtaOps } from "./esp/ota-ops";
@@ -38,6 +39,8 @@ export interface DeviceOptions {
   /** Initial otadata partition contents (default: erased). */
   otadata?: Buffer;
   chip?: Chip;
+  /** eFuses burnt at the factory: trusted key digests (images must then be signed), secure boot, secure_version. */
+  efuse?: EfuseOptions;
   /** More agent settings (device/README.md), e.g. { poll: 60, backoff: 1 }. */
   settings?: Record<string, string | number | boolean>;
   /** Largest bulk write the writer accepts; 0 serves 232-byte write commands only. */
@@ -97,6 +100,8 @@ export class EmulatedDevice extends EventEmitter {
   readonly flash: Flash;
   readonly vmFlash: VmFlash = { data: null };
   readonly chip: Chip;
+  /** Like the flash, the eFuses survive power cuts. */
+  readonly efuse: Efuse;
   readonly events: AgentEvent[] = [];
   readonly ops: WriterOp[] = [];
   boots = 0;
@@ -114,6 +119,7 @@ export class EmulatedDevice extends EventEmitter {
   constructor(readonly o: DeviceOptions) {
     super();
     this.chip = o.chip ?? DEFAULT_CHIP;
+    this.efuse = new Efuse(o.efuse);
     const end = Math.max(...o.partitions.entries.map((p) => p.offset + p.size));
     this.flash = new Flash(Math.max(4 * 1024 * 1024, Math.ceil(end / 0x100000) * 0x100000));
     // What esptool would flash: partition table, otadata, the factory app in ota_0.
@@ -137,14 +143,14 @@ export class EmulatedDevice extends EventEmitter {
     if (this.powered) return;
     this.powered = true;
     this.boots++;
-    const booted = bootloader(this.flash, this.o.partitions, this.chip);
+    const booted = bootloader(this.flash, this.o.partitions, this.chip, this.efuse);
     this.running = booted;
     const od = this.otadataStates();
     this.emit("boot", {
       boot: this.boots,
       slot: booted?.partition.name ?? null,
       version: booted?.image.app.version ?? null,
-      state: booted ? stateName(new OtaOps(this.flash, this.o.partitions, this.chip, booted).runningState()) : null,
+      state: booted ? stateName(new OtaOps(this.flash, this.o.partitions, this.chip, booted, this.efuse).runningState()) : null,
       log: booted?.log ?? [],
       otadata: od,
     } satisfies BootEvent);
@@ -152,7 +158,7 @@ export class EmulatedDevice extends EventEmitter {
       this.emit("bricked");
       return;
     }
-    const ops = new OtaOps(this.flash, this.o.partitions, this.chip, booted);
+    const ops = new OtaOps(this.flash, this.o.partitions, this.chip, booted, this.efuse);
     const bus = new jd.JDBus([], {
       services: this.o.services as never[],
       disableRoleManager: true,

@@ -3,6 +3,7 @@
 import fs from "node:fs";
 import { Command, InvalidArgumentError } from "commander";
 import { z } from "zod";
+import { publicKeyDigest, readKey, signImage, trustedKeyFromPem, type TrustedKey } from "../../server/esp";
 import { EmulatedDevice, type AgentEvent, type BootEvent, type Provisioning } from "./device";
 import { loadAgent, loadPartitions, factoryImage, factoryOtadata } from "./setup";
 import { vmClock } from "./vm/loader";
@@ -30,6 +31,9 @@ export interface SimOptions {
   factory?: string;
   factoryVersion: string;
   setting: string[];
+  trustedKey: string[];
+  secureBoot?: boolean;
+  factoryKey?: string;
 }
 
 function collect(value: string, prev: string[]): string[] {
@@ -80,7 +84,39 @@ export function program(): Command {
     .option("--factory <file>", "ESP-IDF app image in ota_0 at first power-on (default: hello_world with version --factory-version)")
     .option("--factory-version <version>", "version of the default factory image", "v1.0.0")
     .option("--setting <name=value>", "an agent setting (device/README.md), e.g. poll=60 (repeatable)", collect, [])
+    .option("--trusted-key <pub.pem>", "a Secure Boot v2 public key whose digest is burnt in the devices' eFuse (repeatable, at most 3): the writer then refuses images no such key signed", collect, [])
+    .option("--secure-boot", "secure boot on: the bootloader also refuses to start an app no trusted key signed (needs --factory-key)")
+    .option("--factory-key <key.pem>", "private key that signs the factory image (one of the --trusted-key keys)")
     .exitOverride();
+}
+
+function readTrustedKey(file: string): TrustedKey {
+  try {
+    return trustedKeyFromPem(fs.readFileSync(file), file);
+  } catch (e) {
+    throw new Error(`--trusted-key ${file}: ${(e as Error).message} (make one with: npx ota keys generate --scheme ecdsa256 --out KEY.pem)`, { cause: e });
+  }
+}
+
+/** The factory image, signed with --factory-key when given; with --secure-boot it must be signed by a trusted key. */
+function signedFactory(image: Buffer, o: SimOptions, trusted: readonly TrustedKey[]): Buffer {
+  if (o.secureBoot && trusted.length === 0) throw new Error("--secure-boot needs --trusted-key PUB.pem: the key digests the bootloader checks apps against");
+  if (!o.factoryKey) {
+    if (o.secureBoot) throw new Error("--secure-boot needs --factory-key KEY.pem to sign the factory image, or the device has nothing it may boot");
+    return image;
+  }
+  let key;
+  try {
+    key = readKey(fs.readFileSync(o.factoryKey));
+  } catch (e) {
+    throw new Error(`--factory-key ${o.factoryKey}: ${(e as Error).message}`, { cause: e });
+  }
+  if (key.type !== "private") throw new Error(`--factory-key ${o.factoryKey} is a public key; give the private key that signs the factory image`);
+  const digest = publicKeyDigest(key);
+  if (o.secureBoot && !trusted.some((t) => t.digest.equals(digest))) {
+    throw new Error(`--factory-key ${o.factoryKey} is not one of the --trusted-key keys: with --secure-boot the device could not boot its factory image`);
+  }
+  return signImage(image, [key], { append: true });
 }
 
 /** A field of an agent event as text (the agent's reasons and errors are strings). */
@@ -112,7 +148,8 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
     const ca = o.ca ? fs.readFileSync(o.ca, "utf8") : undefined;
     const agent = loadAgent((l) => process.stderr.write(`device:sim: ${l}\n`));
     const partitions = loadPartitions();
-    const factory = o.factory ? fs.readFileSync(o.factory) : factoryImage(o.factoryVersion);
+    const trustedKeys = o.trustedKey.map((f) => readTrustedKey(f));
+    const factory = signedFactory(o.factory ? fs.readFileSync(o.factory) : factoryImage(o.factoryVersion), o, trustedKeys);
     const otadata = factoryOtadata();
     vmClock.setSpeed(o.clock);
     devices = o.device.map(
@@ -126,6 +163,7 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
           factoryImage: factory,
           otadata,
           settings,
+          efuse: { trustedKeys, secureBoot: o.secureBoot },
         }),
     );
   } catch (e) {

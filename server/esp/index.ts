@@ -6,11 +6,15 @@
 export { CHIPS, CHIP_NAMES, normalizeChip } from "./chips";
 export { APP_DESC_OFFSET, appImageLength, ImageError, maxChipRevision, otaSelectCrc, parseAppImage, type AppImage, type ImageRejectCode } from "./esp-image";
 export {
+  alignToSector,
   checkSignature,
+  MAX_SIGNATURE_BLOCKS,
   parseSignatureSector,
   publicKeyDigest,
   readKey,
+  SIGNATURE_BLOCK_MAGIC,
   SIGNATURE_SCHEMES,
+  SIGNATURE_SECTOR_SIZE,
   SignatureKeyError,
   trustedKeyFromPem,
   type SignatureScheme,

@@ -3,14 +3,15 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { parseAppImage, parsePartitionsCsv, type PartitionTable } from "../../server/esp";
+import { parseAppImage, parsePartitionsCsv, readKey, signImage, trustedKeyFromPem, type PartitionTable } from "../../server/esp";
 import { bootloader, FACTORY_INDEX, otaSlots } from "../../device/host/esp/bootloader";
+import { Efuse } from "../../device/host/esp/efuse";
 import { deriveImage } from "../../device/host/esp/factory-image";
 import { Flash } from "../../device/host/esp/flash";
 import { chipByName } from "../../device/host/esp/image-check";
 import { OtaOps, Status } from "../../device/host/esp/ota-ops";
 import { decodeEntry, newEntry, OtaState, Otadata } from "../../device/host/esp/otadata";
-import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, OTADATA, PARTITIONS_DIR, read } from "../helpers/fixtures";
+import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, OTADATA, PARTITIONS_DIR, read, SIGNED_DIR, SIGNED_KEYS_DIR } from "../helpers/fixtures";
 import { ROOT } from "../helpers/server";
 
 const chip = chipByName("esp32", 300);
@@ -79,7 +80,7 @@ describe("otadata and the bootloader", () => {
     new Otadata(f, table.otadata!).write(1, newEntry(2, OtaState.VALID));
     const b = bootloader(f, table, chip)!;
     expect(b.index).toBe(0);
-    expect(b.log).toContain("app1 is not bootable");
+    expect(b.log).toContain("app1 is not bootable (wrong_magic)");
   });
 
   it("nothing bootable is reported as such", () => {
@@ -217,6 +218,100 @@ describe("esp_ota_ops on the emulated flash", () => {
     f.erase(0, 4096);
     expect(f.read(0, 1)[0]).toBe(0xff);
     expect(() => f.erase(100, 4096)).toThrow(/not sector aligned/);
+  });
+});
+
+describe("eFuse: signed images (Secure Boot v2 key digests) and anti-rollback", () => {
+  const keyA = read(path.join(SIGNED_KEYS_DIR, "release-ecdsa256.pem"));
+  const keyB = read(path.join(SIGNED_KEYS_DIR, "release-rsa3072.pem"));
+  const trust = (...pems: Buffer[]) => pems.map((p, i) => trustedKeyFromPem(p, `key${i}`));
+  const signedByA = read(path.join(SIGNED_DIR, "esp32_hello_world_signed_ecdsa256.bin"));
+  const signedByB = read(path.join(SIGNED_DIR, "esp32_hello_world_signed_rsa3072.bin"));
+  const tampered = read(path.join(SIGNED_DIR, "esp32_hello_world_signed_ecdsa256_image_tampered.bin"));
+  const ops = (f: Flash, efuse: Efuse) => new OtaOps(f, table, chip, bootloader(f, table, chip, efuse)!, efuse);
+
+  it("a chip trusting key A takes only images with a block valid under A; one without digests takes any (as before)", () => {
+    const efuse = new Efuse({ trustedKeys: trust(keyA) });
+    const f = factoryFlash();
+    expect(install(ops(f, efuse), hello)).toEqual({ status: Status.SignatureInvalid, reason: "unsigned" });
+    expect(install(ops(f, efuse), signedByB)).toEqual({ status: Status.SignatureInvalid, reason: "untrusted_signer" });
+    expect(install(ops(f, efuse), tampered).status).not.toBe(Status.Ok);
+    // A block by A after a damaged one still counts: the chip skips what it cannot use.
+    const both = signImage(hello, [readKey(keyA)]);
+    const damaged = Buffer.from(signImage(hello, [readKey(keyB), readKey(keyA)]));
+    damaged[damaged.length - 4096 + 10]! ^= 1; // block 0 (B's): CRC no longer matches
+    expect(install(ops(f, efuse), damaged)).toEqual({ status: Status.Ok, reason: "" });
+    expect(install(ops(f, efuse), both)).toEqual({ status: Status.Ok, reason: "" });
+    expect(install(ops(f, efuse), signedByA)).toEqual({ status: Status.Ok, reason: "" });
+    const o = ops(f, efuse);
+    expect(o.setBoot()).toBe(Status.Ok);
+    // The running image's SHA-256 is the served file's: signature sector included.
+    const booted = bootloader(f, table, chip, efuse)!;
+    expect(booted.partition.name).toBe("app1");
+    expect(booted.sha256).toBe(sha(signedByA).toString("hex"));
+
+    const plain = factoryFlash();
+    expect(install(ops(plain, new Efuse()), signedByB)).toEqual({ status: Status.Ok, reason: "" });
+    expect(install(ops(plain, new Efuse()), hello)).toEqual({ status: Status.Ok, reason: "" });
+  });
+
+  it("a revoked digest no longer counts; a chip holds at most 3", () => {
+    const efuse = new Efuse({ trustedKeys: trust(keyA, keyB) });
+    const f = factoryFlash();
+    expect(install(ops(f, efuse), signedByA).status).toBe(Status.Ok);
+    efuse.revoke(0);
+    expect(efuse.isRevoked(0)).toBe(true);
+    expect(install(ops(f, efuse), signedByA)).toEqual({ status: Status.SignatureInvalid, reason: "untrusted_signer" });
+    expect(install(ops(f, efuse), signedByB).status).toBe(Status.Ok);
+    expect(() => new Efuse({ trustedKeys: trust(keyA, keyB, keyA, keyB) })).toThrow(/at most 3/);
+    expect(() => new Efuse({ secureBoot: true })).toThrow(/trusted key/);
+  });
+
+  it("with secure boot, the bootloader refuses an unsigned or untrusted app and falls back", () => {
+    const efuse = new Efuse({ trustedKeys: trust(keyA), secureBoot: true });
+    const f = new Flash();
+    f.flashAt(table.otadata!.offset, read(OTADATA));
+    f.flashAt(slot0.offset, factory); // unsigned
+    expect(bootloader(f, table, chip, efuse)).toBeNull();
+    expect(bootloader(f, table, chip, new Efuse({ trustedKeys: trust(keyA) }))!.partition.name).toBe("app0"); // signed apps, no secure boot
+
+    f.erase(slot0.offset, slot0.size);
+    f.flashAt(slot0.offset, signImage(factory, [readKey(keyA)]));
+    const o = ops(f, efuse);
+    expect(o.describeRunning().slot).toBe(0);
+    // ota_1 gets an image signed by B behind the writer's back (as if written by other means) and is selected.
+    f.flashAt(slot1.offset, signedByB);
+    expect(ops(f, new Efuse()).setBoot()).toBe(Status.Ok);
+    const b = bootloader(f, table, chip, efuse)!;
+    expect(b.partition.name).toBe("app0");
+    expect(b.log).toContain("app1 is not bootable (untrusted_signer)");
+    // and set_boot itself refuses it on this chip
+    expect(ops(f, efuse).setBoot()).toBe(Status.SignatureInvalid);
+  });
+
+  it("secure_version: mark_valid raises the eFuse; end, set_boot and the bootloader refuse a lower one", () => {
+    const efuse = new Efuse();
+    const f = factoryFlash();
+    const v2 = deriveImage(hello, { secureVersion: 2 });
+    const v1 = deriveImage(hello, { version: "v9.0.0", secureVersion: 1 });
+    expect(install(ops(f, efuse), v2).status).toBe(Status.Ok);
+    expect(ops(f, efuse).setBoot()).toBe(Status.Ok);
+    const pending = ops(f, efuse);
+    expect(efuse.secureVersion).toBe(0);
+    expect(pending.markValid()).toBe(Status.Ok);
+    expect(efuse.secureVersion).toBe(2);
+    efuse.updateSecureVersion(1); // never lowered
+    expect(efuse.secureVersion).toBe(2);
+
+    expect(install(ops(f, efuse), v1)).toEqual({ status: Status.SecureVersionTooLow, reason: "secure_version_too_low" });
+    // set_boot after a reset (the slot checked again): refused, and the slot erased as ESP-IDF does
+    const after = ops(f, efuse);
+    expect(after.setBoot()).toBe(Status.SecureVersionTooLow);
+    expect(f.read(slot0.offset, 16).equals(Buffer.alloc(16, 0xff))).toBe(true);
+    // The factory image (secure_version 0) is no way back any more.
+    const g = factoryFlash();
+    const e2 = new Efuse({ secureVersion: 1 });
+    expect(bootloader(g, table, chip, e2)).toBeNull();
   });
 });
 

@@ -5,6 +5,7 @@ import path from "node:path";
 import { runSim } from "../../device/host/sim";
 import { provisionDevice } from "../../server/domain/devices/provisioning";
 import { HELLO_VERSION, offerHelloWorld, SERVER_ENV, serverView } from "../helpers/device";
+import { SIGNED_KEYS_DIR } from "../helpers/fixtures";
 import { startTestServer, type TestServer } from "../helpers/server";
 
 jest.setTimeout(60_000);
@@ -60,6 +61,31 @@ describe("npm run device:sim", () => {
     expect(code).toBe(1);
     expect(lines().find((l) => l.state === "rejected")).toMatchObject({ reason: "downgrade_refused" });
     expect(err.join("")).toMatch(/rejected \(downgrade_refused\)/);
+  });
+
+  it("--trusted-key and --secure-boot: the signed factory image boots, the server's unsigned offer is refused natively (signature_invalid)", async () => {
+    const f = await provisioned("24:6f:28:00:00:04");
+    const pub = path.join(SIGNED_KEYS_DIR, "release-ecdsa256.pub.pem");
+    const key = path.join(SIGNED_KEYS_DIR, "release-ecdsa256.pem");
+    const code = await runSim(["--server", s.url, "--ca", path.join(s.dirs.root, "ca.crt"), "--device", f, "--once", "--clock", "10", "--trusted-key", pub, "--secure-boot", "--factory-key", key]);
+    expect(code).toBe(1);
+    expect(lines().filter((l) => l.event === "boot").map((l) => l.slot)).toEqual(["app0"]);
+    expect(lines().find((l) => l.state === "failed")).toMatchObject({ reason: "signature_invalid" });
+    expect(err.join("")).toMatch(/failed \(signature_invalid\).*unsigned/);
+  });
+
+  it("--secure-boot without a factory image it can boot is refused before anything starts (exit 2)", async () => {
+    const f = await provisioned("24:6f:28:00:00:05");
+    const pub = path.join(SIGNED_KEYS_DIR, "release-ecdsa256.pub.pem");
+    const other = path.join(SIGNED_KEYS_DIR, "release-rsa3072.pem");
+    const base = ["--server", s.url, "--device", f, "--once"];
+    expect(await runSim([...base, "--trusted-key", pub, "--secure-boot"])).toBe(2);
+    expect(err.join("")).toMatch(/--secure-boot needs --factory-key/);
+    expect(await runSim([...base, "--trusted-key", pub, "--secure-boot", "--factory-key", other])).toBe(2);
+    expect(err.join("")).toMatch(/is not one of the --trusted-key keys/);
+    expect(await runSim([...base, "--trusted-key", path.join(s.dirs.root, "none.pem")])).toBe(2);
+    expect(err.join("")).toMatch(/--trusted-key .*none\.pem/);
+    expect(lines().filter((l) => l.event === "boot")).toEqual([]);
   });
 
   it("explains a bad provisioning file or missing arguments (exit 2)", async () => {

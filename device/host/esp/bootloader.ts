@@ -6,12 +6,14 @@
 // 2. If both entries are invalid (erased, INVALID or ABORTED): the factory app, or ota_0 without one.
 //    Otherwise the valid entry with the highest sequence number picks slot (seq - 1) % slots; a NEW entry
 //    becomes PENDING_VERIFY (the app must mark itself valid before the next reset).
-// 3. The chosen slot must hold an image that passes verification; if not, the bootloader tries the slots
-//    below it down to factory, then those above it.
+// 3. The chosen slot must hold an image that passes verification (with secure boot on, a Secure Boot v2
+//    signature under a trusted, unrevoked key digest; with anti-rollback, a secure_version no lower than the
+//    eFuse's); if not, the bootloader tries the slots below it down to factory, then those above it.
 import { createHash } from "node:crypto";
 import { APP_TYPE, OTA_SUBTYPE_MIN, otaSelectCrc, type AppImage, type Partition, type PartitionTable } from "../../../server/esp";
+import { Efuse } from "./efuse";
 import { Flash } from "./flash";
-import { checkImage, ImageCheckError, type Chip } from "./image-check";
+import { checkAppSignature, checkImage, checkSecureVersion, ImageCheckError, storedLength, type Chip } from "./image-check";
 import { activeEntry, isInvalid, newEntry, OtaState, Otadata, slotOf, SEQ_NONE } from "./otadata";
 
 export const FACTORY_INDEX = -1;
@@ -37,14 +39,34 @@ function factoryPartition(table: PartitionTable): Partition | undefined {
   return table.entries.find((p) => p.type === APP_TYPE && p.subtype === FACTORY_SUBTYPE);
 }
 
+/** SHA-256 of the image's bytes on flash, its signature sector included when it has one: what the server served. */
 export function imageSha256(flash: Flash, p: Partition, img: AppImage): string {
-  return createHash("sha256").update(flash.view(p.offset, img.imageLength)).digest("hex");
+  const slot = flash.view(p.offset, p.size);
+  return createHash("sha256").update(slot.subarray(0, storedLength(slot, img))).digest("hex");
+}
+
+/** Which checks beyond the image format a verification makes. */
+export interface VerifyOptions {
+  efuse?: Efuse;
+  /** The Secure Boot v2 signature under the eFuse key digests. */
+  signature?: boolean;
+  /** secure_version against the eFuse's. */
+  secureVersion?: boolean;
+}
+
+/** Verifies the app in a partition; throws ImageCheckError with the failed check's code. */
+export function verifyApp(flash: Flash, p: Partition, chip: Chip, o: VerifyOptions = {}): AppImage {
+  const slot = flash.view(p.offset, p.size);
+  const img = checkImage(slot, chip);
+  if (o.efuse && o.signature && o.efuse.signedApps) checkAppSignature(slot, img, o.efuse);
+  if (o.efuse && o.secureVersion) checkSecureVersion(img, o.efuse);
+  return img;
 }
 
 /** Verifies the app in a partition; null when it cannot boot. */
-export function loadApp(flash: Flash, p: Partition, chip: Chip): AppImage | null {
+export function loadApp(flash: Flash, p: Partition, chip: Chip, o: VerifyOptions = {}): AppImage | null {
   try {
-    return checkImage(flash.view(p.offset, p.size), chip);
+    return verifyApp(flash, p, chip, o);
   } catch (e) {
     if (e instanceof ImageCheckError) return null;
     throw e;
@@ -52,7 +74,7 @@ export function loadApp(flash: Flash, p: Partition, chip: Chip): AppImage | null
 }
 
 /** Runs the bootloader: updates otadata as it would and returns the app that starts, or null if none can. */
-export function bootloader(flash: Flash, table: PartitionTable, chip: Chip): BootedApp | null {
+export function bootloader(flash: Flash, table: PartitionTable, chip: Chip, efuse: Efuse = new Efuse()): BootedApp | null {
   const log: string[] = [];
   const slots = otaSlots(table);
   const factory = factoryPartition(table);
@@ -100,9 +122,13 @@ export function bootloader(flash: Flash, table: PartitionTable, chip: Chip): Boo
   for (const index of order) {
     const p = partitionAt(index);
     if (!p) continue;
-    const image = loadApp(flash, p, chip);
-    if (!image) {
-      log.push(`${p.name} is not bootable`);
+    let image: AppImage;
+    try {
+      // With secure boot the app's signature is verified; anti-rollback always applies.
+      image = verifyApp(flash, p, chip, { efuse, signature: efuse.secureBoot, secureVersion: true });
+    } catch (e) {
+      if (!(e instanceof ImageCheckError)) throw e;
+      log.push(`${p.name} is not bootable (${e.code})`);
       continue;
     }
     if (index > FACTORY_INDEX && initialContents && od) {

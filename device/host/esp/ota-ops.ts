@@ -2,9 +2,10 @@
 // enabled: what the native writer does for each command of device/services/otawriter.md.
 import { createHash } from "node:crypto";
 import { otaSelectCrc, type Partition, type PartitionTable } from "../../../server/esp";
-import { FACTORY_INDEX, imageSha256, loadApp, otaSlots, type BootedApp } from "./bootloader";
+import { FACTORY_INDEX, imageSha256, loadApp, otaSlots, verifyApp, type BootedApp } from "./bootloader";
+import { Efuse } from "./efuse";
 import { Flash, SECTOR_SIZE } from "./flash";
-import { checkImage, ImageCheckError, type Chip } from "./image-check";
+import { ImageCheckError, type Chip } from "./image-check";
 import { activeEntry, isValid, OtaState, Otadata, selectEntry, slotOf, SEQ_NONE, type OtaEntry } from "./otadata";
 
 /** Writer statuses (device/services/otawriter.md). */
@@ -20,7 +21,18 @@ export const Status = {
   InvalidState: 8,
   RollbackImpossible: 9,
   Mismatch: 10,
+  SignatureInvalid: 11,
+  SecureVersionTooLow: 12,
 } as const;
+
+/** Image check codes of a signature refusal (checkSignature's), answered with SignatureInvalid. */
+const SIGNATURE_CODES = new Set(["unsigned", "untrusted_signer", "signature_invalid", "signature_digest_mismatch", "malformed_signature_sector"]);
+
+function refusal(e: ImageCheckError): { status: StatusCode; reason: string } {
+  if (SIGNATURE_CODES.has(e.code)) return { status: Status.SignatureInvalid, reason: e.code };
+  if (e.code === "secure_version_too_low") return { status: Status.SecureVersionTooLow, reason: e.code };
+  return { status: Status.ImageInvalid, reason: e.code };
+}
 export type StatusCode = (typeof Status)[keyof typeof Status];
 
 interface Handle {
@@ -42,6 +54,7 @@ export class OtaOps {
     private readonly table: PartitionTable,
     readonly chip: Chip,
     readonly running: BootedApp,
+    readonly efuse: Efuse = new Efuse(),
   ) {
     this.slots = otaSlots(table);
     if (!table.otadata || this.slots.length < 2) throw new Error("the partition table has no OTA layout (otadata, ota_0, ota_1)");
@@ -73,12 +86,16 @@ export class OtaOps {
     return Buffer.from(this.running.sha256, "hex");
   }
 
-  /** esp_ota_begin(next, size): erase what the image needs, forget the slot's old otadata entry. */
+  /**
+   * esp_ota_begin(next, size): erase what the image needs, forget the slot's old otadata entry. One sector more
+   * is erased when the slot has it, so that no signature sector of an older image is left where this image's
+   * would be.
+   */
   begin(size: number): { status: StatusCode; slot: number } {
     const next = this.nextUpdate();
     if (this.runningState() === OtaState.PENDING_VERIFY) return { status: Status.InvalidState, slot: next.index };
     if (size <= 0 || size > next.partition.size) return { status: Status.OutOfRange, slot: next.index };
-    this.flash.erase(next.partition.offset, Math.ceil(size / SECTOR_SIZE) * SECTOR_SIZE);
+    this.flash.erase(next.partition.offset, Math.min(next.partition.size, (Math.ceil(size / SECTOR_SIZE) + 1) * SECTOR_SIZE));
     this.invalidateInactiveSlot();
     this.handle = { partition: next.partition, index: next.index, size, written: 0 };
     this.ended = null;
@@ -113,7 +130,12 @@ export class OtaOps {
     return { status: Status.Ok, written: h.written };
   }
 
-  /** esp_ota_end, with the whole-image SHA-256 the VM cannot compute itself. */
+  /**
+   * esp_ota_end, with the whole-image SHA-256 the VM cannot compute itself. On a chip with key digests in
+   * eFuse the image must carry a signature block valid under one of them (CONFIG_SECURE_SIGNED_ON_UPDATE:
+   * SignatureInvalid), and its secure_version must not be below the eFuse's (SecureVersionTooLow, the check
+   * esp_ota_set_boot_partition makes with CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK, made here already).
+   */
   end(sha256: Uint8Array): { status: StatusCode; reason: string } {
     const h = this.handle;
     if (!h) return { status: Status.NotBegun, reason: "no update in progress" };
@@ -122,24 +144,38 @@ export class OtaOps {
     const got = createHash("sha256").update(this.flash.view(h.partition.offset, h.size)).digest();
     if (sha256.length !== 32 || !got.equals(Buffer.from(sha256))) return { status: Status.HashMismatch, reason: "sha256" };
     try {
-      checkImage(this.flash.view(h.partition.offset, h.partition.size), this.chip);
+      verifyApp(this.flash, h.partition, this.chip, { efuse: this.efuse, signature: true, secureVersion: true });
     } catch (e) {
-      if (e instanceof ImageCheckError) return { status: Status.ImageInvalid, reason: e.code };
+      if (e instanceof ImageCheckError) return refusal(e);
       throw e;
     }
     this.ended = { partition: h.partition, index: h.index };
     return { status: Status.Ok, reason: "" };
   }
 
-  /** esp_ota_set_boot_partition: validate the image, then write the next otadata entry (state NEW). */
+  /**
+   * esp_ota_set_boot_partition: validate the image (its signature too on a chip with key digests), refuse one
+   * whose secure_version is below the eFuse's (and erase it, as ESP-IDF does), then write the next otadata
+   * entry (state NEW).
+   */
   setBoot(): StatusCode {
     const target = this.ended ?? this.nextUpdate();
-    if (!loadApp(this.flash, target.partition, this.chip)) return Status.ImageInvalid;
+    try {
+      verifyApp(this.flash, target.partition, this.chip, { efuse: this.efuse, signature: true });
+    } catch (e) {
+      if (e instanceof ImageCheckError) return refusal(e).status;
+      throw e;
+    }
+    if (!loadApp(this.flash, target.partition, this.chip, { efuse: this.efuse, secureVersion: true })) {
+      this.flash.erase(target.partition.offset, target.partition.size);
+      this.ended = null;
+      return Status.SecureVersionTooLow;
+    }
     this.rewriteOtaData(target.index);
     return Status.Ok;
   }
 
-  /** esp_ota_mark_app_valid_cancel_rollback */
+  /** esp_ota_mark_app_valid_cancel_rollback, with anti-rollback: the eFuse secure_version rises to the app's. */
   markValid(): StatusCode {
     const two = this.otadata.read();
     const active = activeEntry(two);
@@ -147,6 +183,7 @@ export class OtaOps {
     if (two[active]!.state !== OtaState.VALID) {
       two[active]!.state = OtaState.VALID;
       this.otadata.write(active, two[active]!);
+      this.efuse.updateSecureVersion(this.running.image.app.secureVersion);
     }
     return Status.Ok;
   }
@@ -170,10 +207,15 @@ export class OtaOps {
     const last = active ^ 1;
     if (!valid[last]) {
       const factory = this.table.entries.find((p) => p.type === 0 && p.subtype === 0);
-      return !!factory && !!loadApp(this.flash, factory, this.chip);
+      return !!factory && !!loadApp(this.flash, factory, this.chip, this.verifyBootable);
     }
     const p = this.slots[slotOf(two[last]!, this.slots.length)];
-    return !!p && !!loadApp(this.flash, p, this.chip);
+    return !!p && !!loadApp(this.flash, p, this.chip, this.verifyBootable);
+  }
+
+  /** What the bootloader will check of an app to go back to. */
+  private get verifyBootable() {
+    return { efuse: this.efuse, signature: this.efuse.secureBoot, secureVersion: true };
   }
 
   /** esp_ota_invalidate_inactive_ota_data_slot: the entry pointing at the slot about to be overwritten goes. */

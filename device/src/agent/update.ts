@@ -37,6 +37,8 @@ export const INSTALL_NETWORK = "network" // the network failed; resume later fro
 // Writer statuses with a meaning of their own (device/services/otawriter.md).
 const W_HASH_MISMATCH = 5
 const W_IMAGE_INVALID = 6
+const W_SIGNATURE_INVALID = 11
+const W_SECURE_VERSION_TOO_LOW = 12
 
 function short(sha: string): string {
     return sha.slice(0, 12)
@@ -269,11 +271,25 @@ export class Updater {
                 return await this.failed("image_hash_mismatch", "the image written does not have the manifest's SHA-256")
             if (r.status === W_IMAGE_INVALID)
                 return await this.failed("image_invalid", "the writer refused the image: " + r.reason)
+            if (r.status === W_SIGNATURE_INVALID)
+                return await this.failed(
+                    "signature_invalid",
+                    "no signature block verifies under a key this chip trusts (" + r.reason + ")"
+                )
+            if (r.status === W_SECURE_VERSION_TOO_LOW)
+                return await this.failed(
+                    "secure_version_too_low",
+                    "the image's secure_version is below the chip's eFuse secure_version"
+                )
             return await this.failed("write_failed", "end answered status " + r.status)
         }
         ck.stage = STAGE_ENDED
         await this.save()
         const bs = await w.setBoot()
+        if (bs === W_SIGNATURE_INVALID)
+            return await this.failed("signature_invalid", "set_boot: no signature block verifies under a key this chip trusts")
+        if (bs === W_SECURE_VERSION_TOO_LOW)
+            return await this.failed("secure_version_too_low", "set_boot: the image's secure_version is below the chip's eFuse secure_version")
         if (bs !== W_OK) return await this.failed("write_failed", "set_boot answered status " + bs)
         ck.stage = STAGE_REBOOTING
         await this.save()
