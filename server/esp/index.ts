@@ -13,6 +13,7 @@ export {
   SIGNATURE_SCHEMES,
   SignatureKeyError,
   trustedKeyFromPem,
+  type SignatureRejectCode,
   type SignatureScheme,
   type SignatureSector,
   type TrustedKey,

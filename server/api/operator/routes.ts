@@ -4,6 +4,8 @@ import type { RequestHandler } from "express";
 import type { z } from "zod";
 import type { Context } from "../../context";
 import type { Role } from "../../infra/store/schema";
+import { packageVersion } from "../../paths";
+import { signingPolicyInfo } from "../../domain/catalog/signing-policy";
 import { listAudit } from "./audit";
 import { listApiKeys, listTokens, revokeApiKey, revokeToken } from "./credentials";
 import { deviceReports, getDevice, listDevices, patchDevice, provision, revokeDevice } from "./devices";
@@ -32,7 +34,27 @@ export interface RouteDef {
 
 const one = (f: (ctx: Context) => RequestHandler) => (ctx: Context) => [f(ctx)];
 
+function apiInfo(ctx: Pick<Context, "config">): RequestHandler {
+  const p = signingPolicyInfo(ctx.config);
+  const body = {
+    name: "esp32-ota",
+    version: packageVersion(),
+    openapi: "/api/v1/openapi.json",
+    image_signatures: { checked: p.checked, trusted_key_digests: p.trustedKeyDigests, note: p.note },
+  };
+  return (_req, res) => void res.json(body);
+}
+
 export const ROUTES: readonly RouteDef[] = [
+  {
+    method: "get",
+    path: "/",
+    role: "viewer",
+    tag: "session",
+    summary: "The server: its version, where the OpenAPI document is, and whether images are signature-checked (OTA_SIGNING_KEYS)",
+    responses: { 200: "`{name, version, openapi, image_signatures: {checked, trusted_key_digests, note}}`" },
+    handlers: (ctx) => [apiInfo(ctx)],
+  },
   {
     method: "get",
     path: "/whoami",

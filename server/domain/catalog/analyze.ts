@@ -1,10 +1,36 @@
 // Decides whether a file is an image this fleet can install: a valid ESP-IDF app that fits the smallest
-// OTA slot. Also computes what the manifest needs: whole-file SHA-256 and MD5, and per-block SHA-256.
+// OTA slot and, when the server trusts signing keys (OTA_SIGNING_KEYS), carries a Secure Boot v2 signature
+// block that verifies under one of them. Also computes what the manifest needs: whole-file SHA-256 and MD5,
+// per-block SHA-256, and the image's signatures.
 import { createHash } from "node:crypto";
-import { ImageError, maxChipRevision, parseAppImage, type ImageRejectCode } from "../../esp";
+import {
+  appImageLength,
+  checkSignature,
+  ImageError,
+  maxChipRevision,
+  parseAppImage,
+  parseSignatureSector,
+  type ImageRejectCode,
+  type SignatureRejectCode,
+  type SignatureScheme,
+  type SignatureSector,
+  type TrustedKey,
+} from "../../esp";
 
 /** Why a file is not offered. `link` and `not_a_file` come from the folder watcher, which never reads those. */
-export type RejectCode = ImageRejectCode | "too_large" | "bad_name" | "empty" | "link" | "not_a_file";
+export type RejectCode = ImageRejectCode | SignatureRejectCode | "too_large" | "bad_name" | "empty" | "link" | "not_a_file";
+
+/** A Secure Boot v2 signature block of an image: its scheme and the eFuse digest (hex) of its public key. */
+export interface ImageSignature {
+  scheme: SignatureScheme;
+  keyDigest: string;
+}
+
+/**
+ * The keys images must be signed by (OTA_SIGNING_KEYS), or null: images are not signature-checked. Read once at
+ * start; every image, stored or new, is judged against the keys of the running server.
+ */
+export type SigningPolicy = readonly TrustedKey[] | null;
 
 export interface ImageFacts {
   sha256: string;
@@ -22,6 +48,10 @@ export interface ImageFacts {
   buildDate: string;
   buildTime: string;
   trailingBytes: number;
+  /** Every block whose signature holds over this image under the block's own key, in sector order (trusted or not). */
+  signatures: ImageSignature[];
+  /** The block a trusted key (OTA_SIGNING_KEYS) verifies, which admitted the image; null when no keys are set. */
+  signedBy: ImageSignature | null;
 }
 
 export type Analysis = { ok: true; facts: ImageFacts } | { ok: false; code: RejectCode; message: string };
@@ -37,16 +67,55 @@ export function tooLarge(size: number, maxImageSize: number): Analysis {
   };
 }
 
-export function analyzeImage(buf: Buffer, maxImageSize: number): Analysis {
+export type SignatureAnalysis =
+  | { ok: true; signatures: ImageSignature[]; signedBy: ImageSignature | null }
+  | { ok: false; code: SignatureRejectCode; message: string };
+
+const signatureOf = (b: { scheme: SignatureScheme | null; keyDigest: string | null }): ImageSignature => ({ scheme: b.scheme!, keyDigest: b.keyDigest! });
+
+/** The blocks that hold, when the sector is well-formed. */
+const validSignatures = (sector: SignatureSector): ImageSignature[] =>
+  sector.verdict === "valid" ? sector.blocks.filter((b) => b.valid).map(signatureOf) : [];
+
+function judgeSector(sector: SignatureSector, policy: SigningPolicy): SignatureAnalysis {
+  const signatures = validSignatures(sector);
+  if (!policy) return { ok: true, signatures, signedBy: null };
+  const check = checkSignature(sector, policy);
+  if (!check.ok) return { ok: false, code: check.code, message: `${check.message} (the server accepts only images signed by a key in OTA_SIGNING_KEYS)` };
+  return { ok: true, signatures, signedBy: signatureOf(check.block) };
+}
+
+/**
+ * The signatures of an image already known to be valid whose format covers `imageLength` bytes, judged against
+ * `policy`: what the catalog re-checks for every stored image at start, under the keys trusted now.
+ */
+export function analyzeSignatures(buf: Buffer, imageLength: number, policy: SigningPolicy): SignatureAnalysis {
+  return judgeSector(parseSignatureSector(buf, imageLength), policy);
+}
+
+/**
+ * Judges a file. Under a signing policy the signature is checked first, on the image's extent alone (as the
+ * header and segment headers give it): an image changed after it was signed is refused as
+ * `signature_digest_mismatch`, whatever else its changed bytes break.
+ */
+export function analyzeImage(buf: Buffer, maxImageSize: number, policy: SigningPolicy = null): Analysis {
   if (buf.length === 0) return { ok: false, code: "empty", message: "file is empty" };
   if (buf.length > maxImageSize) return tooLarge(buf.length, maxImageSize);
   let img;
+  let signatures: ImageSignature[] | null = null;
+  let signedBy: ImageSignature | null = null;
   try {
+    if (policy) {
+      const signed = analyzeSignatures(buf, appImageLength(buf), policy);
+      if (!signed.ok) return signed;
+      ({ signatures, signedBy } = signed);
+    }
     img = parseAppImage(buf);
   } catch (e) {
     if (e instanceof ImageError) return { ok: false, code: e.code, message: e.message };
     throw e;
   }
+  signatures ??= validSignatures(parseSignatureSector(buf, img.imageLength));
   return {
     ok: true,
     facts: {
@@ -65,6 +134,8 @@ export function analyzeImage(buf: Buffer, maxImageSize: number): Analysis {
       buildDate: img.app.date,
       buildTime: img.app.time,
       trailingBytes: img.trailingBytes,
+      signatures,
+      signedBy,
     },
   };
 }
