@@ -150,7 +150,7 @@ describe("signing policy across restarts", () => {
       fs.copyFileSync(RSA, path.join(dirs.firmware, "rsa.bin"));
       const m = await eventually(async () => {
         const r = await c.manifest("esp32");
-        return r.status === 200 && r.json();
+        return r.status === 200 ? r.json<{ sha256: string; signatures: unknown[] }>() : null;
       });
       expect(m.signatures).toEqual([{ scheme: "rsa3072", key_digest: RSA_DIGEST }]);
     } finally {
@@ -189,7 +189,7 @@ describe("without OTA_SIGNING_KEYS", () => {
     fs.copyFileSync(HELLO_WORLD_S3, path.join(s.dirs.firmware, "s3.bin"));
     const m = await eventually(async () => {
       const r = await c.manifest("esp32s3");
-      return r.status === 200 && r.json();
+      return r.status === 200 ? r.json<{ sha256: string; signatures: unknown[] }>() : null;
     });
     expect(m.sha256).toBe(sha(read(HELLO_WORLD_S3)));
     expect(m.signatures).toEqual([]);
