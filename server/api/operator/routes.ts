@@ -86,7 +86,7 @@ export const ROUTES: readonly RouteDef[] = [
       409: "`name_taken`: the name holds different bytes",
       413: "`upload_too_large`: larger than the smallest OTA slot",
       415: "not multipart/form-data",
-      422: "`invalid_image` with `reason`",
+      422: "`invalid_image` with `reason` (with OTA_SIGNING_KEYS also: unsigned, untrusted_signer, signature_invalid, signature_digest_mismatch, malformed_signature_sector)",
     },
     handlers: (ctx) => uploadHandlers(ctx),
   },
