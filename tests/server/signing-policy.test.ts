@@ -5,7 +5,7 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ConfigError, loadConfig } from "../../server/infra/config/config";
-import { HELLO_WORLD, HELLO_WORLD_S3, read, SIGNED_DIR, SIGNED_KEYS_DIR } from "../helpers/fixtures";
+import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, read, SIGNED_DIR, SIGNED_KEYS_DIR } from "../helpers/fixtures";
 import { Operator } from "../helpers/fleet";
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
@@ -68,6 +68,7 @@ describe("signing policy: OTA_SIGNING_KEYS set to the ECDSA public key", () => {
       [RSA, "rsa.bin"],
       [ECDSA, "ecdsa.bin"],
       [ECDSA_S3, "ecdsa-s3.bin"],
+      [BOOTLOADER, "bootloader.bin"],
     ];
     for (const [from, to] of drops) fs.copyFileSync(from, path.join(s.dirs.firmware, to));
     const files = await eventually(async () => {
@@ -79,6 +80,8 @@ describe("signing policy: OTA_SIGNING_KEYS set to the ECDSA public key", () => {
     expect(byName["tampered.bin"]).toMatchObject({ status: "rejected", reason_code: "signature_digest_mismatch" });
     expect(byName["rsa.bin"]).toMatchObject({ status: "rejected", reason_code: "untrusted_signer" });
     expect(byName["rsa.bin"].reason).toMatch(/OTA_SIGNING_KEYS/);
+    // Not an app at all: refused for what it is, not for its (absent) signature.
+    expect(byName["bootloader.bin"]).toMatchObject({ status: "rejected", reason_code: "bootloader" });
     expect(byName["ecdsa.bin"]).toMatchObject({ status: "valid", sha256: sha(read(ECDSA)) });
     expect(byName["ecdsa-s3.bin"]).toMatchObject({ status: "valid", sha256: sha(read(ECDSA_S3)) });
 

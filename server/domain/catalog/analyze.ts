@@ -10,6 +10,7 @@ import {
   maxChipRevision,
   parseAppImage,
   parseSignatureSector,
+  type AppImage,
   type ImageRejectCode,
   type SignatureRejectCode,
   type SignatureScheme,
@@ -93,29 +94,42 @@ export function analyzeSignatures(buf: Buffer, imageLength: number, policy: Sign
   return judgeSector(parseSignatureSector(buf, imageLength), policy);
 }
 
+/** Image errors that mean changed bytes (not another kind of file): under a signing policy, the signature speaks first. */
+const CHANGED_BYTES: ReadonlySet<ImageRejectCode> = new Set(["checksum_mismatch", "sha256_mismatch"]);
+
+const refused = (e: unknown): Analysis => {
+  if (e instanceof ImageError) return { ok: false, code: e.code, message: e.message };
+  throw e;
+};
+
 /**
- * Judges a file. Under a signing policy the signature is checked first, on the image's extent alone (as the
- * header and segment headers give it): an image changed after it was signed is refused as
- * `signature_digest_mismatch`, whatever else its changed bytes break.
+ * Judges a file. Under a signing policy, an app image is accepted only if a block verifies under a trusted key.
+ * A file that is not an app image at all (a bootloader, a partition table, a truncated copy) is refused for what
+ * it is; an app whose bytes were changed (bad checksum or appended SHA-256) has its signature checked first, on
+ * the extent its header and segment headers give, so an image changed after it was signed is refused as
+ * `signature_digest_mismatch`.
  */
 export function analyzeImage(buf: Buffer, maxImageSize: number, policy: SigningPolicy = null): Analysis {
   if (buf.length === 0) return { ok: false, code: "empty", message: "file is empty" };
   if (buf.length > maxImageSize) return tooLarge(buf.length, maxImageSize);
-  let img;
-  let signatures: ImageSignature[] | null = null;
-  let signedBy: ImageSignature | null = null;
+  let img: AppImage;
   try {
-    if (policy) {
-      const signed = analyzeSignatures(buf, appImageLength(buf), policy);
-      if (!signed.ok) return signed;
-      ({ signatures, signedBy } = signed);
-    }
     img = parseAppImage(buf);
   } catch (e) {
-    if (e instanceof ImageError) return { ok: false, code: e.code, message: e.message };
-    throw e;
+    if (policy && e instanceof ImageError && CHANGED_BYTES.has(e.code)) {
+      let signed;
+      try {
+        signed = analyzeSignatures(buf, appImageLength(buf), policy);
+      } catch (e2) {
+        return refused(e2);
+      }
+      if (!signed.ok) return signed;
+    }
+    return refused(e);
   }
-  signatures ??= validSignatures(parseSignatureSector(buf, img.imageLength));
+  const signed = analyzeSignatures(buf, img.imageLength, policy);
+  if (!signed.ok) return signed;
+  const { signatures, signedBy } = signed;
   return {
     ok: true,
     facts: {
