@@ -1,13 +1,14 @@
 // The server's signing policy (OTA_SIGNING_KEYS) on the real server with images signed by espsecure.py: what is
 // refused and why, dropped in the folder or uploaded; what is offered, with its signing key in the manifest, the
 // operator API and the release; what a restart under other keys offers; and the server without the variable.
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ConfigError, loadConfig } from "../../server/infra/config/config";
 import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, read, SIGNED_DIR, SIGNED_KEYS_DIR } from "../helpers/fixtures";
 import { Operator } from "../helpers/fleet";
-import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
+import { eventually, ROOT, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const signed = (name: string) => path.join(SIGNED_DIR, name);
@@ -214,6 +215,25 @@ describe("OTA_SIGNING_KEYS validation", () => {
     const config = loadConfig(env(` ${path.relative(SIGNED_DIR, ECDSA_PUB)} , ${RSA_PUB},${ECDSA_PUB}`), SIGNED_DIR);
     expect(config.signingKeys!.map((k) => k.digest.toString("hex"))).toEqual([ECDSA_DIGEST, RSA_DIGEST]);
     expect(loadConfig({}).signingKeys).toBeNull();
+  });
+
+  it("the built server exits 1 naming a key file it cannot use", () => {
+    const main = path.join(ROOT, "dist/server/main.js");
+    const key = path.join(SIGNED_KEYS_DIR, "release-rsa3072.pem");
+    const dirs = tempDirs();
+    try {
+      // Were the key accepted, the server would start: the time limit ends it, and the test fails.
+      const r = spawnSync(process.execPath, [main], {
+        cwd: dirs.root,
+        env: { ...process.env, PORT: "0", HOST: "127.0.0.1", OTA_PARTITIONS: path.join(ROOT, "partitions.csv"), OTA_SIGNING_KEYS: `${ECDSA_PUB},${key}` },
+        encoding: "utf8",
+        timeout: 10_000,
+      });
+      expect(r.stderr).toContain(`OTA_SIGNING_KEYS: ${key} is a private key`);
+      expect(r.status).toBe(1);
+    } finally {
+      fs.rmSync(dirs.root, { recursive: true, force: true });
+    }
   });
 
   it.each([
