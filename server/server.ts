@@ -26,6 +26,7 @@ import { ReleaseStore } from "./domain/releases/release-store";
 import { RolloutManager } from "./domain/rollouts/rollout-manager";
 import { openStore } from "./infra/store/db";
 import { ensureCertificates } from "./infra/tls/certificates";
+import { signingPolicyInfo } from "./domain/catalog/signing-policy";
 
 export interface RunningServer {
   ctx: Context;
@@ -74,7 +75,7 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
   const partitions = loadPartitions(config.partitionsFile);
   const { store, credentials, devices, audit } = await openContextParts(config, log);
   const blobs = new BlobStore(config.dataDir);
-  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log);
+  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log, config.signingKeys);
   await catalog.load({ sweep: opts.serving });
   const watcher = new FolderWatcher(
     config.firmwareDir,
@@ -187,6 +188,12 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   });
   const port = (server.address() as AddressInfo).port;
   const url = `https://localhost:${port}`;
+  const signing = signingPolicyInfo(config);
+  if (signing.checked) {
+    log.info({ trustedKeys: config.signingKeys!.map((k) => ({ file: k.name, keyDigest: k.digest.toString("hex") })) }, signing.note);
+  } else {
+    log.info(signing.note);
+  }
   log.info({ url, firmwareDir: config.firmwareDir, dataDir: config.dataDir, maxImageSize: partitions.maxImageSize }, "OTA server listening");
 
   let closing: Promise<void> | null = null;

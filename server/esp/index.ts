@@ -17,6 +17,7 @@ export {
   SIGNATURE_SECTOR_SIZE,
   SignatureKeyError,
   trustedKeyFromPem,
+  type SignatureRejectCode,
   type SignatureScheme,
   type SignatureSector,
   type TrustedKey,

@@ -21,6 +21,7 @@ export function release(o: Partial<Release> = {}): CompiledRelease {
     allowDowngrade: false,
     createdAt: "",
     createdBy: "t",
+    signer: null,
     ...o,
   });
 }

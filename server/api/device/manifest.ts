@@ -118,6 +118,8 @@ function manifestFields(image: Offer, base: string, interval: number) {
     block_count: image.blockCount,
     block_hashes_url: `${base}/firmware/sha256/${image.sha256}/blocks`,
     block_hashes_sha256: image.blockHashesSha256,
+    // Secure Boot v2 blocks that hold (at most 3): what a device checking signatures on update can expect.
+    signatures: image.signatures.map((s) => ({ scheme: s.scheme, key_digest: s.keyDigest })),
     allow_downgrade: image.allowDowngrade,
     release: image.release,
     interval,

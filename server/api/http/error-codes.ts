@@ -320,7 +320,8 @@ export const ERROR_CODES = {
   invalid_image: {
     status: 422,
     api: "operator",
-    meaning: "The upload is not a valid ESP-IDF app image for this server (`reason` says why: a bootloader, a bad checksum, ...); upload the app .bin.",
+    meaning:
+      "The upload is not a valid ESP-IDF app image for this server, or not signed by a key in OTA_SIGNING_KEYS (`reason` says why: a bootloader, a bad checksum, `unsigned`, `untrusted_signer`, ...); upload the app .bin, signed if the server checks signatures.",
   },
   name_taken: {
     status: 409,

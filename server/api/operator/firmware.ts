@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { RequestHandler } from "express";
 import multer from "multer";
-import { analyzeImage, FIRMWARE_NAME_RE } from "../../domain/catalog/analyze";
+import { FIRMWARE_NAME_RE } from "../../domain/catalog/analyze";
 import type { Context } from "../../context";
 import { writeFileDurably } from "../../infra/store/durable-file";
 import { readRegularFile } from "../../infra/store/regular-file";
@@ -101,7 +101,7 @@ export function uploadHandlers(ctx: Pick<Context, "config" | "catalog" | "watche
     if (read.kind !== "read" || read.data.length !== read.stat.size) throw new Error(`upload's temporary file is not what was received (${read.kind})`);
     const data = read.data;
     const fields = parseWith(uploadFields, req.body ?? {}, "form");
-    const analysis = analyzeImage(data, max);
+    const analysis = ctx.catalog.analyze(data);
     if (!analysis.ok) {
       throw new HttpError(422, "invalid_image", analysis.message, {}, { reason: analysis.code });
     }

@@ -41,7 +41,7 @@ function operation(def: RouteDef) {
     };
   }
   const op: Record<string, unknown> = {
-    operationId: `${def.method}${def.path.replace(/[/:](\w)/g, (_m, c: string) => c.toUpperCase()).replace(/[^A-Za-z0-9]/g, "")}`,
+    operationId: `${def.method}${def.path.replace(/[/:](\w)/g, (_m, c: string) => c.toUpperCase()).replace(/[^A-Za-z0-9]/g, "") || "Info"}`,
     tags: [def.tag],
     summary: def.summary,
     description: `Role: \`${def.role}\` or above.`,

@@ -4,6 +4,8 @@ import type { RequestHandler } from "express";
 import type { z } from "zod";
 import type { Context } from "../../context";
 import type { Role } from "../../infra/store/schema";
+import { packageVersion } from "../../paths";
+import { signingPolicyInfo } from "../../domain/catalog/signing-policy";
 import { listAudit } from "./audit";
 import { listApiKeys, listTokens, revokeApiKey, revokeToken } from "./credentials";
 import { deviceReports, getDevice, listDevices, patchDevice, provision, revokeDevice } from "./devices";
@@ -32,7 +34,27 @@ export interface RouteDef {
 
 const one = (f: (ctx: Context) => RequestHandler) => (ctx: Context) => [f(ctx)];
 
+function apiInfo(ctx: Pick<Context, "config">): RequestHandler {
+  const p = signingPolicyInfo(ctx.config);
+  const body = {
+    name: "esp32-ota",
+    version: packageVersion(),
+    openapi: "/api/v1/openapi.json",
+    image_signatures: { checked: p.checked, trusted_key_digests: p.trustedKeyDigests, note: p.note },
+  };
+  return (_req, res) => void res.json(body);
+}
+
 export const ROUTES: readonly RouteDef[] = [
+  {
+    method: "get",
+    path: "/",
+    role: "viewer",
+    tag: "session",
+    summary: "The server: its version, where the OpenAPI document is, and whether images are signature-checked (OTA_SIGNING_KEYS)",
+    responses: { 200: "`{name, version, openapi, image_signatures: {checked, trusted_key_digests, note}}`" },
+    handlers: (ctx) => [apiInfo(ctx)],
+  },
   {
     method: "get",
     path: "/whoami",
@@ -47,7 +69,7 @@ export const ROUTES: readonly RouteDef[] = [
     path: "/firmware",
     role: "viewer",
     tag: "firmware",
-    summary: "Ingested images, newest first",
+    summary: "Ingested images, newest first, each with its signatures (`signatures`, `signed_by`)",
     responses: { 200: "`{images: [...]}`" },
     handlers: one(listImages),
   },
@@ -64,7 +86,7 @@ export const ROUTES: readonly RouteDef[] = [
       409: "`name_taken`: the name holds different bytes",
       413: "`upload_too_large`: larger than the smallest OTA slot",
       415: "not multipart/form-data",
-      422: "`invalid_image` with `reason`",
+      422: "`invalid_image` with `reason` (with OTA_SIGNING_KEYS also: unsigned, untrusted_signer, signature_invalid, signature_digest_mismatch, malformed_signature_sector)",
     },
     handlers: (ctx) => uploadHandlers(ctx),
   },
@@ -166,7 +188,7 @@ export const ROUTES: readonly RouteDef[] = [
     path: "/releases",
     role: "viewer",
     tag: "releases",
-    summary: "Releases, newest first, each with its rollout's state",
+    summary: "Releases, newest first, each with its rollout's state and the key that signed its image (`signed_by`)",
     query: s.releaseListQuery,
     responses: { 200: "`{releases: [...]}`" },
     handlers: one(listReleases),

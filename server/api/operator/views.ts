@@ -1,10 +1,13 @@
 // JSON shapes of the operator API (snake_case, like the device protocol).
+import type { ImageSignature } from "../../domain/catalog/analyze";
 import type { CatalogFile, CatalogImage } from "../../domain/catalog/catalog";
 import type { DeviceView } from "../../domain/devices/registry";
 import type { CompiledRelease } from "../../domain/releases/release-store";
 import type { Rollout } from "../../domain/rollouts/rollout-manager";
 import type { FleetKeyInfo, OperatorTokenInfo } from "../../infra/auth/credentials";
 import type { ReportRow } from "../../infra/store/schema";
+
+const signatureView = (s: ImageSignature) => ({ scheme: s.scheme, key_digest: s.keyDigest });
 
 export function imageView(image: CatalogImage, names: string[], offered: boolean) {
   return {
@@ -24,6 +27,8 @@ export function imageView(image: CatalogImage, names: string[], offered: boolean
     trailing_bytes: image.trailingBytes,
     block_size: image.blockSize,
     block_count: image.blockCount,
+    signatures: image.signatures.map(signatureView),
+    signed_by: image.signedBy && signatureView(image.signedBy),
     first_ingested_at: image.firstIngestedAt,
     last_ingested_at: image.lastIngestedAt,
     files: names,
@@ -110,6 +115,7 @@ export function releaseView(r: CompiledRelease, rollout: Rollout | undefined) {
     min_version: r.minVersion,
     via: r.via,
     allow_downgrade: r.allowDowngrade,
+    signed_by: r.signer && { ...signatureView(r.signer), trusted: r.signer.trusted },
     created_at: r.createdAt,
     created_by: r.createdBy,
     rollout: rollout ? { id: rollout.id, state: rollout.state, stage_percent: rollout.policy.stages[rollout.stage] } : null,

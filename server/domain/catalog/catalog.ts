@@ -1,11 +1,15 @@
 // The firmware catalog: every accepted image (by SHA-256) and every file operators gave us (by name), with
 // the reason for each refusal. Held in memory for the poll path and persisted so a restart agrees with it.
+// Signatures are judged against the signing keys of the running server (OTA_SIGNING_KEYS): at ingestion, and
+// again at every start for every stored image, so an image the current keys do not verify is never offered,
+// whatever keys admitted it before. That judgement is not stored: start again with the keys that admitted it
+// and it is offered again.
 import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Database, FileStatus, FirmwareFileRow, ImageRow } from "../../infra/store/schema";
-import { analyzeImage, blockHashes, type ImageFacts, type RejectCode } from "./analyze";
+import { analyzeImage, analyzeSignatures, blockHashes, type Analysis, type ImageFacts, type ImageSignature, type RejectCode, type SigningPolicy } from "./analyze";
 import type { BlobStore } from "./blob-store";
 
 export interface CatalogImage extends ImageFacts {
@@ -58,7 +62,7 @@ function fileFromRow(r: FirmwareFileRow): CatalogFile {
   };
 }
 
-function factsFromRow(r: ImageRow): ImageFacts {
+function factsFromRow(r: ImageRow, sig: { signatures: ImageSignature[]; signedBy: ImageSignature | null }): ImageFacts {
   return {
     sha256: r.sha256,
     md5: r.md5,
@@ -75,12 +79,16 @@ function factsFromRow(r: ImageRow): ImageFacts {
     buildDate: r.build_date,
     buildTime: r.build_time,
     trailingBytes: r.trailing_bytes,
+    signatures: sig.signatures,
+    signedBy: sig.signedBy,
   };
 }
 
 export class Catalog extends EventEmitter {
   private readonly images = new Map<string, CatalogImage>();
   private readonly files = new Map<string, CatalogFile>();
+  /** Stored images the current signing keys refuse (found at load), with why: their files are listed as rejected. */
+  private readonly refusedAtLoad = new Map<string, { code: RejectCode; message: string }>();
   /** offered() is on the poll path: computed once per catalog change. */
   private offeredCache: CatalogImage[] | null = null;
   /** Changes are applied one at a time (the folder watcher and uploads both write). */
@@ -92,8 +100,15 @@ export class Catalog extends EventEmitter {
     readonly blockSize: number,
     readonly maxImageSize: number,
     private readonly log: Logger,
+    /** The keys images must be signed by; null: no signature check. */
+    readonly signingPolicy: SigningPolicy = null,
   ) {
     super();
+  }
+
+  /** Judges a file as ingestion does (format, size, and the signing policy). */
+  analyze(data: Buffer): Analysis {
+    return analyzeImage(data, this.maxImageSize, this.signingPolicy);
   }
 
   /**
@@ -114,12 +129,27 @@ export class Catalog extends EventEmitter {
         );
         continue;
       }
-      this.images.set(row.sha256, this.withBlocks(factsFromRow(row), data, row.first_ingested_at, row.last_ingested_at));
+      const sig = analyzeSignatures(data, row.size - row.trailing_bytes, this.signingPolicy);
+      if (!sig.ok) {
+        this.refusedAtLoad.set(row.sha256, { code: sig.code, message: sig.message });
+        this.log.warn(
+          { sha256: row.sha256, version: row.version, reason: sig.code, detail: sig.message },
+          "stored image is not signed by a key in OTA_SIGNING_KEYS; it will not be offered",
+        );
+        continue;
+      }
+      this.images.set(row.sha256, this.withBlocks(factsFromRow(row, sig), data, row.first_ingested_at, row.last_ingested_at));
       if (rows.length > 20 && done % 20 === 0) this.log.info({ done, total: rows.length }, "verifying stored images");
     }
     for (const row of await this.db.selectFrom("firmware_files").selectAll().execute()) {
       const f = fileFromRow(row);
-      if (f.status === "valid" && (!f.sha256 || !this.images.has(f.sha256))) {
+      const refused = f.status === "valid" && f.sha256 ? this.refusedAtLoad.get(f.sha256) : undefined;
+      if (refused) {
+        // Listed as refused, but not recorded so: the row still says what admitted it, for a start with those keys.
+        f.status = "rejected";
+        f.reasonCode = refused.code;
+        f.reason = `accepted before, refused under the current OTA_SIGNING_KEYS: ${refused.message}`;
+      } else if (f.status === "valid" && (!f.sha256 || !this.images.has(f.sha256))) {
         f.status = "incomplete";
         f.reasonCode = "blob_missing";
         f.reason = "stored copy missing; waiting for the file to be ingested again";
@@ -157,7 +187,7 @@ export class Catalog extends EventEmitter {
   }
 
   private async ingestNow(name: string, data: Buffer, meta: FileMeta): Promise<IngestOutcome> {
-    const analysis = analyzeImage(data, this.maxImageSize);
+    const analysis = this.analyze(data);
     if (!analysis.ok) {
       const incomplete = meta.mayBeIncomplete && (analysis.code === "truncated" || analysis.code === "too_short");
       if (incomplete) {

@@ -3,6 +3,7 @@
 // what a rollout promised never changes under it. All of them are held in memory for the poll path.
 import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
+import type { SignatureScheme } from "../../esp";
 import type { CatalogImage } from "../catalog/catalog";
 import type { Database, ReleaseRow } from "../../infra/store/schema";
 
@@ -30,6 +31,23 @@ export interface Release {
   allowDowngrade: boolean;
   createdAt: string;
   createdBy: string;
+  /** Which key signed the image, as recorded when the release was made (null: an unsigned image). */
+  signer: ReleaseSigner | null;
+}
+
+export interface ReleaseSigner {
+  scheme: SignatureScheme;
+  /** eFuse digest (hex) of the public key. */
+  keyDigest: string;
+  /** The key was in OTA_SIGNING_KEYS (false: the server did not check signatures then; the block held under its own key). */
+  trusted: boolean;
+}
+
+/** The signer a release of this image records: the trusted key that admitted it, else its first signature that holds. */
+function signerOf(image: CatalogImage): ReleaseSigner | null {
+  if (image.signedBy) return { ...image.signedBy, trusted: true };
+  const first = image.signatures[0];
+  return first ? { ...first, trusted: false } : null;
 }
 
 export interface NewRelease {
@@ -84,6 +102,10 @@ function fromRow(row: ReleaseRow, image: { minChipRev: number; maxChipRev: numbe
     allowDowngrade: row.allow_downgrade === 1,
     createdAt: row.created_at,
     createdBy: row.created_by,
+    signer:
+      row.signer_scheme && row.signer_key_digest
+        ? { scheme: row.signer_scheme as SignatureScheme, keyDigest: row.signer_key_digest, trusted: row.signer_trusted === 1 }
+        : null,
   };
 }
 
@@ -146,6 +168,7 @@ export class ReleaseStore extends EventEmitter {
   /** Stores a new release; the caller has validated it. Throws on a duplicate name (unique index). */
   async create(n: NewRelease): Promise<CompiledRelease> {
     const at = new Date().toISOString();
+    const signer = signerOf(n.image);
     const inserted = await this.db
       .insertInto("releases")
       .values({
@@ -163,6 +186,9 @@ export class ReleaseStore extends EventEmitter {
         allow_downgrade: n.allowDowngrade ? 1 : 0,
         created_at: at,
         created_by: n.createdBy,
+        signer_scheme: signer?.scheme ?? null,
+        signer_key_digest: signer?.keyDigest ?? null,
+        signer_trusted: signer ? (signer.trusted ? 1 : 0) : null,
       })
       .returningAll()
       .executeTakeFirstOrThrow();

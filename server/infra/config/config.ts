@@ -1,7 +1,9 @@
 // Server configuration from documented environment variables (docs/operations.md), validated at start:
 // a bad value stops the server with a message naming the variable.
+import fs from "node:fs";
 import path from "node:path";
 import { z } from "zod";
+import { SignatureKeyError, trustedKeyFromPem, type TrustedKey } from "../../esp";
 import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "./server-url";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -33,6 +35,49 @@ const extraPath = z
     (p) => !/^\/(firmware|healthz)(\/|$)/.test(p) && !/^\/api\/v1(\/|$)/.test(p),
     "must not be under /firmware, /api/v1 or /healthz",
   );
+
+/** A PEM public key is well under this; anything larger is not one. */
+const MAX_KEY_FILE = 64 * 1024;
+
+/**
+ * OTA_SIGNING_KEYS: comma-separated paths (relative to the working folder) of the PEM public keys images must be
+ * signed by. Each file is read and checked here, so a missing, unreadable or unusable key stops the start naming
+ * it; a private key is refused (the server never needs one).
+ */
+const signingKeys = (cwd: string) =>
+  z
+    .string()
+    .transform((raw, c) => {
+      const files = [...new Set(raw.split(",").map((p) => p.trim()).filter(Boolean))].map((p) => path.resolve(cwd, p));
+      if (files.length === 0) c.addIssue({ code: "custom", message: "names no key file; give comma-separated paths of PEM public keys" });
+      const keys: TrustedKey[] = [];
+      for (const file of files) {
+        let pem: string;
+        try {
+          const st = fs.statSync(file);
+          if (!st.isFile() || st.size > MAX_KEY_FILE) {
+            c.addIssue({ code: "custom", message: `${file} is not a PEM key file (${st.isFile() ? `${st.size} bytes` : "not a regular file"})` });
+            continue;
+          }
+          pem = fs.readFileSync(file, "utf8");
+        } catch (e) {
+          c.addIssue({ code: "custom", message: `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? String(e)})` });
+          continue;
+        }
+        if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
+          c.addIssue({ code: "custom", message: `${file} is a private key: give its public key (ota keys generate writes it beside the key); the server never needs the private key, keep it offline` });
+          continue;
+        }
+        try {
+          const key = trustedKeyFromPem(pem, path.basename(file));
+          if (!keys.some((k) => k.digest.equals(key.digest))) keys.push(key);
+        } catch (e) {
+          if (!(e instanceof SignatureKeyError)) throw e;
+          c.addIssue({ code: "custom", message: `${file}: ${e.message}` });
+        }
+      }
+      return keys;
+    });
 
 const envSchema = z.object({
   PORT: int(0, 65535).default(8443),
@@ -67,6 +112,8 @@ const envSchema = z.object({
   OTA_HANDSHAKE_TIMEOUT_MS: int(100, 120_000).default(10_000),
   OTA_MAX_CONNECTIONS: int(1, 1_000_000).default(20_000),
   OTA_FIRST_START_TOKEN_DAYS: int(1, 3650).default(7),
+  /** Read by signingKeys() once the working folder is known. */
+  OTA_SIGNING_KEYS: z.string().optional(),
 });
 
 export interface Config {
@@ -101,6 +148,8 @@ export interface Config {
   maxConnections: number;
   /** Days the admin token made at first start (dev-credentials.json) stays valid. */
   firstStartTokenDays: number;
+  /** OTA_SIGNING_KEYS: the keys an image must be signed by to be accepted; null: images are not signature-checked. */
+  signingKeys: readonly TrustedKey[] | null;
 }
 
 export class ConfigError extends Error {
@@ -131,6 +180,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     throw new ConfigError([
       `${e.OTA_TLS_CERT ? "OTA_TLS_KEY" : "OTA_TLS_CERT"}: must be set together with ${e.OTA_TLS_CERT ? "OTA_TLS_CERT" : "OTA_TLS_KEY"}`,
     ]);
+  }
+  const keys = e.OTA_SIGNING_KEYS === undefined ? null : signingKeys(cwd).safeParse(e.OTA_SIGNING_KEYS);
+  if (keys && !keys.success) {
+    throw new ConfigError(keys.error.issues.map((i) => `OTA_SIGNING_KEYS: ${i.message} (got ${JSON.stringify(e.OTA_SIGNING_KEYS)})`));
   }
   const abs = (p: string) => path.resolve(cwd, p);
   const certDir = abs(e.OTA_CERT_DIR);
@@ -165,5 +218,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     handshakeTimeoutMs: e.OTA_HANDSHAKE_TIMEOUT_MS,
     maxConnections: e.OTA_MAX_CONNECTIONS,
     firstStartTokenDays: e.OTA_FIRST_START_TOKEN_DAYS,
+    signingKeys: keys ? keys.data : null,
   };
 }

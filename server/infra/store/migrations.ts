@@ -206,6 +206,15 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         for (const [name, type] of columns) await db.schema.alterTable("devices").addColumn(name, type).execute();
       },
     },
+    // Which key signed a release's image (Secure Boot v2 block): its scheme, its eFuse key digest, and whether the
+    // server trusted that key (OTA_SIGNING_KEYS) when the release was made. Null for releases of unsigned images.
+    "0004_release_signer": {
+      async up(db: AnyDb) {
+        await db.schema.alterTable("releases").addColumn("signer_scheme", "text").execute();
+        await db.schema.alterTable("releases").addColumn("signer_key_digest", "text").execute();
+        await db.schema.alterTable("releases").addColumn("signer_trusted", "integer").execute();
+      },
+    },
   };
 }
 

@@ -94,6 +94,12 @@ export interface ReleasesTable {
   allow_downgrade: number;
   created_at: string;
   created_by: string;
+  /** The signature block of the image that the release records (null: the image carries none that holds). */
+  signer_scheme: Generated<string | null>;
+  /** eFuse digest (hex) of that block's public key. */
+  signer_key_digest: Generated<string | null>;
+  /** 1: the key was in OTA_SIGNING_KEYS when the release was made; 0: the server did not check signatures. */
+  signer_trusted: Generated<number | null>;
 }
 
 export type RolloutState = "running" | "paused" | "completed" | "aborted";
