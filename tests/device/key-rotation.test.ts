@@ -40,6 +40,8 @@ describe("key rotation from A to B: devices revoke A after confirming an image s
   /** Boot at which each device's successful revoke_key ran, and whether its power was cut as planned. */
   const revokedAtBoot = new Map<string, number>();
   const cuts = new Map<string, number>();
+  /** Devices whose bootloader found nothing it could start. */
+  const bricked: string[] = [];
 
   const confirmedOn = (dev: EmulatedDevice, image: Buffer) =>
     dev.waitFor((e) => e.state === "confirmed" && e.reported === true && e.sha256 === sha(image), 150_000);
@@ -77,6 +79,7 @@ describe("key rotation from A to B: devices revoke A after confirming an image s
       dev.on("writer", (o: WriterOp) => {
         if (o.op === "revoke_key" && o.status === Status.Ok) revokedAtBoot.set(id, dev.boots);
       });
+      dev.on("bricked", () => bricked.push(id));
       devices.push(dev);
     }
     const [, unconfirmed, valid, revoke] = devices as [EmulatedDevice, EmulatedDevice, EmulatedDevice, EmulatedDevice];
@@ -143,6 +146,7 @@ describe("key rotation from A to B: devices revoke A after confirming an image s
     expect(revokedAtBoot.get(revoke.deviceId)).toBe(cuts.get(revoke.deviceId));
     expect(revoke.boots).toBeGreaterThan(cuts.get(revoke.deviceId)!);
     for (const d of devices) expect(d.ops.filter((o) => o.op === "revoke_key" && o.status === Status.Ok)).toHaveLength(1);
+    expect(bricked).toEqual([]);
   });
 
   it("after the rotation an image signed only by A is refused natively; every device boots, polls and reports on B", async () => {
@@ -163,5 +167,6 @@ describe("key rotation from A to B: devices revoke A after confirming an image s
       expect(again.reason).toMatch(/^(signature_invalid|too_many_attempts)$/);
       expect(d.running!.image.app.version).toBe("v4.0.0");
     }
+    expect(bricked).toEqual([]);
   });
 });
