@@ -6,7 +6,7 @@ import { Status } from "./esp/ota-ops";
 
 const SRV_OTA_WRITER = 0x1f0a7a11;
 
-const CMD = { begin: 0x80, resume: 0x81, write: 0x82, end: 0x83, setBoot: 0x84, markValid: 0x85, markInvalid: 0x86 } as const;
+const CMD = { begin: 0x80, resume: 0x81, write: 0x82, end: 0x83, setBoot: 0x84, markValid: 0x85, markInvalid: 0x86, revokeKey: 0x87 } as const;
 const REG = {
   runningSlot: 0x180,
   imageState: 0x181,
@@ -18,12 +18,14 @@ const REG = {
   chipRevision: 0x187,
   slotSize: 0x188,
   bulkWriteMax: 0x189,
+  trustedKeys: 0x18a,
+  runningSigners: 0x18b,
 } as const;
 
 const BULK_TOPIC = "otawriter/write/";
 
 export interface WriterOp {
-  op: "begin" | "resume" | "write" | "end" | "set_boot" | "mark_valid" | "mark_invalid";
+  op: "begin" | "resume" | "write" | "end" | "set_boot" | "mark_valid" | "mark_invalid" | "revoke_key";
   status: StatusCode;
   offset?: number;
   length?: number;
@@ -33,6 +35,8 @@ export interface WriterOp {
   /** For writes: the bytes received. */
   data?: Uint8Array;
   reason?: string;
+  /** For revoke_key: the eFuse digest slot. */
+  index?: number;
 }
 
 export interface WriterHooks {
@@ -47,6 +51,8 @@ export interface WriterHooks {
 export class OtaWriterServer extends jd.JDServiceServer {
   private readonly imageState: jd.JDRegisterServer<[number]>;
   private readonly bytesWritten: jd.JDRegisterServer<[number]>;
+  private readonly trustedKeys: jd.JDRegisterServer<[number]>;
+  private readonly runningSigners: jd.JDRegisterServer<[number]>;
 
   constructor(
     private readonly ops: OtaOps,
@@ -65,6 +71,8 @@ export class OtaWriterServer extends jd.JDServiceServer {
     this.addRegister<[number]>(REG.chipRevision, [ops.chip.revision]);
     this.addRegister<[number]>(REG.slotSize, [ops.nextUpdate().partition.size]);
     this.addRegister<[number]>(REG.bulkWriteMax, [bulkWriteMax]);
+    this.trustedKeys = this.addRegister<[number]>(REG.trustedKeys, [ops.efuse.trustedMask]);
+    this.runningSigners = this.addRegister<[number]>(REG.runningSigners, [ops.runningSigners()]);
 
     this.addCommand(CMD.begin, (pkt) => {
       const [size] = pkt.jdunpack<[number]>("u32");
@@ -100,6 +108,14 @@ export class OtaWriterServer extends jd.JDServiceServer {
       this.imageState.setValues([this.ops.runningState()]);
       this.reply(CMD.markValid, "u8", [st]);
       this.hooks.onOp?.({ op: "mark_valid", status: st });
+    });
+    this.addCommand(CMD.revokeKey, (pkt) => {
+      const [index] = pkt.jdunpack<[number]>("u8");
+      const st = this.ops.revokeKey(index);
+      this.trustedKeys.setValues([this.ops.efuse.trustedMask]);
+      this.runningSigners.setValues([this.ops.runningSigners()]);
+      this.reply(CMD.revokeKey, "u8", [st]);
+      this.hooks.onOp?.({ op: "revoke_key", status: st, index });
     });
     this.addCommand(CMD.markInvalid, () => {
       const st = this.ops.markInvalid();

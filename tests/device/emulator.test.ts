@@ -267,6 +267,50 @@ describe("eFuse: signed images (Secure Boot v2 key digests) and anti-rollback", 
     expect(() => new Efuse({ secureBoot: true })).toThrow(/trusted key/);
   });
 
+  it("revoke_key makes esp_ota_revoke_secure_boot_public_key's checks: secure boot, a valid running app signed under another digest; repeated, it answers Ok", () => {
+    const efuse = new Efuse({ trustedKeys: trust(keyA, keyB), secureBoot: true });
+    const f = new Flash();
+    f.flashAt(table.otadata!.offset, read(OTADATA));
+    f.flashAt(slot0.offset, signImage(factory, [readKey(keyA)]));
+    const atFactory = ops(f, efuse);
+    expect(atFactory.runningSigners()).toBe(0b01);
+    expect(atFactory.revokeKey(1)).toBe(Status.InvalidState); // the factory app has no otadata state: not valid
+
+    const both = signImage(deriveImage(hello, { version: "v2.0.0" }), [readKey(keyA), readKey(keyB)]);
+    expect(install(atFactory, both).status).toBe(Status.Ok);
+    expect(atFactory.setBoot()).toBe(Status.Ok);
+    const pending = ops(f, efuse);
+    expect(pending.runningSigners()).toBe(0b11);
+    expect(pending.revokeKey(0)).toBe(Status.InvalidState); // pending verification
+    expect(pending.markValid()).toBe(Status.Ok);
+
+    const byB = signImage(deriveImage(hello, { version: "v3.0.0" }), [readKey(keyB)]);
+    expect(install(pending, byB).status).toBe(Status.Ok);
+    expect(pending.setBoot()).toBe(Status.Ok);
+    const running = ops(f, efuse);
+    expect(running.markValid()).toBe(Status.Ok);
+    expect(running.runningSigners()).toBe(0b10);
+    expect(running.revokeKey(1)).toBe(Status.KeyInUse); // B alone signs what runs: the last key is never revoked
+    expect(running.revokeKey(2)).toBe(Status.InvalidArg); // no digest in slot 2
+    expect(running.revokeKey(7)).toBe(Status.InvalidArg);
+    expect(efuse.trustedMask).toBe(0b11);
+    expect(running.revokeKey(0)).toBe(Status.Ok);
+    expect(efuse.trustedMask).toBe(0b10);
+    expect(running.revokeKey(0)).toBe(Status.Ok); // again (a command repeated, or resent after a reset)
+    expect(efuse.isRevoked(0)).toBe(true);
+    // What runs boots again under B; so does the way back, the image signed by A and B in the other slot.
+    expect(bootloader(f, table, chip, efuse)!.image.app.version).toBe("v3.0.0");
+    expect(ops(f, efuse).markInvalid()).toBe(Status.Ok);
+    expect(bootloader(f, table, chip, efuse)!.image.app.version).toBe("v2.0.0");
+    expect(install(ops(f, efuse), signedByA)).toEqual({ status: Status.SignatureInvalid, reason: "untrusted_signer" });
+
+    // Without secure boot, esp_ota_revoke_secure_boot_public_key refuses.
+    const noSecureBoot = new Efuse({ trustedKeys: trust(keyA, keyB) });
+    const g = factoryFlash();
+    expect(ops(g, noSecureBoot).revokeKey(0)).toBe(Status.InvalidState);
+    expect(noSecureBoot.isRevoked(0)).toBe(false);
+  });
+
   it("with secure boot, the bootloader refuses an unsigned or untrusted app and falls back", () => {
     const efuse = new Efuse({ trustedKeys: trust(keyA), secureBoot: true });
     const f = new Flash();

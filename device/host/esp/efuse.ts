@@ -39,6 +39,21 @@ export class Efuse {
     return this.keys.filter((_, i) => !this.revoked[i]);
   }
 
+  /** Digest slots burnt (revoked or not). */
+  get digestCount(): number {
+    return this.keys.length;
+  }
+
+  /** The digest in slot `index` (0..2) while it is burnt and not revoked, else undefined. */
+  trustedAt(index: number): TrustedKey | undefined {
+    return this.revoked[index] === false ? this.keys[index] : undefined;
+  }
+
+  /** Bit i set: digest slot i is burnt and not revoked. */
+  get trustedMask(): number {
+    return this.revoked.reduce((m, r, i) => (r ? m : m | (1 << i)), 0);
+  }
+
   /** Revokes digest `index` (0..2) for good. */
   revoke(index: number): void {
     if (!this.keys[index]) throw new Error(`no key digest ${index} to revoke`);

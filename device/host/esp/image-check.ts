@@ -8,6 +8,7 @@ import {
   CHIPS,
   ImageError,
   maxChipRevision,
+  MAX_SIGNATURE_BLOCKS,
   parseAppImage,
   parseSignatureSector,
   SIGNATURE_BLOCK_MAGIC,
@@ -84,6 +85,22 @@ export function checkAppSignature(slot: Buffer, img: AppImage, efuse: Efuse): vo
   const sector = parseSignatureSector(slot.subarray(0, end), img.imageLength);
   const r = checkSignature(sector, efuse.trustedKeys(), { skipMalformedBlocks: true });
   if (!r.ok) throw new ImageCheckError(r.code, r.message);
+}
+
+/**
+ * The eFuse digest slots under which the app verifies on its own, one bit per slot (bit i: slot i), as
+ * esp_secure_boot_verify_with_efuse_digest_index() answers for each: burnt, not revoked, and a block of the
+ * app's signature sector valid under it.
+ */
+export function signerSlots(slot: Buffer, img: AppImage, efuse: Efuse): number {
+  const end = Math.min(slot.length, alignToSector(img.imageLength) + SIGNATURE_SECTOR_SIZE);
+  const sector = parseSignatureSector(slot.subarray(0, end), img.imageLength);
+  let mask = 0;
+  for (let i = 0; i < MAX_SIGNATURE_BLOCKS; i++) {
+    const key = efuse.trustedAt(i);
+    if (key && checkSignature(sector, [key], { skipMalformedBlocks: true }).ok) mask |= 1 << i;
+  }
+  return mask;
 }
 
 /** Anti-rollback (CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK): the app's secure_version must not be below the eFuse's. */

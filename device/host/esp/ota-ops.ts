@@ -1,11 +1,11 @@
 // ESP-IDF's esp_ota_ops (components/app_update/esp_ota_ops.c) over the emulated flash, with app rollback
 // enabled: what the native writer does for each command of device/services/otawriter.md.
 import { createHash } from "node:crypto";
-import { otaSelectCrc, type Partition, type PartitionTable } from "../../../server/esp";
+import { MAX_SIGNATURE_BLOCKS, otaSelectCrc, type Partition, type PartitionTable } from "../../../server/esp";
 import { FACTORY_INDEX, imageSha256, loadApp, otaSlots, verifyApp, type BootedApp } from "./bootloader";
 import { Efuse } from "./efuse";
 import { Flash, SECTOR_SIZE } from "./flash";
-import { ImageCheckError, type Chip } from "./image-check";
+import { ImageCheckError, signerSlots, type Chip } from "./image-check";
 import { activeEntry, isValid, OtaState, Otadata, selectEntry, slotOf, SEQ_NONE, type OtaEntry } from "./otadata";
 
 /** Writer statuses (device/services/otawriter.md). */
@@ -23,6 +23,7 @@ export const Status = {
   Mismatch: 10,
   SignatureInvalid: 11,
   SecureVersionTooLow: 12,
+  KeyInUse: 13,
 } as const;
 
 /** Image check codes of a signature refusal (checkSignature's), answered with SignatureInvalid. */
@@ -186,6 +187,30 @@ export class OtaOps {
       this.efuse.updateSecureVersion(this.running.image.app.secureVersion);
     }
     return Status.Ok;
+  }
+
+  /**
+   * esp_ota_revoke_secure_boot_public_key(index), with its checks (components/app_update/esp_ota_ops.c): secure
+   * boot must be on, the running app marked valid, and the app must verify under a digest other than the one
+   * revoked (KeyInUse otherwise: revoking would leave nothing it is signed by; the last key is never revoked).
+   * A digest already revoked is Ok again (commands arrive at least once; a power cut may hide the answer). The
+   * eFuse write is the commit point. ESP-IDF also verifies the bootloader under another digest; the emulated
+   * chip has no bootloader image to check.
+   */
+  revokeKey(index: number): StatusCode {
+    if (!this.efuse.secureBoot) return Status.InvalidState;
+    if (!Number.isInteger(index) || index < 0 || index >= MAX_SIGNATURE_BLOCKS || index >= this.efuse.digestCount) return Status.InvalidArg;
+    if (this.runningState() !== OtaState.VALID) return Status.InvalidState;
+    if (this.efuse.isRevoked(index)) return Status.Ok;
+    if ((this.runningSigners() & ~(1 << index)) === 0) return Status.KeyInUse;
+    this.efuse.revoke(index);
+    return Status.Ok;
+  }
+
+  /** The eFuse digest slots the running app verifies under, one bit per slot. */
+  runningSigners(): number {
+    const p = this.running.partition;
+    return signerSlots(this.flash.view(p.offset, p.size), this.running.image, this.efuse);
   }
 
   /** esp_ota_mark_app_invalid_rollback (the caller then resets the chip). */

@@ -35,6 +35,8 @@ export interface Config {
     ballast: number
     /** Socket timeout, milliseconds. */
     timeoutMs: number
+    /** Revoke the key digests older than the running image's signer once it is confirmed (agent/keys.ts). */
+    revokeKeys: boolean
 }
 
 export const KEY_DEVICE_ID = "dev_id"
@@ -91,5 +93,6 @@ export async function loadConfig(store: Store, sys: System): Promise<Config> {
         blockBuffer: await num(store, "block_buf", 8192, 1024, 16384, sys),
         ballast: await num(store, "ballast", 0, 0, 57000, sys),
         timeoutMs: await num(store, "timeout", 20000, 500, 600000, sys),
+        revokeKeys: (await store.read("revoke_keys")) === true,
     }
 }

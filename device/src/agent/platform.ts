@@ -48,6 +48,10 @@ export interface WriterInfo {
     chipRevision: number
     slotSize: number
     bulkWriteMax: number
+    /** Bit i: eFuse key digest slot i is burnt and not revoked (0: the chip checks no signatures). */
+    trustedKeys: number
+    /** Bit i: the running image has a signature block valid under the digest in slot i. */
+    runningSigners: number
 }
 
 /** Writer statuses and image states (device/services/otawriter.md). */
@@ -74,6 +78,8 @@ export interface Writer {
     setBoot(): Promise<number>
     markValid(): Promise<number>
     markInvalidAndReboot(): Promise<number>
+    /** Revokes the eFuse key digest in slot `index` for good (esp_ota_revoke_secure_boot_public_key). */
+    revokeKey(index: number): Promise<number>
 }
 
 /** Settings that survive resets and power cuts. Values are JSON. */

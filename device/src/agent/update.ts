@@ -25,7 +25,8 @@ import { Manifest } from "./checkin"
 import { Config } from "./config"
 import { fetchBlock, fetchBlockHashes } from "./download"
 import { detailOf, fail, messageOf, reasonOf } from "./errors"
-import { Platform, STATE_PENDING_VERIFY, W_OK, WriterInfo } from "./platform"
+import { revokeOldKeys } from "./keys"
+import { Platform, STATE_PENDING_VERIFY, STATE_VALID, W_OK, WriterInfo } from "./platform"
 import { ReportFields, Reporter } from "./reporter"
 
 /** The image is valid; only the "confirmed" report is still to be stored. */
@@ -74,9 +75,13 @@ export class Updater {
         return { version: this.info.runningVersion, target_version: ck ? ck.version : "", sha256: ck ? ck.sha : "" }
     }
 
-    /** At boot: a new image waiting for verification gets its health check. */
+    /**
+     * At boot: a new image waiting for verification gets its health check; a valid image revokes the old keys
+     * when the revoke_keys setting asks for it (again after a reset that came before the eFuse write).
+     */
     async afterBoot(): Promise<void> {
         if (this.info.imageState === STATE_PENDING_VERIFY) await this.confirmNewImage()
+        else if (this.cfg.revokeKeys) await revokeOldKeys(this.p, this.info)
     }
 
     /**
@@ -110,8 +115,10 @@ export class Updater {
         if (healthy) {
             const st = await this.p.writer.markValid()
             if (st !== W_OK) sys.log("mark_valid answered " + st)
+            else info.imageState = STATE_VALID
             this.ck.stage = STAGE_CONFIRMED
             await this.save()
+            if (this.cfg.revokeKeys) await revokeOldKeys(this.p, info)
             await this.settle()
             return
         }

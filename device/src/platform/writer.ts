@@ -19,6 +19,7 @@ const CMD_END = 0x83
 const CMD_SET_BOOT = 0x84
 const CMD_MARK_VALID = 0x85
 const CMD_MARK_INVALID = 0x86
+const CMD_REVOKE_KEY = 0x87
 
 const COMMAND_PIECE = 232
 const COMMAND_WINDOW = 8 // pieces in flight: fits the runtime's transmit queue
@@ -88,6 +89,8 @@ export class OtaWriterClient implements Writer {
             chipRevision: await r.chipRevision.read(),
             slotSize: await r.slotSize.read(),
             bulkWriteMax: await r.bulkWriteMax.read(),
+            trustedKeys: await r.trustedKeys.read(),
+            runningSigners: await r.runningSigners.read(),
         }
         this.bulkMax = this.useBulk ? Math.min(info.bulkWriteMax, BULK_PIECE) : 0
         this.pieceBuf = Buffer.alloc(this.bulkMax > 0 ? this.bulkMax : COMMAND_PIECE) // at start, kept
@@ -170,6 +173,11 @@ export class OtaWriterClient implements Writer {
     async markValid(): Promise<number> {
         const role = this.role
         return statusOf(await this.call(CMD_MARK_VALID, async () => await role.markValid(), 10000))
+    }
+
+    async revokeKey(index: number): Promise<number> {
+        const role = this.role
+        return statusOf(await this.call(CMD_REVOKE_KEY, async () => await role.revokeKey(index), 10000))
     }
 
     /** On success the chip resets and this never returns; returns only the status of a refusal. */
