@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
 import { verifiedManifest } from "./client";
+import { forgetUnknownMigrations } from "./compare";
 import { fixtureImages, prepareFleet } from "./fleet";
 import type { Baseline, BenchContext, BenchOptions } from "./phases/context";
 import { measureDownloads, measureSlowDownloads } from "./phases/downloads";
@@ -171,7 +172,10 @@ async function main(): Promise<void> {
   // at start, migrates and writes its SQLite database, and the report checks count what is in it). The copy is
   // taken before either server has started, so both hold the same devices under the same master secret.
   const baselineDataDir = path.join(args.dir, "baseline", "data");
-  if (args.compare) fs.cpSync(fleet.dataDir, baselineDataDir, { recursive: true });
+  if (args.compare) {
+    fs.cpSync(fleet.dataDir, baselineDataDir, { recursive: true });
+    forgetUnknownMigrations(path.join(baselineDataDir, "ota.sqlite"), args.compare);
+  }
   const startBaseline = (root: string) => async () => {
     try {
       return await startServerProcess({
@@ -184,7 +188,7 @@ async function main(): Promise<void> {
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
       const hint = msg.includes("corrupted migrations")
-        ? "\nThe bench's database is made by this tree's code; this baseline does not know all of its migrations. Compare builds with the same migrations."
+        ? "\nThe bench's database is made by this tree's code; this baseline does not know all of its migrations and they could not be forgotten. Compare builds with the same migrations."
         : "";
       throw new Error(`the baseline server (${root}) did not start: ${msg}${hint}`, { cause: err });
     }
