@@ -72,6 +72,8 @@ describe("update clients under releases and rollouts", () => {
   it("ota export writes a release only once its rollout gives it to every device", async () => {
     const out = path.join(s.dirs.root, "bucket");
     // Targeted at one device: a static manifest cannot tell devices apart, so nothing is exported.
+    await api("POST", "/releases", { name: "v41-one", image: "v41.bin", targets: { devices: ["24:6F:28:00:00:03"] } });
+    await api("POST", "/releases/v41-one/rollout", { stages: [100] });
     const none = ota("export", out);
     expect(none.status).toBe(1);
     expect(none.stderr).toMatch(/nothing to export/);

@@ -3,6 +3,7 @@
 // period the server suggests.
 import type { BootEvent, EmulatedDevice } from "../../device/host/device";
 import { CLOCK, deviceTestEnv, HELLO_VERSION, reported, serverView, TEST_SETTINGS } from "../helpers/device";
+import { eventually } from "../helpers/server";
 
 jest.setTimeout(60_000);
 
@@ -37,11 +38,12 @@ describe("device agent: network failures", () => {
     const dev = await env.device({ id: "net-midway", url: env.relay.url });
     let cut = false;
     env.relay.tamper = (req) => {
-      // Lose the network for a while when block 6 is asked for.
+      // Lose the network when block 6 is asked for, until the agent has given up on the download for now.
       if (!cut && req.range?.startsWith(`bytes=${6 * 8192}-`)) {
         cut = true;
         env.relay.setDown(true);
-        setTimeout(() => env.relay.setDown(false), 2500);
+        const from = dev.events.length;
+        void dev.waitFor((e) => e.state === "offline", 30_000, from).finally(() => env.relay.setDown(false));
         return "cut";
       }
     };
@@ -72,7 +74,7 @@ describe("device agent: network failures", () => {
       if (b.slot === "app1") newImageBooted = true;
       if (b.slot === "app0" && newImageBooted && otadataAtRollback.length === 0) {
         otadataAtRollback = dev.otadataStates();
-        setTimeout(() => env.relay.setDown(false), 300); // the old image gets its network back
+        env.relay.setDown(false); // the old image gets its network back
       }
     });
     await dev.powerOn();
@@ -107,9 +109,9 @@ describe("device agent: network failures", () => {
     await dev.powerOn();
     await reported(dev, "confirmed", 30_000);
     const from = env.relay.requests.length;
-    await new Promise((r) => setTimeout(r, (4.5 * 10 * 1000) / CLOCK)); // four and a half periods of 10 s
-    const polls = env.relay.requests.slice(from).filter((r) => r.path.startsWith("/firmware/manifest"));
-    expect(polls.length).toBeGreaterThanOrEqual(3);
+    // Four polls: the first after confirming, then three periods of 10 s (each answered by the time it is seen).
+    const manifestPolls = () => env.relay.requests.slice(from).filter((r) => r.path.startsWith("/firmware/manifest") && r.status !== undefined);
+    const polls = await eventually(() => manifestPolls().length >= 4 && manifestPolls(), (6 * 10 * 1000) / CLOCK + 10_000);
     // The first answer after confirming is the offer itself (now up to date); after that, 304s.
     expect(polls.slice(1).every((p) => p.status === 304)).toBe(true);
     const gaps = polls.slice(1).map((p, i) => ((p.at - polls[i]!.at) * CLOCK) / 1000);

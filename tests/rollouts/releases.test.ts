@@ -120,17 +120,19 @@ describe("release assignment", () => {
   });
 
   it("a pin overrides the channel and rollouts (even a release not rolled out), and unpinning restores them", async () => {
+    await publish({ name: "pin-channel-1", image: ESP32_V2, channel: "pin-channel" });
     await op.ok("POST", "/releases", { name: "pinned-draft", image: ESP32_V2, channel: "nobody" });
-    await enrol("pinned", { channel: "beta", pinned_release: "pinned-draft" });
+    await enrol("pinned", { channel: "pin-channel", pinned_release: "pinned-draft" });
     const r = await poll(s, "pinned", { chip: "esp32", version: V1 });
     expect(r.json()).toMatchObject({ sha256: ESP32_V2, release: "pinned-draft" });
     await op.ok("PATCH", "/devices/pinned", { pinned_release: null });
-    expect((await poll(s, "pinned", { chip: "esp32", version: V1 })).json().release).toBe("beta-1");
+    expect((await poll(s, "pinned", { chip: "esp32", version: V1 })).json().release).toBe("pin-channel-1");
     expect((await op.call("PATCH", "/devices/pinned", { pinned_release: "no-such" })).json().error.code).toBe("pinned_release_not_found");
   });
 
   it("a client that does not say who it is gets only releases finished for the whole channel", async () => {
-    expect(await offered(s, null, { chip: "esp32", version: V1 })).toBeNull(); // stable holds only the draft
+    await op.ok("POST", "/releases", { name: "stable-draft", image: ESP32_V1 });
+    expect(await offered(s, null, { chip: "esp32", version: V1 })).toBeNull(); // stable holds only drafts
     await publish({ name: "stable-2", image: ESP32_V2 });
     expect(await offered(s, null, { chip: "esp32", version: V1 })).toBe(ESP32_V2);
   });

@@ -30,9 +30,29 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
   };
   const state = async () => (await op.ok("GET", `/rollouts/${rolloutId}`)).rollout.state as string;
   const sorted = (xs: Iterable<string>) => [...xs].sort();
+  /** The devices of the 10 % stage, from the bucket oracle (the same subset every run: fixed master key). */
   let stage10: string[];
+  /** Failures of devices a-f of the stage: what the policy sees when the rollout pauses itself. */
+  const finishStage10 = async () => {
+    const [a, b, c, d, e, f] = stage10;
+    for (const id of [a, b, c, d]) {
+      await report(s, { device_id: id, status: "downloading", target_version: V2, bytes: 8192, total: 100000 });
+      await report(s, { device_id: id, status: "rebooting", target_version: V2 });
+      await report(s, { device_id: id, status: "confirmed", version: V2 });
+    }
+    await report(s, { device_id: e, status: "failed", target_version: V2, reason: "block_hash_mismatch" });
+    await report(s, { device_id: f, status: "failed", sha256: SHA2, reason: "write_failed" });
+  };
+  /** The rollout's device counts once the reports sent so far have reached it. */
+  const counted = async (want: Record<string, number>) =>
+    eventually(async () => {
+      const d = (await op.ok("GET", `/rollouts/${rolloutId}`)).devices;
+      return Object.entries(want).every(([k, v]) => d[k] === v) && d;
+    }, 5000);
 
-  beforeAll(async () => {
+  // Each test starts from the same point, on a server of its own: release 1 everywhere, release 2 in its 10 %
+  // stage, no device polled yet.
+  beforeEach(async () => {
     const dirs = tempDirs();
     writeMasterKey(dirs);
     s = await startTestServer({}, dirs);
@@ -55,8 +75,9 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
     });
     rolloutId = started.rollout.id;
     expect(started.rollout).toMatchObject({ state: "running", stage: { index: 0, percent: 10 } });
+    stage10 = sorted(fleet.filter(inStage(10)));
   }, 60_000);
-  afterAll(async () => s?.close());
+  afterEach(async () => s?.close());
 
   it("the 10 % stage offers release 2 to exactly the devices whose bucket is below 1000, whatever the poll order", async () => {
     const expected = sorted(fleet.filter(inStage(10)));
@@ -67,7 +88,6 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
     expect(sorted(first)).toEqual(expected);
     const again = await offeredV2([...fleet].reverse());
     expect(sorted(again)).toEqual(expected);
-    stage10 = expected;
     const status = await op.ok("GET", `/rollouts/${rolloutId}`);
     expect(status.devices).toMatchObject({ total: expected.length, offered: expected.length });
     expect(status.stages[0]).toMatchObject({ percent: 10, offered: expected.length });
@@ -97,6 +117,7 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
   });
 
   it("failure reports past the threshold pause the rollout with no operator action", async () => {
+    await offeredV2(stage10);
     const [a, b, c, d, e, f] = stage10;
     for (const id of [a, b, c, d]) {
       await report(s, { device_id: id, status: "downloading", target_version: V2, bytes: 8192, total: 100000 });
@@ -104,8 +125,9 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
       await report(s, { device_id: id, status: "confirmed", version: V2 });
     }
     await report(s, { device_id: e, status: "failed", target_version: V2, reason: "block_hash_mismatch" });
-    // 1 failure in 5 finished devices: below the minimum sample of 6, nothing is judged yet.
-    await new Promise((r) => setTimeout(r, 200));
+    // 1 failure in 5 finished devices: below the minimum sample of 6, nothing is judged yet (the rollout has
+    // counted the failure, and judging follows each report at once).
+    await counted({ succeeded: 4, failed: 1 });
     expect(await state()).toBe("running");
     await report(s, { device_id: f, status: "failed", sha256: SHA2, reason: "write_failed" });
     // 2 of 6 = 33 % > 25 %.
@@ -118,6 +140,9 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
   });
 
   it("while paused, devices already offered the release keep it and no other device gets it", async () => {
+    await offeredV2(stage10);
+    await finishStage10();
+    await eventually(async () => (await state()) === "paused", 5000);
     const offeredOnly = stage10[6]!; // polled, never reported
     expect(await offered(s, offeredOnly, asV1)).toBe(SHA2);
     const fresh = Array.from({ length: 400 }, (_, i) => mac(i + 1, "cc:00:00")).filter(inStage(10));
@@ -129,9 +154,13 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
   });
 
   it("resuming counts failures afresh, and advancing to 50 % offers it to exactly the buckets below 5000", async () => {
+    await offeredV2(stage10);
+    await finishStage10();
+    await eventually(async () => (await state()) === "paused", 5000);
+    await op.ok("POST", `/rollouts/${rolloutId}/resume`);
     // The two earlier failures no longer count: one more failure among new finishers does not pause.
     await report(s, { device_id: stage10[7]!, status: "failed", target_version: V2 });
-    await new Promise((r) => setTimeout(r, 200));
+    await counted({ failed: 3 });
     expect(await state()).toBe("running");
     await op.ok("POST", `/rollouts/${rolloutId}/advance`);
     const now = await op.ok("GET", `/rollouts/${rolloutId}`);
@@ -143,6 +172,8 @@ describe("a staged rollout to 200 devices over HTTPS", () => {
   });
 
   it("abort stops offering it, except to devices that have rebooted into it", async () => {
+    await offeredV2(stage10);
+    await finishStage10();
     const [confirmedA, confirmedB] = stage10;
     const rebooting = stage10[8]!;
     await report(s, { device_id: rebooting, status: "rebooting", target_version: V2 });

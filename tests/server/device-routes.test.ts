@@ -127,25 +127,35 @@ describe("device API routes", () => {
     const sha = createHash("sha256").update(image).digest("hex");
     const get = (q: string, headers: Record<string, string> = {}) => s.req("GET", `/firmware/sha256/${sha}.bin${q}`, { headers: own(headers) });
 
-    it.each([
-      ["the whole image", {}, 200],
-      ["one block (Range)", { Range: "bytes=8192-16383" }, 206],
-      ["the last bytes (suffix Range)", { Range: "bytes=-100" }, 206],
-      ["a Range with a stale If-Range", { Range: "bytes=0-99", "If-Range": '"0000"' }, 200],
-      ["If-None-Match with its ETag", { "If-None-Match": `"${sha}"` }, 304],
-      ["a Range past the end", { Range: "bytes=999999-" }, 416],
-    ])("answers %s, with or without a query string", async (_what, headers, status) => {
-      const fast = await get("", headers);
-      const app = await get("?via=app", headers);
-      expect(fast.status).toBe(status);
-      expect(app.status).toBe(status);
-      expect(stable(fast)).toEqual(stable(app));
-      expect(fast.body.equals(app.body)).toBe(true);
-      if (status === 200) expect(createHash("sha256").update(fast.body).digest("hex")).toBe(sha);
-      if (status === 206) {
-        const [, a, b] = /bytes (\d+)-(\d+)\//.exec(String(fast.headers["content-range"]))!;
-        expect(fast.body.equals(image.subarray(Number(a), Number(b) + 1))).toBe(true);
+    const SIZE = image.length;
+    const ETAG = `"${sha}"`;
+    // Which bytes each request must get, worked out here from the file on disk: [first, last] or none.
+    it.each<[string, Record<string, string>, number, [number, number] | null]>([
+      ["the whole image", {}, 200, [0, SIZE - 1]],
+      ["the first byte", { Range: "bytes=0-0" }, 206, [0, 0]],
+      ["the last byte", { Range: `bytes=${SIZE - 1}-${SIZE - 1}` }, 206, [SIZE - 1, SIZE - 1]],
+      ["one block in the middle", { Range: "bytes=8192-16383" }, 206, [8192, 16383]],
+      ["the last 100 bytes (suffix Range)", { Range: "bytes=-100" }, 206, [SIZE - 100, SIZE - 1]],
+      ["everything from an offset (open-ended Range)", { Range: "bytes=100000-" }, 206, [100000, SIZE - 1]],
+      ["a Range with the current If-Range", { Range: "bytes=10-19", "If-Range": ETAG }, 206, [10, 19]],
+      ["a Range with a stale If-Range", { Range: "bytes=0-99", "If-Range": '"0000"' }, 200, [0, SIZE - 1]],
+      ["If-None-Match with its ETag", { "If-None-Match": ETAG }, 304, null],
+      ["a Range past the end", { Range: "bytes=999999-" }, 416, null],
+    ])("answers %s from the bytes of the file on disk, for GET and HEAD, with or without a query string", async (_what, headers, status, bytes) => {
+      for (const [q, method] of [["", "GET"], ["?via=app", "GET"], ["", "HEAD"], ["?via=app", "HEAD"]] as const) {
+        const r = await s.req(method, `/firmware/sha256/${sha}.bin${q}`, { headers: own(headers) });
+        expect([method, q, r.status]).toEqual([method, q, status]);
+        if (!bytes) continue;
+        const [first, last] = bytes;
+        const want = image.subarray(first, last + 1);
+        expect(r.headers["content-length"]).toBe(String(want.length));
+        expect(r.headers["content-range"]).toBe(status === 206 ? `bytes ${first}-${last}/${SIZE}` : undefined);
+        expect(r.headers.etag).toBe(ETAG);
+        if (method === "GET") expect(r.body.equals(want)).toBe(true);
+        else expect(r.body.length).toBe(0);
       }
+      const [a, b] = [await get("", headers), await get("?via=app", headers)];
+      expect(stable(a)).toEqual(stable(b));
     });
 
     it("logs a download when its transfer ends, and refuses a wrong key", async () => {

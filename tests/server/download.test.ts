@@ -64,19 +64,33 @@ describe("firmware downloads", () => {
     }
   });
 
+  // Expected bytes are cut here from the file on disk, never taken from the answer (Content-Range included).
   it.each([
     ["bytes=0-99", 0, 99],
-    ["bytes=100-", 100, SIZE - 1],
-    ["bytes=-500", SIZE - 500, SIZE - 1],
-    ["bytes=0-0", 0, 0],
+    ["bytes=0-0", 0, 0], // the first byte
+    [`bytes=${SIZE - 1}-${SIZE - 1}`, SIZE - 1, SIZE - 1], // the last byte
+    ["bytes=50000-59999", 50000, 59999], // the middle
+    ["bytes=-500", SIZE - 500, SIZE - 1], // suffix
+    ["bytes=-1", SIZE - 1, SIZE - 1],
+    ["bytes=100-", 100, SIZE - 1], // open-ended
+    [`bytes=${SIZE - 1}-`, SIZE - 1, SIZE - 1],
     [`bytes=8192-${SIZE}`, 8192, SIZE - 1], // esp_https_ota asks for end = total: clamped
     [`bytes=${SIZE - 1}-${SIZE + 1000}`, SIZE - 1, SIZE - 1],
-  ])("Range %s gives 206 with the exact bytes", async (range, start, end) => {
-    const r = await get(BY_NAME, { Range: range });
-    expect(r.status).toBe(206);
-    expect(r.headers["content-range"]).toBe(`bytes ${start}-${end}/${SIZE}`);
-    expect(r.headers["content-length"]).toBe(String(end - start + 1));
-    expect(r.body.equals(image.subarray(start, end + 1))).toBe(true);
+  ])("Range %s gives 206 with the exact bytes, by name and by hash, and HEAD says the same", async (range, start, end) => {
+    const want = image.subarray(start, end + 1);
+    expect(want.length).toBe(end - start + 1);
+    for (const p of [BY_NAME, BY_HASH]) {
+      for (const method of ["GET", "HEAD"]) {
+        const r = await get(p, { Range: range }, method);
+        expect([p, method, r.status]).toEqual([p, method, 206]);
+        expect(r.headers["content-range"]).toBe(`bytes ${start}-${end}/${SIZE}`);
+        expect(r.headers["content-length"]).toBe(String(want.length));
+        expect(r.headers.etag).toBe(ETAG);
+        expect(r.headers["x-md5"]).toBeUndefined(); // the digests are of the whole image, not of a part
+        if (method === "GET") expect(r.body.equals(want)).toBe(true);
+        else expect(r.body.length).toBe(0);
+      }
+    }
   });
 
   it.each([
@@ -100,14 +114,16 @@ describe("firmware downloads", () => {
     expect(r.body.length).toBe(SIZE);
   });
 
-  it("HEAD gives the headers without a body", async () => {
-    const r = await get(BY_NAME, {}, "HEAD");
-    expect(r.status).toBe(200);
-    expect(r.headers["content-length"]).toBe(String(SIZE));
-    expect(r.body.length).toBe(0);
-    const ranged = await get(BY_NAME, { Range: "bytes=0-0" }, "HEAD");
-    expect(ranged.status).toBe(206);
-    expect(ranged.headers["content-range"]).toBe(`bytes 0-0/${SIZE}`);
+  it("HEAD gives the headers of the whole image without a body", async () => {
+    for (const p of [BY_NAME, BY_HASH]) {
+      const r = await get(p, {}, "HEAD");
+      expect(r.status).toBe(200);
+      expect(r.headers["content-length"]).toBe(String(SIZE));
+      expect(r.headers["content-range"]).toBeUndefined();
+      expect(r.headers["x-md5"]).toBe(createHash("md5").update(image).digest("hex"));
+      expect(r.headers["x-sha256"]).toBe(SHA);
+      expect(r.body.length).toBe(0);
+    }
   });
 
   it("If-None-Match with the SHA-256 gives 304", async () => {
@@ -120,15 +136,22 @@ describe("firmware downloads", () => {
     expect((await get(BY_NAME, { "If-None-Match": '"other"' })).status).toBe(200);
   });
 
-  it("If-Range honours the Range only for the current ETag", async () => {
-    const same = await get(BY_NAME, { Range: "bytes=10-19", "If-Range": ETAG });
-    expect(same.status).toBe(206);
-    expect(same.body.equals(image.subarray(10, 20))).toBe(true);
-    const stale = await get(BY_NAME, { Range: "bytes=10-19", "If-Range": '"0000"' });
-    expect(stale.status).toBe(200);
-    expect(stale.body.length).toBe(SIZE);
-    const date = await get(BY_NAME, { Range: "bytes=10-19", "If-Range": "Mon, 23 Nov 2026 05:00:00 GMT" });
-    expect(date.status).toBe(200);
+  it("If-Range honours the Range only for the current (strong) ETag", async () => {
+    for (const p of [BY_NAME, BY_HASH]) {
+      const same = await get(p, { Range: "bytes=10-19", "If-Range": ETAG });
+      expect(same.status).toBe(206);
+      expect(same.headers["content-range"]).toBe(`bytes 10-19/${SIZE}`);
+      expect(same.body.equals(image.subarray(10, 20))).toBe(true);
+      const open = await get(p, { Range: `bytes=${SIZE - 10}-`, "If-Range": ETAG });
+      expect(open.status).toBe(206);
+      expect(open.body.equals(image.subarray(SIZE - 10))).toBe(true);
+      for (const stale of ['"0000"', `W/${ETAG}`, "Mon, 23 Nov 2026 05:00:00 GMT"]) {
+        const r = await get(p, { Range: "bytes=10-19", "If-Range": stale });
+        expect([stale, r.status]).toEqual([stale, 200]);
+        expect(r.headers["content-range"]).toBeUndefined();
+        expect(r.body.equals(image)).toBe(true);
+      }
+    }
   });
 
   it("serves the per-block SHA-256 list that the manifest names, and every block matches it", async () => {

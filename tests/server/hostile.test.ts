@@ -253,6 +253,10 @@ describe("repeated authentication failures", () => {
     const held: tls.TLSSocket[] = [];
     try {
       const op = `Bearer ${s.creds.operatorToken}`;
+      let heads = 0;
+      s.running.server.on("request", (req: { method?: string; url?: string }) => {
+        if (req.method === "POST" && req.url === "/api/v1/releases") heads++;
+      });
       // Five authenticated uploads whose bodies have not arrived yet: in flight, past the limiter.
       const answers = Array.from({ length: 5 }, () => {
         const sock = tls.connect({ host: "127.0.0.1", port: s.port, ca: s.ca, servername: "localhost" });
@@ -264,7 +268,7 @@ describe("repeated authentication failures", () => {
           sock.on("close", () => resolve(text));
         });
       });
-      await new Promise((r) => setTimeout(r, 300)); // let the server read all five request heads
+      await eventually(() => heads === 5); // the server has read all five request heads
       const dev = { "X-API-Key": s.creds.deviceApiKey };
       const now = await Promise.all([s.req("GET", "/api/v1/devices", { headers: { Authorization: op } }), s.req("GET", "/firmware/manifest", { headers: dev })]);
       expect(now.map((r) => r.status)).toEqual([200, 404]);

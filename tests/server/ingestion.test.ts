@@ -5,7 +5,6 @@ import { BOOTLOADER, ESPHOME, expected, itWithEsphome, HELLO_WORLD, HELLO_WORLD_
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("firmware folder ingestion", () => {
   let s: TestServer;
@@ -13,11 +12,18 @@ describe("firmware folder ingestion", () => {
   const op = () => ({ Authorization: `Bearer ${s.creds.operatorToken}` });
   const manifest = async (chip?: string) => s.req("GET", "/firmware/manifest" + (chip ? `?chip=${chip}` : ""), { headers: dev() });
   const files = async () => (await s.req("GET", "/api/v1/firmware/files", { headers: op() })).json().files as any[];
+  /** Copies a file into the firmware folder and waits until the watcher has indexed it as a valid image. */
+  const drop = async (src: string, name: string) => {
+    fs.copyFileSync(src, path.join(s.dirs.firmware, name));
+    const want = sha(read(src));
+    await eventually(async () => (await files()).find((x) => x.name === name && x.status === "valid" && x.sha256 === want));
+  };
 
-  beforeAll(async () => {
+  // Each test has a server and a firmware folder of its own.
+  beforeEach(async () => {
     s = await startTestServer();
   });
-  afterAll(async () => s.close());
+  afterEach(async () => s.close());
 
   it("answers a clear JSON 404 while the folder is empty", async () => {
     const r = await manifest();
@@ -58,6 +64,7 @@ describe("firmware folder ingestion", () => {
   });
 
   it("refuses the bootloader dropped beside it, with its reason, and keeps serving the app", async () => {
+    await drop(HELLO_WORLD, "hello.bin");
     fs.copyFileSync(BOOTLOADER, path.join(s.dirs.firmware, "bootloader.bin"));
     const f = await eventually(async () => (await files()).find((x) => x.name === "bootloader.bin"));
     expect(f).toMatchObject({ status: "rejected", reason_code: "bootloader", sha256: null });
@@ -69,6 +76,7 @@ describe("firmware folder ingestion", () => {
   });
 
   it("offers each chip its own latest image", async () => {
+    await drop(HELLO_WORLD, "hello.bin");
     fs.copyFileSync(HELLO_WORLD_C3, path.join(s.dirs.firmware, "c3.bin"));
     await eventually(async () => (await manifest("esp32c3")).status === 200);
     expect((await manifest("esp32c3")).json().chip).toBe("esp32c3");
@@ -78,6 +86,7 @@ describe("firmware folder ingestion", () => {
   });
 
   itWithEsphome("a slow copy of the 1.5 MB image is never indexed half-written", async () => {
+    await drop(HELLO_WORLD, "hello.bin");
     const big = read(ESPHOME);
     const dest = path.join(s.dirs.firmware, "esphome.bin");
     const fd = fs.openSync(dest, "w");
@@ -89,11 +98,12 @@ describe("firmware folder ingestion", () => {
       // The manifest must show either the old image or the complete new one, never anything else.
       expect([sha(read(HELLO_WORLD)), sha(big)]).toContain(m.json().sha256);
     };
-    // Copy in 6 pieces with pauses longer than the settle time, so the watcher sees a resting half file.
+    // Copy in 6 pieces, each left at rest until the watcher has looked at the half file of that size.
     const piece = Math.ceil(big.length / 6);
     for (let off = 0; off < big.length; off += piece) {
-      fs.writeSync(fd, big.subarray(off, Math.min(big.length, off + piece)));
-      await sleep(450);
+      const end = Math.min(big.length, off + piece);
+      fs.writeSync(fd, big.subarray(off, end));
+      if (end < big.length) await eventually(async () => (await files()).find((x) => x.name === "esphome.bin" && x.size === end), 10_000);
       await watch();
     }
     fs.closeSync(fd);
@@ -124,8 +134,10 @@ describe("firmware folder ingestion", () => {
   });
 
   it("a deleted file stops being offered", async () => {
+    await drop(HELLO_WORLD, "hello.bin");
+    await drop(HELLO_WORLD_IDF41, "app.bin");
+    expect((await manifest("esp32")).json().sha256).toBe(sha(read(HELLO_WORLD_IDF41)));
     fs.rmSync(path.join(s.dirs.firmware, "app.bin"));
-    fs.rmSync(path.join(s.dirs.firmware, "esphome.bin"), { force: true });
     await eventually(async () => (await manifest("esp32")).json().sha256 === sha(read(HELLO_WORLD)));
     const f = (await files()).find((x) => x.name === "app.bin");
     expect(f.status).toBe("removed");

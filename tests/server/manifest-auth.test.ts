@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { HELLO_WORLD } from "../helpers/fixtures";
-import { mac, nonce, type Bundle } from "../helpers/device-keys";
+import { agentVerdict, mac, nonce, type Bundle } from "../helpers/device-keys";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
 
 
@@ -67,12 +67,22 @@ describe("per-device authenticated manifests", () => {
   });
 
   it("an old manifest does not verify for a new nonce (what the agent checks)", async () => {
-    const first = await poll(a, nonce());
+    // The key in the device's bundle is the one the server signs with.
+    expect(s.running.ctx.credentials.deviceMacKey(a.deviceId, a.keyGeneration).toString("hex")).toBe(a.hmacKey);
+    const n1 = nonce();
+    const first = await poll(a, n1);
     const n2 = nonce();
     const second = await poll(a, n2);
-    expect(first.json().nonce).not.toBe(n2);
-    expect(second.json().nonce).toBe(n2);
-    expect(first.headers["x-manifest-hmac"]).not.toBe(second.headers["x-manifest-hmac"]);
+    expect(agentVerdict(a, n1, first)).toBe("ok");
+    expect(agentVerdict(a, n2, second)).toBe("ok");
+    // The old answer, genuine as it is, does not answer the new request...
+    expect(agentVerdict(a, n2, first)).toBe("replayed_manifest");
+    // ...and putting the new nonce into it breaks its MAC: the nonce is inside what the MAC covers.
+    const edited = Buffer.from(first.body.toString("utf8").replace(`"nonce":"${n1}"`, `"nonce":"${n2}"`));
+    expect(edited.equals(first.body)).toBe(false);
+    expect(agentVerdict(a, n2, { headers: first.headers, body: edited })).toBe("hmac_mismatch");
+    // Nor does a genuine answer for one device verify on another.
+    expect(agentVerdict({ ...b, deviceId: a.deviceId }, n2, second)).toBe("hmac_mismatch");
   });
 
   it("If-None-Match gives 304 whose HMAC binds device, nonce and ETag", async () => {

@@ -137,10 +137,11 @@ describe("operator API: releases, rollouts, devices, audit", () => {
     });
 
     it("records who did what, when and from where, with no secret", async () => {
+      await poll(s, "dev-audited", { chip: "esp32" });
       await releaser.ok("POST", "/releases", { name: "by-rita", image: "hello.bin", notes: "n" });
       await releaser.ok("POST", "/releases/by-rita/rollout", {});
       await releaser.ok("POST", "/rollouts/by-rita/pause", { reason: "lunch" });
-      await releaser.ok("PATCH", "/devices/dev-x", { group: "lab" });
+      await releaser.ok("PATCH", "/devices/dev-audited", { group: "lab" });
       const bundle = await admin.ok("POST", "/devices/new-dev/provision", {});
       const entries = (await admin.ok("GET", "/audit?limit=5")).entries;
       expect(entries.map((e: any) => [e.actor, e.action])).toEqual([

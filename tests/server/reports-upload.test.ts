@@ -101,6 +101,7 @@ describe("device reports", () => {
   });
 
   it("lists devices with last seen, version, state and online flag, paginated", async () => {
+    for (const id of ["listed-1", "listed-2", "listed-3"]) await send({ device_id: id, status: "checking", version: "v1.0.0" });
     const r = (await s.req("GET", "/api/v1/devices?limit=2", { headers: op() })).json();
     expect(r.devices).toHaveLength(2);
     expect(r.next).toBe(r.devices[1].id);
@@ -116,8 +117,23 @@ describe("uploads through the operator API", () => {
   let s: TestServer;
   const agent = () => request(s.url).post("/api/v1/firmware").ca(s.ca).set("Authorization", `Bearer ${s.creds.operatorToken}`);
 
+  /** Names the folder watcher has indexed (rather than the upload itself). */
+  const folderIngests: string[] = [];
+  /** Uploads hello_world under its default name, unless an earlier test already did. */
+  const uploadHello = async () => {
+    const r = await agent().attach("file", HELLO_WORLD);
+    expect([200, 201]).toContain(r.status);
+    return r;
+  };
+
   beforeAll(async () => {
     s = await startTestServer();
+    const catalog = s.running.ctx.catalog;
+    const ingest = catalog.ingest.bind(catalog);
+    catalog.ingest = (name, data, meta) => {
+      if (meta.source === "folder") folderIngests.push(name);
+      return ingest(name, data, meta);
+    };
   });
   afterAll(async () => s.close());
 
@@ -134,18 +150,23 @@ describe("uploads through the operator API", () => {
     const m = await s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": s.creds.deviceApiKey } });
     expect(m.json().sha256).toBe(createHash("sha256").update(read(HELLO_WORLD)).digest("hex"));
     // The watcher sees the new file and agrees: same image, still marked as uploaded.
+    await eventually(() => folderIngests.includes(r.body.name), 10_000);
     await s.running.ctx.watcher.idle();
-    await new Promise((res) => setTimeout(res, 400));
     expect(s.running.ctx.catalog.file(r.body.name)).toMatchObject({ status: "valid", source: "upload" });
   });
 
   it("uploading the same image again changes nothing (200, not created)", async () => {
+    const first = await uploadHello();
+    const file = path.join(s.dirs.firmware, first.body.name);
+    const before = fs.statSync(file).mtimeMs;
     const r = await agent().attach("file", HELLO_WORLD);
     expect(r.status).toBe(200);
-    expect(r.body.created).toBe(false);
+    expect(r.body).toMatchObject({ name: first.body.name, created: false });
+    expect(fs.statSync(file).mtimeMs).toBe(before);
   });
 
   it("a name already used by different bytes is a 409, and nothing is overwritten", async () => {
+    await uploadHello();
     const r = await agent().field("name", "hello_world-v1.4.1-2-g0296947-dirty.bin").attach("file", HELLO_WORLD_S3);
     expect(r.status).toBe(409);
     expect(r.body.error.code).toBe("name_taken");

@@ -11,10 +11,20 @@ const sans = (dir: string) =>
 const keyAlg = (file: string) => spawnSync("openssl", ["pkey", "-in", file, "-noout", "-text"], { encoding: "utf8" }).stdout;
 
 describe("generate-certs.sh", () => {
-  const { certs: dir, root } = tempDirs();
-  afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+  const roots: string[] = [];
+  /** A folder of its own for each test (and, with `generated`, the script already run once in it). */
+  const certDir = (generated: boolean) => {
+    const { certs, root } = tempDirs();
+    roots.push(root);
+    if (generated) expect(run(["--dir", certs]).status).toBe(0);
+    return certs;
+  };
+  afterAll(() => {
+    for (const root of roots) fs.rmSync(root, { recursive: true, force: true });
+  });
 
   it("makes an ECDSA P-256 CA and a server certificate for localhost, 127.0.0.1 and ::1, keys 0600", () => {
+    const dir = certDir(false);
     const r = run(["--dir", dir]);
     expect(r.status).toBe(0);
     for (const k of ["ca.key", "server.key"]) {
@@ -27,6 +37,7 @@ describe("generate-certs.sh", () => {
   });
 
   it("is idempotent: a second run changes nothing", () => {
+    const dir = certDir(true);
     const before = ["ca.crt", "ca.key", "server.crt", "server.key"].map((f) => fs.readFileSync(path.join(dir, f), "utf8"));
     const r = run(["--dir", dir]);
     expect(r.status).toBe(0);
@@ -35,6 +46,7 @@ describe("generate-certs.sh", () => {
   });
 
   it("adds names from arguments and OTA_CERT_NAMES, keeping the CA", () => {
+    const dir = certDir(true);
     const ca = fs.readFileSync(path.join(dir, "ca.crt"), "utf8");
     const r = run(["--dir", dir, "ota.example.com"], { OTA_CERT_NAMES: "10.1.2.3, gateway.local" });
     expect(r.status).toBe(0);
@@ -45,6 +57,7 @@ describe("generate-certs.sh", () => {
   });
 
   it("refuses a name that is neither a DNS name nor an IP address", () => {
+    const dir = certDir(false);
     const r = run(["--dir", dir, "not a name"]);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/not a DNS name or IP address/);

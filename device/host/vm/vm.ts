@@ -50,6 +50,8 @@ export class VmInstance {
   private inst!: VmModule;
   private dead = false;
   private sock: net.Socket | null = null;
+  /** Every socket not yet closed, also those the program has let go of: power off cuts them all. */
+  private readonly open = new Set<net.Socket>();
   private heap: HeapChunk | null = null;
   /** Most heap bytes seen in use, and the heap's size. */
   heapPeak = 0;
@@ -102,7 +104,8 @@ export class VmInstance {
     // Called from inside a VM step (an event the agent printed), the VM's loop re-arms its timer when the
     // step returns: stop it again once it has.
     setImmediate(halt);
-    this.sock?.destroy();
+    for (const sock of this.open) sock.destroy();
+    this.open.clear();
     this.sock = null;
   }
 
@@ -192,7 +195,10 @@ export class VmInstance {
     inst.sockClose = () => {
       this.sampleHeap();
       if (!this.sock) return -10;
-      this.sock.end();
+      // Closed for good, as close() is on the chip: nothing more is read from it (a half-closed socket left
+      // paused would never see the peer's end).
+      const sock = this.sock;
+      sock.end(() => sock.destroy());
       this.sock = null;
       return 0;
     };
@@ -215,6 +221,8 @@ export class VmInstance {
         ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ca: o.ca, minVersion: "TLSv1.2" })
         : net.createConnection({ host, port });
       this.sock = sock;
+      this.open.add(sock);
+      sock.once("close", () => this.open.delete(sock));
       // Reads are cut into <= 1 KiB pieces and paced, and the socket is paused while pieces wait, like the
       // ESP32's fixed read buffer: a fast server cannot push more than the VM heap holds.
       const queue: { data?: Buffer; type?: number; msg?: string }[] = [];
