@@ -254,8 +254,9 @@ describe("repeated authentication failures", () => {
     try {
       const op = `Bearer ${s.creds.operatorToken}`;
       let heads = 0;
-      s.running.server.on("request", (req: { method?: string; url?: string }) => {
-        if (req.method === "POST" && req.url === "/api/v1/releases") heads++;
+      // originalUrl: the application has already routed the request (and trimmed req.url) when this runs.
+      s.running.server.on("request", (req: { method?: string; url?: string; originalUrl?: string }) => {
+        if (req.method === "POST" && (req.originalUrl ?? req.url) === "/api/v1/releases") heads++;
       });
       // Five authenticated uploads whose bodies have not arrived yet: in flight, past the limiter.
       const answers = Array.from({ length: 5 }, () => {
