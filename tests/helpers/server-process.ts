@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { Agent, request } from "undici";
-import { ROOT, type Dirs, type Reply } from "./server";
+import { clientOf, ROOT, testEnv, type Dirs, type Reply, type ServerClient } from "./server";
 
 export interface ServerProcess {
   url: string;
@@ -20,6 +20,8 @@ export interface ServerProcess {
   req(method: string, p: string, opts?: { headers?: Record<string, string>; body?: string | Buffer }): Promise<Reply>;
   /** SIGTERM to the server (not to a wrapper, which then ends with it) and wait for the spawned process. */
   stop(): Promise<void>;
+  /** The signal to the server, and wait for the spawned process; the folders stay. */
+  kill(signal: NodeJS.Signals): Promise<void>;
 }
 
 export interface ServerProcessOptions {
@@ -60,18 +62,7 @@ export async function startServerProcess(dirs: Dirs, opts: ServerProcessOptions 
   const [cmd, ...args] = [...(opts.wrap ?? []), process.execPath, main];
   const child = spawn(cmd, args, {
     cwd: dirs.root,
-    env: {
-      ...process.env,
-      PORT: "0",
-      HOST: "127.0.0.1",
-      OTA_DATA_DIR: dirs.data,
-      OTA_FIRMWARE_DIR: dirs.firmware,
-      OTA_CERT_DIR: dirs.certs,
-      OTA_PARTITIONS: path.join(ROOT, "partitions.csv"),
-      OTA_INGEST_SETTLE_MS: "200",
-      OTA_AUTH_FAILURE_LIMIT: "1000",
-      ...opts.env,
-    },
+    env: { ...process.env, ...testEnv(dirs), ...opts.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -117,6 +108,17 @@ export async function startServerProcess(dirs: Dirs, opts: ServerProcessOptions 
   const creds = JSON.parse(fs.readFileSync(path.join(dirs.data, "dev-credentials.json"), "utf8")) as ServerProcess["creds"];
   const agent = new Agent({ connect: { ca } });
 
+  const kill = async (signal: NodeJS.Signals) => {
+    await agent.close();
+    const pid = serverPid();
+    if (child.exitCode === null && child.signalCode === null) {
+      if (pid) process.kill(pid, signal);
+      else child.kill(signal);
+    }
+    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    await exited(child);
+    clearTimeout(timer);
+  };
   return {
     url,
     port,
@@ -139,16 +141,32 @@ export async function startServerProcess(dirs: Dirs, opts: ServerProcessOptions 
         text: () => body.toString("utf8"),
       };
     },
-    async stop() {
-      await agent.close();
-      const pid = serverPid();
-      if (child.exitCode === null && child.signalCode === null) {
-        if (pid) process.kill(pid, "SIGTERM");
-        else child.kill("SIGTERM");
-      }
-      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-      await exited(child);
-      clearTimeout(timer);
+    stop: () => kill("SIGTERM"),
+    kill,
+  };
+}
+
+/** The built server as a child process, with the client the in-process helpers give (tests/helpers/fleet.ts takes either). */
+export interface ChildServer extends ServerClient {
+  child: ChildProcess;
+  /** Its log lines so far (JSON). */
+  readonly logs: string[];
+  /** Sends the signal and waits for the process to exit; the folders stay. */
+  kill(signal: NodeJS.Signals): Promise<void>;
+}
+
+export async function spawnServer(dirs: Dirs, env: Record<string, string> = {}): Promise<ChildServer> {
+  const p = await startServerProcess(dirs, { env });
+  const client = clientOf(dirs, p.port);
+  return {
+    ...client,
+    child: p.child,
+    get logs() {
+      return p.output().split("\n").filter(Boolean);
+    },
+    async kill(signal) {
+      await p.kill(signal);
+      await client.agent.close();
     },
   };
 }

@@ -1,7 +1,6 @@
 // Starts the real HTTPS server (real TLS, real SQLite, real folder watcher) in a temporary folder, in this
-// process or as the built server in a child process (which a test can kill), and talks to it with the CA
-// pinned, as a device or operator would.
-import { spawn, type ChildProcess } from "node:child_process";
+// process, and talks to it with the CA pinned, as a device or operator would. The built server in a child
+// process (which a test can kill or watch from outside) is server-process.ts.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -56,7 +55,7 @@ export interface TestServer extends ServerClient {
 }
 
 /** The HTTPS client of a server whose CA and first-start credentials are in `dirs`. */
-function clientOf(dirs: Dirs, port: number): ServerClient {
+export function clientOf(dirs: Dirs, port: number): ServerClient {
   const ca = fs.readFileSync(path.join(dirs.certs, "ca.crt"));
   const agent = new Agent({ connect: { ca } });
   const creds = JSON.parse(fs.readFileSync(path.join(dirs.data, "dev-credentials.json"), "utf8"));
@@ -82,8 +81,8 @@ function clientOf(dirs: Dirs, port: number): ServerClient {
   };
 }
 
-/** Environment both ways of starting share: the temporary folders, any port, a short ingest delay. */
-const testEnv = (dirs: Dirs): Record<string, string> => ({
+/** Environment every test server starts with (in this process or as a child): the temporary folders, any port, a short ingest delay. */
+export const testEnv = (dirs: Dirs): Record<string, string> => ({
   PORT: "0",
   HOST: "127.0.0.1",
   OTA_DATA_DIR: dirs.data,
@@ -119,54 +118,6 @@ export async function startTestServer(env: Record<string, string> = {}, dirs: Di
   };
 }
 
-export interface ChildServer extends ServerClient {
-  child: ChildProcess;
-  /** Its log lines so far (JSON). */
-  logs: string[];
-  /** Sends the signal and waits for the process to exit; the folders stay. */
-  kill(signal: NodeJS.Signals): Promise<void>;
-}
-
-/** Starts the built server (dist/) in a child process on `dirs`; resolves once it listens. */
-export async function spawnServer(dirs: Dirs, env: Record<string, string> = {}): Promise<ChildServer> {
-  fs.mkdirSync(dirs.root, { recursive: true });
-  const child = spawn(process.execPath, [path.join(ROOT, "dist/server/main.js")], {
-    cwd: dirs.root,
-    env: { ...process.env, ...testEnv(dirs), ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const logs: string[] = [];
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => {
-      out += c.toString();
-      const lines = out.split("\n");
-      out = lines.pop()!;
-      for (const line of lines) {
-        logs.push(line);
-        if (process.env.OTA_TEST_LOG) process.stderr.write(line + "\n");
-        const url = line.includes("OTA server listening") ? (JSON.parse(line) as { url: string }).url : null;
-        if (url) resolve(Number(new URL(url).port));
-      }
-    });
-    child.stderr.on("data", (c: Buffer) => logs.push(c.toString()));
-    void exited.then(() => reject(new Error(`the server exited before listening: ${logs.join("\n")}`)));
-  });
-  const client = clientOf(dirs, port);
-  return {
-    ...client,
-    child,
-    logs,
-    async kill(signal) {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      await exited;
-      await client.agent.close();
-    },
-  };
-}
-
-/** Polls until fn (sync or async) returns a truthy value or the time is up. */
 export async function eventually<T>(fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 5000, stepMs = 50): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {

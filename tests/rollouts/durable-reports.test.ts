@@ -9,7 +9,8 @@ import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
 import { mac, offered, Operator, report, writeMasterKey } from "../helpers/fleet";
-import { eventually, spawnServer, tempDirs, type ChildServer, type Dirs } from "../helpers/server";
+import { eventually, tempDirs, type Dirs } from "../helpers/server";
+import { spawnServer, type ChildServer } from "../helpers/server-process";
 
 const sha = (f: string) => createHash("sha256").update(fs.readFileSync(f)).digest("hex");
 const V1 = "v1.4.1-2-g0296947-dirty"; // HELLO_WORLD
