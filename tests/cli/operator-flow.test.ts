@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { HELLO_WORLD, HELLO_WORLD_C3, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
 import { inParallel, mac, offered, Operator, report } from "../helpers/fleet";
+import { runOta } from "../helpers/ota-cli";
 import { eventually, ROOT, startTestServer, type TestServer } from "../helpers/server";
 
 // Every `ota` command is a process of its own: on a busy machine a test of a dozen commands takes a while.
@@ -20,15 +21,7 @@ describe("ota: the operator flow over the API", () => {
   let env: NodeJS.ProcessEnv;
   let tokenFile: string;
   /** Runs `ota` as a separate process (asynchronously: the server answers from this one). */
-  const ota = (...args: string[]) =>
-    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-      const p = spawn(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], { env });
-      let stdout = "";
-      let stderr = "";
-      p.stdout.on("data", (d) => (stdout += d));
-      p.stderr.on("data", (d) => (stderr += d));
-      p.on("close", (status) => resolve({ status, stdout, stderr }));
-    });
+  const ota = (...args: string[]) => runOta(env, ...args);
   const fleet = Array.from({ length: 20 }, (_, i) => mac(i + 1, "c1:00:00"));
   const v2sha = createHash("sha256").update(fs.readFileSync(HELLO_WORLD_IDF41)).digest("hex");
   /** Logs the CLI in, unless an earlier test left it logged in (its login is in its config file). */

@@ -1,19 +1,13 @@
 // `ota token|apikey|device revoke` and the credential lists, as separate processes against a running server:
 // locally on its data folder (the server honours the revocation on the credential's next request) and through
 // the operator API with --remote (admin only).
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { nonce } from "../helpers/device-keys";
 import { HELLO_WORLD } from "../helpers/fixtures";
+import { runOta, type OtaRun } from "../helpers/ota-cli";
 import { eventually, ROOT, startTestServer, type Reply, type TestServer } from "../helpers/server";
-
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 // Every `ota` here is a new Node process that opens the data folder or a TLS connection: seconds each on a busy machine.
 jest.setTimeout(120_000);
@@ -21,16 +15,6 @@ jest.setTimeout(120_000);
 describe("ota: revoking credentials", () => {
   let s: TestServer;
   let local: NodeJS.ProcessEnv;
-  /** Runs `ota` as a separate process (asynchronously: the server answers from this one). */
-  const ota = (env: NodeJS.ProcessEnv, ...args: string[]) =>
-    new Promise<Run>((resolve) => {
-      const p = spawn(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], { env });
-      let stdout = "";
-      let stderr = "";
-      p.stdout.on("data", (d) => (stdout += d));
-      p.stderr.on("data", (d) => (stderr += d));
-      p.on("close", (status) => resolve({ status, stdout, stderr }));
-    });
   const code = (r: Reply) => [r.status, r.json<{ error?: { code: string } }>().error?.code];
   const whoami = (token: string) => s.req("GET", "/api/v1/whoami", { headers: { Authorization: `Bearer ${token}` } });
   const poll = (key: string, id?: string) =>
@@ -66,33 +50,33 @@ describe("ota: revoking credentials", () => {
   afterAll(async () => s.close());
 
   it("token revoke in another process (local data folder): the running server refuses the token on its next request", async () => {
-    const created = await ota(local, "token", "create", "--role", "releaser", "--name", "dave");
+    const created = await runOta(local, "token", "create", "--role", "releaser", "--name", "dave");
     expect(created.status).toBe(0);
     const token = created.stdout.trim();
     expect((await whoami(token)).status).toBe(200);
 
-    const listed = await ota(local, "token", "list", "--json");
+    const listed = await runOta(local, "token", "list", "--json");
     const entry = JSON.parse(listed.stdout).tokens.find((t: { name: string }) => t.name === "dave");
     expect(entry).toMatchObject({ id: tokenId(token), role: "releaser", state: "active", expires_at: null, revoked_at: null });
 
-    const r = await ota(local, "token", "revoke", entry.id, "--reason", "left the team");
+    const r = await runOta(local, "token", "revoke", entry.id, "--reason", "left the team");
     expect([r.status, r.stderr]).toEqual([0, ""]);
     expect(r.stdout).toBe(`revoked operator token ${entry.id} (dave, releaser): it is refused from its next request on\n`);
     expect(code(await whoami(token))).toEqual([401, "token_revoked"]);
 
     const [audited] = await auditOf("token.revoke", entry.id);
     expect(audited).toMatchObject({ actor: `local:${os.userInfo().username}`, source: "cli", details: { subject: "dave", reason: "left the team", already_revoked: false } });
-    expect((await ota(local, "token", "revoke", entry.id)).stdout).toMatch(/^operator token .* \(dave, releaser\) was already revoked at 20/);
-    expect((await ota(local, "token", "list")).stdout).toMatch(new RegExp(`^${entry.id}\\s+dave\\s+releaser\\s+revoked\\s+20\\S+\\s+never\\s+20`, "m"));
+    expect((await runOta(local, "token", "revoke", entry.id)).stdout).toMatch(/^operator token .* \(dave, releaser\) was already revoked at 20/);
+    expect((await runOta(local, "token", "list")).stdout).toMatch(new RegExp(`^${entry.id}\\s+dave\\s+releaser\\s+revoked\\s+20\\S+\\s+never\\s+20`, "m"));
   });
 
   it("apikey revoke in another process: the running server refuses the fleet key on its next request", async () => {
-    const created = await ota(local, "apikey", "create", "--label", "ci");
+    const created = await runOta(local, "apikey", "create", "--label", "ci");
     const key = created.stdout.trim();
     expect((await poll(key)).status).toBe(200);
     const id = key.slice("otafleet_".length, "otafleet_".length + 8);
 
-    const r = await ota(local, "apikey", "revoke", id);
+    const r = await runOta(local, "apikey", "revoke", id);
     expect([r.status, r.stdout]).toEqual([0, `revoked fleet key ${id} (ci): it is refused from its next request on\n`]);
     expect(code(await poll(key))).toEqual([401, "credential_revoked"]);
     expect((await poll(s.creds.deviceApiKey)).status).toBe(200);
@@ -101,11 +85,11 @@ describe("ota: revoking credentials", () => {
   });
 
   it("device revoke in another process: the device's key and fleet keys for its id are refused on the next request", async () => {
-    const provisioned = await ota(local, "device", "provision", "AA-BB-CC-00-00-09");
+    const provisioned = await runOta(local, "device", "provision", "AA-BB-CC-00-00-09");
     const b = JSON.parse(provisioned.stdout) as { deviceId: string; apiKey: string };
     expect((await poll(b.apiKey, b.deviceId)).status).toBe(200);
 
-    const r = await ota(local, "device", "revoke", "AA-BB-CC-00-00-09");
+    const r = await runOta(local, "device", "revoke", "AA-BB-CC-00-00-09");
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^revoked device aa:bb:cc:00:00:09: /);
     expect(code(await poll(b.apiKey, b.deviceId))).toEqual([401, "credential_revoked"]);
@@ -119,7 +103,7 @@ describe("ota: revoking credentials", () => {
     const { key } = await s.running.ctx.credentials.createFleetKey("secretive");
     const hashes = (await s.running.ctx.store.db.selectFrom("api_keys").select("key_hash").execute()).map((x) => x.key_hash);
     const admin = login("admin-lists", s.creds.operatorToken);
-    const outputs: Run[] = [];
+    const outputs: OtaRun[] = [];
     for (const [env, ...args] of [
       [local, "token", "list"],
       [local, "apikey", "list"],
@@ -127,7 +111,7 @@ describe("ota: revoking credentials", () => {
       [admin, "token", "list", "--remote", "--json"],
       [admin, "apikey", "list", "--remote"],
     ] as const) {
-      outputs.push(await ota(env, ...args));
+      outputs.push(await runOta(env, ...args));
     }
     for (const o of outputs) {
       expect(o.status).toBe(0);
@@ -163,7 +147,7 @@ describe("ota: revoking credentials", () => {
     ] as const) {
       const env = login(role, (await ctx.credentials.issueOperatorToken(`cli-${role}`, role)).token);
       for (const args of attempts) {
-        const r = await ota(env, ...args);
+        const r = await runOta(env, ...args);
         expect([role, ...args, r.status, r.stderr]).toEqual([role, ...args, 3, expect.stringMatching(/needs the admin role.*\(insufficient_role\)/)]);
       }
     }
@@ -171,12 +155,12 @@ describe("ota: revoking credentials", () => {
     expect((await poll(key)).status).toBe(200);
     expect((await poll(b.apiKey, b.deviceId)).status).toBe(200);
 
-    const t = await ota(admin, "token", "revoke", tokenId(target), "--remote", "--reason", "rotation");
+    const t = await runOta(admin, "token", "revoke", tokenId(target), "--remote", "--reason", "rotation");
     expect([t.status, t.stdout]).toEqual([0, `revoked operator token ${tokenId(target)} (frank, viewer): it is refused from its next request on\n`]);
     expect(code(await whoami(target))).toEqual([401, "token_revoked"]);
-    expect((await ota(admin, "apikey", "revoke", keyId, "--remote")).status).toBe(0);
+    expect((await runOta(admin, "apikey", "revoke", keyId, "--remote")).status).toBe(0);
     expect(code(await poll(key))).toEqual([401, "credential_revoked"]);
-    expect((await ota(admin, "device", "revoke", b.deviceId, "--remote")).status).toBe(0);
+    expect((await runOta(admin, "device", "revoke", b.deviceId, "--remote")).status).toBe(0);
     expect(code(await poll(b.apiKey, b.deviceId))).toEqual([401, "credential_revoked"]);
     const [audited] = await auditOf("token.revoke", tokenId(target));
     expect(audited).toMatchObject({ actor: "admin", source: "api", details: { reason: "rotation" } });
@@ -184,12 +168,12 @@ describe("ota: revoking credentials", () => {
 
   it("unknown ids exit 4, malformed ones 2, locally and remotely", async () => {
     const admin = login("admin-errors", s.creds.operatorToken);
-    const t = await ota(local, "token", "revoke", "00000000-0000-4000-8000-000000000000");
+    const t = await runOta(local, "token", "revoke", "00000000-0000-4000-8000-000000000000");
     expect([t.status, t.stderr]).toEqual([4, expect.stringMatching(/no operator token has id 00000000-.*ota token list/)]);
-    const k = await ota(admin, "apikey", "revoke", "nosuchid", "--remote");
+    const k = await runOta(admin, "apikey", "revoke", "nosuchid", "--remote");
     expect([k.status, k.stderr]).toEqual([4, expect.stringMatching(/no fleet key has id nosuchid.*\(apikey_not_found\)/)]);
-    expect((await ota(admin, "device", "revoke", "nobody", "--remote")).status).toBe(4);
-    const bad = await ota(local, "token", "revoke", "not-a-uuid");
+    expect((await runOta(admin, "device", "revoke", "nobody", "--remote")).status).toBe(4);
+    const bad = await runOta(local, "token", "revoke", "not-a-uuid");
     expect([bad.status, bad.stderr]).toEqual([2, expect.stringMatching(/a token id is a UUID/)]);
   });
 });
