@@ -291,12 +291,14 @@ export function buildProgram(): Command {
 
   program
     .command("export")
-    .description("write what the server offers as manifest.json (+ manifest-<chip>.json) and <sha256>.bin files, for a bucket or CDN")
-    .argument("<dir>", "the folder to write (created if needed; files already there are kept)")
+    .description(
+      "write what the server offers every device as manifest.json, manifest-<chip>.json (channels/<channel>/... for channels other than stable) and <sha256>.bin files, for a bucket or CDN",
+    )
+    .argument("<dir>", "the folder to write (created if needed); of what is there, only files an earlier export wrote are removed, once they no longer belong")
     .option("--base-url <url>", "where <dir> will be served, e.g. https://bucket.example.com/ota (default: URLs relative to the manifest)", httpUrl)
     .action(async (dir: string, opts: { baseUrl?: string }) => {
       const target = path.resolve(dir);
-      const manifests = await withContext((ctx) =>
+      const r = await withContext((ctx) =>
         exportStatic(ctx, {
           dir: target,
           baseUrl: opts.baseUrl ?? null,
@@ -304,9 +306,11 @@ export function buildProgram(): Command {
             process.stderr.write(`ota: ${written ? "wrote" : "kept"} ${file} (${image.project} ${image.version}, ${image.chip}, ${image.size} bytes)\n`),
         }),
       );
-      for (const m of manifests) {
-        process.stdout.write(`${path.join(target, m.file)}: ${m.image.version} for ${m.chip ?? "any chip"} -> ${m.url}\n`);
+      for (const m of r.manifests) {
+        const from = m.release === null ? "" : ` (release ${m.release} on ${m.channel})`;
+        process.stdout.write(`${path.join(target, m.file)}: ${m.image.version} for ${m.chip ?? "any chip"}${from} -> ${m.url}\n`);
       }
+      for (const f of r.removed) process.stderr.write(`ota: removed ${f} (written by an earlier export, no longer offered)\n`);
       if (!opts.baseUrl) process.stderr.write("ota: the manifests name their binaries relative to themselves; pass --base-url for clients that need absolute URLs\n");
     });
 
