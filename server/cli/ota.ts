@@ -4,6 +4,7 @@
 // server honours a revocation from its next request on); all but `create` also go through the operator API with
 // --remote. `keys`, `sign` and `verify` work offline on files, with no server (signing.ts). Everything else
 // talks to a server's operator API over HTTPS after `ota login` (remote.ts). Exit codes: errors.ts.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -104,6 +105,15 @@ function writeSecretFile(file: string, text: string): void {
   fs.writeFileSync(target, text, { mode: 0o600 });
   fs.chmodSync(target, 0o600);
   process.stderr.write(`ota: wrote ${target} (mode 0600)\n`);
+  if (trackableByGit(target)) {
+    process.stderr.write(`ota: warning: ${target} is in a git work tree and not ignored: add it to .gitignore, or write secrets under data/ (ignored)\n`);
+  }
+}
+
+/** A secret a `git add` could pick up: git says the file is in a work tree (exit 1: not ignored). */
+function trackableByGit(file: string): boolean {
+  const r = spawnSync("git", ["check-ignore", "-q", "--", path.basename(file)], { cwd: path.dirname(file), stdio: "ignore", timeout: 5000 });
+  return r.status === 1;
 }
 
 export function buildProgram(): Command {
