@@ -24,6 +24,7 @@ import type { Role } from "../infra/store/schema";
 import type { ApiKeyList, ApiKeyRevoked, DeviceRevoked, TokenList, TokenRevoked } from "./api-types";
 import { CliError, EXIT, UsageError } from "./errors";
 import { addAuditCommand, addRemoteCommands, addRemoteDeviceCommands, callRemote, provisionRemote, table } from "./remote";
+import { addImageCommands } from "./image";
 import { addSigningCommands } from "./signing";
 
 /** Who ran a local command, for the audit log. */
@@ -328,6 +329,7 @@ export function buildProgram(): Command {
   addRemoteCommands(program);
   addAuditCommand(program);
   addSigningCommands(program);
+  addImageCommands(program);
   return program;
 }
 
