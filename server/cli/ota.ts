@@ -4,6 +4,7 @@
 // server honours a revocation from its next request on); all but `create` also go through the operator API with
 // --remote. `keys`, `sign` and `verify` work offline on files, with no server (signing.ts). Everything else
 // talks to a server's operator API over HTTPS after `ota login` (remote.ts). Exit codes: errors.ts.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -23,6 +24,7 @@ import type { Role } from "../infra/store/schema";
 import type { ApiKeyList, ApiKeyRevoked, DeviceRevoked, TokenList, TokenRevoked } from "./api-types";
 import { CliError, EXIT, UsageError } from "./errors";
 import { addAuditCommand, addRemoteCommands, addRemoteDeviceCommands, callRemote, provisionRemote, table } from "./remote";
+import { addImageCommands } from "./image";
 import { addSigningCommands } from "./signing";
 
 /** Who ran a local command, for the audit log. */
@@ -104,6 +106,15 @@ function writeSecretFile(file: string, text: string): void {
   fs.writeFileSync(target, text, { mode: 0o600 });
   fs.chmodSync(target, 0o600);
   process.stderr.write(`ota: wrote ${target} (mode 0600)\n`);
+  if (trackableByGit(target)) {
+    process.stderr.write(`ota: warning: ${target} is in a git work tree and not ignored: add it to .gitignore, or write secrets under data/ (ignored)\n`);
+  }
+}
+
+/** A secret a `git add` could pick up: git says the file is in a work tree (exit 1: not ignored). */
+function trackableByGit(file: string): boolean {
+  const r = spawnSync("git", ["check-ignore", "-q", "--", path.basename(file)], { cwd: path.dirname(file), stdio: "ignore", timeout: 5000 });
+  return r.status === 1;
 }
 
 export function buildProgram(): Command {
@@ -291,12 +302,14 @@ export function buildProgram(): Command {
 
   program
     .command("export")
-    .description("write what the server offers as manifest.json (+ manifest-<chip>.json) and <sha256>.bin files, for a bucket or CDN")
-    .argument("<dir>", "the folder to write (created if needed; files already there are kept)")
+    .description(
+      "write what the server offers every device as manifest.json, manifest-<chip>.json (channels/<channel>/... for channels other than stable) and <sha256>.bin files, for a bucket or CDN",
+    )
+    .argument("<dir>", "the folder to write (created if needed); of what is there, only files an earlier export wrote are removed, once they no longer belong")
     .option("--base-url <url>", "where <dir> will be served, e.g. https://bucket.example.com/ota (default: URLs relative to the manifest)", httpUrl)
     .action(async (dir: string, opts: { baseUrl?: string }) => {
       const target = path.resolve(dir);
-      const manifests = await withContext((ctx) =>
+      const r = await withContext((ctx) =>
         exportStatic(ctx, {
           dir: target,
           baseUrl: opts.baseUrl ?? null,
@@ -304,9 +317,11 @@ export function buildProgram(): Command {
             process.stderr.write(`ota: ${written ? "wrote" : "kept"} ${file} (${image.project} ${image.version}, ${image.chip}, ${image.size} bytes)\n`),
         }),
       );
-      for (const m of manifests) {
-        process.stdout.write(`${path.join(target, m.file)}: ${m.image.version} for ${m.chip ?? "any chip"} -> ${m.url}\n`);
+      for (const m of r.manifests) {
+        const from = m.release === null ? "" : ` (release ${m.release} on ${m.channel})`;
+        process.stdout.write(`${path.join(target, m.file)}: ${m.image.version} for ${m.chip ?? "any chip"}${from} -> ${m.url}\n`);
       }
+      for (const f of r.removed) process.stderr.write(`ota: removed ${f} (written by an earlier export, no longer offered)\n`);
       if (!opts.baseUrl) process.stderr.write("ota: the manifests name their binaries relative to themselves; pass --base-url for clients that need absolute URLs\n");
     });
 
@@ -314,6 +329,7 @@ export function buildProgram(): Command {
   addRemoteCommands(program);
   addAuditCommand(program);
   addSigningCommands(program);
+  addImageCommands(program);
   return program;
 }
 

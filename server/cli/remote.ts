@@ -2,7 +2,9 @@
 // releases, rollouts (with a live watch), devices and the audit log; and the --remote form of the local
 // credential commands. Human output by default, --json for scripts; exit codes in errors.ts.
 import fs from "node:fs";
+import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
+import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../domain/catalog/analyze";
 import { ApiClient } from "./api-client";
 import type {
   AuditPage,
@@ -153,15 +155,20 @@ export function addRemoteCommands(program: Command): void {
     .command("upload")
     .description("upload a firmware image with a progress bar; the server verifies it like a dropped file")
     .argument("<file>", "an ESP-IDF app image (build/<project>.bin)")
-    .option("--name <name>", "the name to store it under (default: <project>-<version>.bin)")
+    .option("--name <name>", "the name to store it under (default: the file's own name, or <project>-<version>.bin when that name is not a valid firmware name)")
     .option("--json", "print the server's answer as JSON")
     .action((file: string, opts: { name?: string; json?: boolean }) =>
       withApi(async (api) => {
         const { uploadImage } = await import("./upload");
-        const r = await uploadImage(api, file, opts.name);
+        // The operator's own file name, so the name they typed is the one a release names it by.
+        const own = path.basename(file);
+        const name = opts.name ?? (FIRMWARE_NAME_RE.test(own) ? own : undefined);
+        if (name === undefined) note(`ota: ${own} is not a valid firmware name (${FIRMWARE_NAME_RULE}): the server names it <project>-<version>.bin`);
+        const r = await uploadImage(api, file, name);
         if (opts.json) return out(JSON.stringify(r, null, 2));
         const i = r.image;
         out(`${r.created ? "uploaded" : "already there"}: ${r.name}  version ${i.version}  chip ${i.chip}  ${i.size} bytes  sha256 ${i.sha256}`);
+        note(`ota: the version is the image's own (its app description); release it under a name of your choice with: ota release create NAME --image ${r.name}`);
       }),
     );
 
@@ -170,7 +177,7 @@ export function addRemoteCommands(program: Command): void {
     .command("create")
     .description("create a release (offered to nobody until `ota rollout start`)")
     .argument("<name>", "the release name, e.g. 2.1.0")
-    .requiredOption("--image <sha256|file>", "the image: its SHA-256 or its file name on the server")
+    .requiredOption("--image <sha256|file>", "the image: its SHA-256, or its name on the server (what ota upload printed: the uploaded file's own name)")
     .option("--channel <channel>", "the channel (default stable)")
     .option("--notes <text>", "release notes")
     .option("--notes-file <file>", "read the release notes from a file")
@@ -195,7 +202,9 @@ export function addRemoteCommands(program: Command): void {
         const r = await api.call<ReleaseAnswer>("POST", "/releases", body);
         if (o.json) return out(JSON.stringify(r, null, 2));
         const rel = r.release;
-        out(`created release ${rel.name} on ${rel.channel}: ${rel.image.version} for ${rel.image.chip} (${rel.image.sha256.slice(0, 12)}…); start it with: ota rollout start ${rel.name}`);
+        out(
+          `created release ${rel.name} on ${rel.channel}: image version ${rel.image.version} (what devices report) for ${rel.image.chip} (${rel.image.sha256.slice(0, 12)}…); start it with: ota rollout start ${rel.name}`,
+        );
       }),
     );
   release

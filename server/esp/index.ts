@@ -4,6 +4,7 @@
 // Self-contained: nothing here imports from the rest of server/. This file is the module's public surface;
 // code outside server/esp/ imports from here, never from the files beside it.
 export { CHIPS, CHIP_NAMES, normalizeChip } from "./chips";
+export { APP_VERSION_RULE, AppVersionError, withAppVersion } from "./app-version";
 export { APP_DESC_OFFSET, appImageLength, ImageError, maxChipRevision, otaSelectCrc, parseAppImage, type AppImage, type ImageRejectCode } from "./esp-image";
 export {
   alignToSector,

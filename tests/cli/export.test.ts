@@ -8,6 +8,7 @@ import { request } from "undici";
 import { HELLO_WORLD, HELLO_WORLD_IDF41, HELLO_WORLD_S3, read } from "../helpers/fixtures";
 import { eventually, ROOT, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 import { startStaticServer, type StaticServer } from "../helpers/static-server";
+import { Operator } from "../helpers/fleet";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -105,7 +106,18 @@ describe("ota export", () => {
     const after = JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8"));
     expect(after.sha256).toBe(sha256(read(HELLO_WORLD_IDF41)));
     expect(fs.existsSync(path.join(out, `${before.sha256}.bin`))).toBe(true);
-    expect(fs.readdirSync(out).filter((f) => f.startsWith("."))).toEqual([]);
+    // No temporary file is left; the one dot file is the export's record of what it wrote.
+    expect(fs.readdirSync(out).filter((f) => f.startsWith("."))).toEqual([".ota-export.json"]);
+
+    // One export later the old binary, which the export wrote, is gone; a file it did not write stays.
+    fs.writeFileSync(path.join(out, "index.html"), "mine");
+    const later = ota("export", out);
+    expect(later.status).toBe(0);
+    expect(later.stderr).toContain(`ota: removed ${before.sha256}.bin (written by an earlier export, no longer offered)`);
+    const s3 = sha256(read(HELLO_WORLD_S3));
+    expect(fs.readdirSync(out).sort()).toEqual(
+      [".ota-export.json", `${after.sha256}.bin`, `${s3}.bin`, "index.html", "manifest-esp32.json", "manifest-esp32s3.json", "manifest.json"].sort(),
+    );
   });
 
   it("with nothing to offer, exits 1 saying what to do", () => {
@@ -128,5 +140,81 @@ describe("ota export", () => {
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/--base-url/);
     }
+  });
+});
+
+describe("ota export with releases and rollouts", () => {
+  let s: TestServer;
+  let op: Operator;
+  let out: string;
+  const ota = (...args: string[]) =>
+    spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], {
+      encoding: "utf8",
+      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, OTA_FIRMWARE_DIR: s.dirs.firmware },
+    });
+  const json = (file: string) => JSON.parse(fs.readFileSync(path.join(out, file), "utf8"));
+  const listing = () =>
+    (fs.readdirSync(out, { recursive: true }) as string[]).filter((f) => !fs.statSync(path.join(out, f)).isDirectory()).sort();
+
+  beforeAll(async () => {
+    s = await startTestServer();
+    op = new Operator(s);
+    for (const [file, name] of [
+      [HELLO_WORLD_S3, "s3.bin"],
+      [HELLO_WORLD, "hello.bin"],
+    ] as const) {
+      fs.copyFileSync(file, path.join(s.dirs.firmware, name));
+      await eventually(() => s.running.ctx.catalog.imageByName(name));
+    }
+    out = path.join(s.dirs.root, "bucket");
+  });
+  afterAll(async () => s.close());
+
+  it("exports what every device of each channel is offered, and removes what an earlier export wrote that no longer belongs", async () => {
+    const hello = sha256(read(HELLO_WORLD));
+    const s3 = sha256(read(HELLO_WORLD_S3));
+    expect(ota("export", out).status).toBe(0); // folder mode: both chips
+    expect(listing()).toEqual([".ota-export.json", `${hello}.bin`, `${s3}.bin`, "manifest-esp32.json", "manifest-esp32s3.json", "manifest.json"].sort());
+
+    await op.ok("POST", "/releases", { name: "r1", image: "hello.bin" });
+    await op.ok("POST", "/releases/r1/rollout", { stages: [10, 50, 100] });
+    const partial = ota("export", out);
+    expect(partial.status).toBe(1);
+    expect(partial.stderr).toMatch(/nothing to export: no release is offered to every device of its channel.*completed or running at 100 %/);
+
+    await op.ok("POST", "/rollouts/r1/advance");
+    await op.ok("POST", "/rollouts/r1/advance"); // running, at 100 %
+    const full = ota("export", out);
+    expect(full.stderr).not.toMatch(/error|nothing/i);
+    expect(full.status).toBe(0);
+    expect(full.stdout).toContain(`${path.join(out, "manifest.json")}: v1.4.1-2-g0296947-dirty for any chip (release r1 on stable) -> ${hello}.bin`);
+    expect(json("manifest.json")).toMatchObject({ version: "v1.4.1-2-g0296947-dirty", sha256: hello, url: `${hello}.bin`, release: "r1", channel: "stable" });
+    expect(json("manifest-esp32.json")).toMatchObject({ sha256: hello, release: "r1" });
+    // The s3 manifest went at once (no release offers it); its binary stays for one more export.
+    expect(full.stderr).toContain("ota: removed manifest-esp32s3.json (written by an earlier export, no longer offered)");
+    expect(listing()).toEqual([".ota-export.json", `${hello}.bin`, `${s3}.bin`, "manifest-esp32.json", "manifest.json"].sort());
+
+    await op.ok("POST", "/releases", { name: "b1", image: "s3.bin", channel: "beta" });
+    await op.ok("POST", "/releases/b1/rollout", { stages: [100] });
+    expect(ota("export", out).status).toBe(0);
+    expect(listing()).toEqual([
+      ".ota-export.json",
+      `${hello}.bin`,
+      `${s3}.bin`,
+      "channels/beta/manifest-esp32s3.json",
+      "channels/beta/manifest.json",
+      "manifest-esp32.json",
+      "manifest.json",
+    ].sort());
+    const beta = json("channels/beta/manifest.json");
+    expect(beta).toMatchObject({ sha256: s3, chip: "esp32s3", release: "b1", channel: "beta", url: `../../${s3}.bin` });
+    expect(sha256(fs.readFileSync(path.resolve(out, "channels/beta", beta.url)))).toBe(s3);
+
+    // Aborted: the beta channel's files go, the stable ones stay.
+    await op.ok("POST", "/rollouts/b1/abort", { reason: "test" });
+    const after = ota("export", out);
+    expect(after.status).toBe(0);
+    expect(after.stderr).toContain("ota: removed channels/beta/manifest.json");
+    expect(listing()).toEqual([".ota-export.json", `${hello}.bin`, `${s3}.bin`, "manifest-esp32.json", "manifest.json"].sort());
   });
 });
