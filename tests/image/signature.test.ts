@@ -141,7 +141,8 @@ describe("crafted signature sectors", () => {
   it("bad magic", () => {
     const r = refusal(withBlock(ecdsaImage, (b) => (b[0] = 0xe6)));
     expect(r).toMatchObject({ problems: ["bad_magic"], verdict: "malformed", code: "malformed_signature_sector" });
-    expect(r.sector.blocks[0]).toMatchObject({ scheme: null, keyDigest: null, valid: false });
+    expect(r.sector.blocks[0]).toMatchObject({ scheme: null, keyDigest: null, signatureOk: false, valid: false });
+    expect(sectorOf(withBlock(ecdsaImage, (b) => (b[0] = 0x05))).problems[0]!.message).toMatch(/^block 0: starts with 0x05, /);
   });
 
   it("bad CRC: every other fact still holds, the block is refused", () => {
@@ -217,6 +218,9 @@ describe("crafted signature sectors", () => {
     const r = refusal(withBlock(ecdsaImage, (b) => (b[1] = 0x04)));
     expect(r).toMatchObject({ problems: ["unknown_version"], code: "malformed_signature_sector" });
     expect(r.sector.blocks[0]).toMatchObject({ version: 4, scheme: null });
+    expect(r.sector.problems[0]!.message).toMatch(/^block 0: version 0x04 is neither/);
+    // One problem: the refusal is its message, nothing added.
+    expect(checkSignature(r.sector, both)).toMatchObject({ message: r.sector.problems[0]!.message });
   });
 
   it.each([
@@ -320,10 +324,46 @@ describe("crafted signature sectors", () => {
     expect(checkSignature(sectorOf(read(HELLO_WORLD)), both)).toMatchObject({ code: "unsigned", message: expect.stringMatching(/^the image carries no signature: sign it/) });
   });
 
+  it("what the sector-level refusals say: how many bytes, and where", () => {
+    const plain = read(HELLO_WORLD);
+    expect(sectorOf(Buffer.concat([plain, Buffer.from("appended by some tool")])).problems[0]!.message).toMatch(/^the 21 bytes after the image \(from offset /);
+    expect(sectorOf(ecdsaImage.subarray(0, ecdsaImage.length - 100)).problems[0]!.message).toMatch(/^the file ends 3996 bytes into the signature sector/);
+    expect(sectorOf(Buffer.concat([ecdsaImage, Buffer.from("junk")])).problems[0]!.message).toMatch(/^4 bytes follow the signature sector/);
+    const four = Buffer.from(ecdsaImage);
+    ecdsaImage.copy(four, SECTOR + 3 * 1216, SECTOR, SECTOR + 448);
+    expect(sectorOf(four).problems[0]!.message).toMatch(/starts at sector offset 3648;/);
+  });
+
+  it("one valid block is enough for the verdict; a sector problem found after the blocks refuses even when malformed blocks are skipped", () => {
+    const mixed = withBlock(
+      withBlock(ecdsaImage, (b) => ecdsaImage.copy(b, 0, SECTOR, SECTOR + 1216), { index: 1 }),
+      (b) => (b[106]! ^= 1),
+      { index: 1 },
+    );
+    expect(refusal(mixed)).toMatchObject({ problems: [], verdict: "valid", code: "accepted" });
+    const dirty = Buffer.from(ecdsaImage);
+    dirty[dirty.length - 1] = 0;
+    expect(checkSignature(sectorOf(dirty), both, { skipMalformedBlocks: true })).toMatchObject({ ok: false, code: "malformed_signature_sector" });
+  });
+
+  it("a damaged block whose key still reads is skipped as a device does, not judged by its signature", () => {
+    const damaged = withBlock(ecdsaImage, (b) => (b[500]! ^= 1), { keepCrc: true });
+    expect(checkSignature(sectorOf(damaged), [ECDSA], { skipMalformedBlocks: true })).toMatchObject({ ok: false, code: "malformed_signature_sector" });
+  });
+
+  it("a trusted digest of the wrong length matches nothing; untrusted signers and trusted keys are each listed", () => {
+    expect(checkSignature(sectorOf(ecdsaImage), [{ digest: Buffer.alloc(31), name: "short" }])).toMatchObject({ ok: false, code: "untrusted_signer" });
+    const two = Buffer.from(rsaImage);
+    ecdsaImage.copy(two, SECTOR + 1216, SECTOR, SECTOR + 1216);
+    const check = checkSignature(sectorOf(two), [{ digest: Buffer.alloc(32, 1), name: "k1" }, { digest: Buffer.alloc(32, 2), name: "k2" }]);
+    expect(check.ok ? "" : check.message).toMatch(/\(block 0: rsa3072 key [0-9a-f]{16}…, block 1: ecdsa256 key d2273e801c66ddbe…; trusted: k1 \(0101010101010101…\), k2 \(0202020202020202…\)\)$/);
+  });
+
   it("imageLength must be a whole number of bytes within the file", () => {
     expect(() => parseSignatureSector(ecdsaImage, -1)).toThrow(RangeError);
     expect(() => parseSignatureSector(ecdsaImage, 100.5)).toThrow(/imageLength 100.5 is not within the file/);
     expect(parseSignatureSector(ecdsaImage, ecdsaImage.length)).toMatchObject({ verdict: "unsigned", sectorOffset: null, digest: null });
+    expect(parseSignatureSector(Buffer.alloc(0), 0)).toMatchObject({ verdict: "unsigned" });
   });
 
   it("an image cut inside its segments is not measured as an image at all", () => {
