@@ -78,6 +78,15 @@ describe("device authentication", () => {
     }
   });
 
+  it("a device reports for itself with its own key; an operator token after two spaces is still recognised", async () => {
+    const r = await s.req("POST", "/firmware/report", {
+      headers: { "X-API-Key": d.apiKey, "X-Device-Id": d.deviceId, "Content-Type": "application/json" },
+      body: JSON.stringify({ device_id: d.deviceId, status: "idle" }),
+    });
+    expect(r.status).toBe(200);
+    expect(code(await manifest({ Authorization: `Bearer  ${s.creds.operatorToken}` }))).toEqual([403, "wrong_credential_kind"]);
+  });
+
   it("a bearer token that is not an operator token is a wrong credential, not a challenge", async () => {
     const r = await manifest({ Authorization: "Bearer not-a-token" });
     expect(code(r)).toEqual([401, "invalid_credential"]);
@@ -95,6 +104,8 @@ describe("device authentication", () => {
     const r = await manifest({ "X-API-Key": wouldBe, "x-ESP32-STA-MAC": "seen-only" });
     expect(code(r)).toEqual([401, "invalid_credential"]);
     expect(r.json().error.message).toBe("the API key is not valid for this device");
+    // The fleet key still speaks for it: it has no key of its own.
+    expect((await manifest({ "X-API-Key": s.creds.deviceApiKey, "x-ESP32-STA-MAC": "seen-only" })).status).toBe(200);
     // A key longer than any device key is not looked at.
     expect(code(await manifest({ "X-API-Key": "otadev_" + "A".repeat(300), "x-ESP32-STA-MAC": d.deviceId }))).toEqual([401, "invalid_credential"]);
   });
@@ -114,6 +125,11 @@ describe("device authentication failures and the failure limit", () => {
     const s = await startTestServer({ OTA_AUTH_FAILURE_LIMIT: "3" });
     try {
       for (let i = 0; i < 5; i++) expect(code(await s.req("GET", "/firmware/manifest"))).toEqual([401, "missing_credential"]);
+      // Refusals that are not 401 are not guesses either.
+      for (let i = 0; i < 2; i++) {
+        expect(code(await s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": s.creds.operatorToken } }))).toEqual([403, "wrong_credential_kind"]);
+        expect(code(await s.req("GET", "/firmware/manifest?api_key=x"))).toEqual([400, "credential_in_query"]);
+      }
       const guesses: Record<string, string>[] = [{ Authorization: "Bearer guess-1" }, { "X-API-Key": "otafleet_guess" }, { "X-API-Key": "otadev_guess", "X-Device-Id": "someone" }];
       for (const headers of guesses) expect((await s.req("GET", "/firmware/manifest", { headers })).status).toBe(401);
       expect(code(await s.req("GET", "/firmware/manifest", { headers: { Authorization: "Bearer guess-4" } }))).toEqual([429, "too_many_auth_failures"]);
