@@ -1,7 +1,8 @@
 // Mutation testing (npm run test:mutation): StrykerJS changes one operator, condition or value at a time in
 // the security and durability modules and runs the tests that cover the change; a mutant no test notices
 // ("survived") is a fault the suite would let through. Results: reports/mutation/ (HTML and JSON) and the
-// score table printed at the end; docs/testing.md lists the scores and what each survivor means.
+// score table printed at the end; docs/testing.md lists the scores and what each survivor means. Add
+// `--incremental` to a repeated run: only mutants whose code or covering tests changed are tested again.
 export default {
   testRunner: "jest",
   jest: { projectType: "custom", configFile: "jest.stryker.config.js", enableFindRelatedTests: true },
@@ -22,6 +23,8 @@ export default {
     // reports
     "server/api/device/report.ts",
     "server/domain/devices/reports.ts",
+    // Secure Boot v2 signature sectors: the parser and the check of a block against trusted keys
+    "server/esp/signature.ts",
     // image and partition table parsers
     "server/esp/esp-image.ts",
     "server/esp/partitions.ts",

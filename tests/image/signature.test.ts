@@ -1,10 +1,11 @@
 // Secure Boot v2 signature sectors: every image espsecure.py signed in the fixtures against its EXPECTED.json,
 // then malformations crafted from those images, each refused with its precise reason.
-import { createHash } from "node:crypto";
+import { createHash, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { crc32 } from "node:zlib";
 import {
+  alignToSector,
   appImageLength,
   checkSignature,
   generateSigningKey,
@@ -12,6 +13,7 @@ import {
   parseSignatureSector,
   publicKeyDigest,
   readKey,
+  SignatureKeyError,
   signImage,
   trustedKeyFromPem,
   type SignatureSector,
@@ -122,6 +124,8 @@ describe("crafted signature sectors", () => {
   }
   function refusal(file: Buffer, keys: TrustedKey[] = both) {
     const sector = sectorOf(file);
+    // Every problem is told in words that name the block it concerns (or none, for the sector).
+    for (const p of sector.problems) expect(p.message).toMatch(p.block === null ? /^\S.{40,}/ : new RegExp(`^block ${p.block}: \\S.{20,}`));
     const check = checkSignature(sector, keys);
     return { problems: sector.problems.map((p) => p.code), verdict: sector.verdict, code: check.ok ? "accepted" : check.code, sector };
   }
@@ -137,7 +141,8 @@ describe("crafted signature sectors", () => {
   it("bad magic", () => {
     const r = refusal(withBlock(ecdsaImage, (b) => (b[0] = 0xe6)));
     expect(r).toMatchObject({ problems: ["bad_magic"], verdict: "malformed", code: "malformed_signature_sector" });
-    expect(r.sector.blocks[0]).toMatchObject({ scheme: null, keyDigest: null, valid: false });
+    expect(r.sector.blocks[0]).toMatchObject({ scheme: null, keyDigest: null, signatureOk: false, valid: false });
+    expect(sectorOf(withBlock(ecdsaImage, (b) => (b[0] = 0x05))).problems[0]!.message).toMatch(/^block 0: starts with 0x05, /);
   });
 
   it("bad CRC: every other fact still holds, the block is refused", () => {
@@ -213,6 +218,9 @@ describe("crafted signature sectors", () => {
     const r = refusal(withBlock(ecdsaImage, (b) => (b[1] = 0x04)));
     expect(r).toMatchObject({ problems: ["unknown_version"], code: "malformed_signature_sector" });
     expect(r.sector.blocks[0]).toMatchObject({ version: 4, scheme: null });
+    expect(r.sector.problems[0]!.message).toMatch(/^block 0: version 0x04 is neither/);
+    // One problem: the refusal is its message, nothing added.
+    expect(checkSignature(r.sector, both)).toMatchObject({ message: r.sector.problems[0]!.message });
   });
 
   it.each([
@@ -262,9 +270,128 @@ describe("crafted signature sectors", () => {
     });
   });
 
+  it("RSA key fields a chip cannot use: exponent 1, an even modulus, a zero modulus; exponent 3 is a key (its signature just fails)", () => {
+    expect(refusal(withBlock(rsaImage, (b) => b.writeUInt32LE(1, 420)))).toMatchObject({ problems: ["bad_public_key"] });
+    expect(refusal(withBlock(rsaImage, (b) => (b[36]! ^= 1)))).toMatchObject({ problems: ["bad_public_key"] });
+    const zero = refusal(withBlock(rsaImage, (b) => b.fill(0, 36, 420)));
+    expect(zero).toMatchObject({ problems: ["wrong_key_size"] });
+    expect(zero.sector.problems[0]!.message).toMatch(/modulus is 0 bits/);
+    const e3 = refusal(withBlock(rsaImage, (b) => b.writeUInt32LE(3, 420)));
+    expect(e3).toMatchObject({ problems: [], verdict: "invalid", code: "untrusted_signer" }); // another key: another digest
+    expect(e3.sector.blocks[0]).toMatchObject({ scheme: "rsa3072", digestOk: true, signatureOk: false });
+  });
+
+  it("bytes after the image up to exactly where the sector would start are trailing bytes, not a truncated sector", () => {
+    const plain = read(HELLO_WORLD);
+    const upTo = Buffer.concat([plain, Buffer.alloc(alignToSector(plain.length) - plain.length, 0x00)]);
+    expect(refusal(upTo)).toMatchObject({ problems: ["trailing_bytes"], code: "malformed_signature_sector" });
+  });
+
+  it("the refusal of a sector with several problems counts the others", () => {
+    const two = withBlock(withBlock(ecdsaImage, (b) => (b[1] = 0x04)), (b) => {
+        ecdsaImage.copy(b, 0, SECTOR, SECTOR + 1216);
+        b[0] = 0;
+      },
+      { index: 1 },
+    );
+    const sector2 = sectorOf(two);
+    expect(sector2.problems.map((p) => p.code)).toEqual(["unknown_version", "bad_magic"]);
+    const check2 = checkSignature(sector2, both);
+    expect(check2.ok ? "" : check2.message).toMatch(/^block 0: .* \(and 1 more problem\)$/);
+    const three = withBlock(two, (b) => {
+        ecdsaImage.copy(b, 0, SECTOR, SECTOR + 1216);
+        b[36] = 9;
+      },
+      { index: 2 },
+    );
+    const check3 = checkSignature(sectorOf(three), both);
+    expect(check3.ok ? "" : check3.message).toMatch(/^block 0: .* \(and 2 more problems\)$/);
+    // Skipping malformed blocks as a device does leaves none here: the first problem is the reason.
+    const skipped = checkSignature(sector2, both, { skipMalformedBlocks: true });
+    expect(skipped).toMatchObject({ ok: false, code: "malformed_signature_sector", message: sector2.problems[0]!.message });
+  });
+
+  it("the reasons name the block and the key", () => {
+    const changed = Buffer.from(ecdsaImage);
+    changed[SECTOR - 1] = 0;
+    expect(checkSignature(sectorOf(changed), both)).toMatchObject({ message: expect.stringMatching(/^block 0 \(signed by release-ecdsa256.pub.pem\) was made for other bytes/) });
+    const badSig = withBlock(ecdsaImage, (b) => (b[106]! ^= 1));
+    expect(checkSignature(sectorOf(badSig), both)).toMatchObject({ message: "block 0 names release-ecdsa256.pub.pem but its signature does not verify under that key" });
+    const none = checkSignature(sectorOf(ecdsaImage), []);
+    expect(none).toMatchObject({ code: "untrusted_signer", message: expect.stringMatching(/^no block is signed by a trusted key \(block 0: ecdsa256 key d2273e801c66ddbe…; trusted: none\)$/) });
+    const other = checkSignature(sectorOf(ecdsaImage), [RSA]);
+    expect(other).toMatchObject({ message: expect.stringContaining(`trusted: release-rsa3072.pub.pem (${RSA.digest.toString("hex").slice(0, 16)}…)`) });
+    expect(checkSignature(sectorOf(read(HELLO_WORLD)), both)).toMatchObject({ code: "unsigned", message: expect.stringMatching(/^the image carries no signature: sign it/) });
+  });
+
+  it("what the sector-level refusals say: how many bytes, and where", () => {
+    const plain = read(HELLO_WORLD);
+    expect(sectorOf(Buffer.concat([plain, Buffer.from("appended by some tool")])).problems[0]!.message).toMatch(/^the 21 bytes after the image \(from offset /);
+    expect(sectorOf(ecdsaImage.subarray(0, ecdsaImage.length - 100)).problems[0]!.message).toMatch(/^the file ends 3996 bytes into the signature sector/);
+    expect(sectorOf(Buffer.concat([ecdsaImage, Buffer.from("junk")])).problems[0]!.message).toMatch(/^4 bytes follow the signature sector/);
+    const four = Buffer.from(ecdsaImage);
+    ecdsaImage.copy(four, SECTOR + 3 * 1216, SECTOR, SECTOR + 448);
+    expect(sectorOf(four).problems[0]!.message).toMatch(/starts at sector offset 3648;/);
+  });
+
+  it("one valid block is enough for the verdict; a sector problem found after the blocks refuses even when malformed blocks are skipped", () => {
+    const mixed = withBlock(
+      withBlock(ecdsaImage, (b) => ecdsaImage.copy(b, 0, SECTOR, SECTOR + 1216), { index: 1 }),
+      (b) => (b[106]! ^= 1),
+      { index: 1 },
+    );
+    expect(refusal(mixed)).toMatchObject({ problems: [], verdict: "valid", code: "accepted" });
+    const dirty = Buffer.from(ecdsaImage);
+    dirty[dirty.length - 1] = 0;
+    expect(checkSignature(sectorOf(dirty), both, { skipMalformedBlocks: true })).toMatchObject({ ok: false, code: "malformed_signature_sector" });
+  });
+
+  it("a damaged block whose key still reads is skipped as a device does, not judged by its signature", () => {
+    const damaged = withBlock(ecdsaImage, (b) => (b[500]! ^= 1), { keepCrc: true });
+    expect(checkSignature(sectorOf(damaged), [ECDSA], { skipMalformedBlocks: true })).toMatchObject({ ok: false, code: "malformed_signature_sector" });
+  });
+
+  it("a trusted digest of the wrong length matches nothing; untrusted signers and trusted keys are each listed", () => {
+    expect(checkSignature(sectorOf(ecdsaImage), [{ digest: Buffer.alloc(31), name: "short" }])).toMatchObject({ ok: false, code: "untrusted_signer" });
+    const two = Buffer.from(rsaImage);
+    ecdsaImage.copy(two, SECTOR + 1216, SECTOR, SECTOR + 1216);
+    const check = checkSignature(sectorOf(two), [{ digest: Buffer.alloc(32, 1), name: "k1" }, { digest: Buffer.alloc(32, 2), name: "k2" }]);
+    expect(check.ok ? "" : check.message).toMatch(/\(block 0: rsa3072 key [0-9a-f]{16}…, block 1: ecdsa256 key d2273e801c66ddbe…; trusted: k1 \(0101010101010101…\), k2 \(0202020202020202…\)\)$/);
+  });
+
+  it("imageLength must be a whole number of bytes within the file", () => {
+    expect(() => parseSignatureSector(ecdsaImage, -1)).toThrow(RangeError);
+    expect(() => parseSignatureSector(ecdsaImage, 100.5)).toThrow(/imageLength 100.5 is not within the file/);
+    expect(parseSignatureSector(ecdsaImage, ecdsaImage.length)).toMatchObject({ verdict: "unsigned", sectorOffset: null, digest: null });
+    expect(parseSignatureSector(Buffer.alloc(0), 0)).toMatchObject({ verdict: "unsigned" });
+  });
+
   it("an image cut inside its segments is not measured as an image at all", () => {
     expect(() => appImageLength(ecdsaImage.subarray(0, 5000))).toThrow(ImageError);
     expect(() => parseSignatureSector(ecdsaImage, ecdsaImage.length + 1)).toThrow(RangeError);
+  });
+});
+
+describe("keys Secure Boot v2 cannot hold", () => {
+  const pem = (k: KeyObject) => k.export({ type: "spki", format: "pem" }).toString();
+
+  it("RSA other than 3072 bits, ECDSA other than P-256, other key types, and text that is no key are refused with the reason", () => {
+    const rsa2048 = generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey;
+    expect(() => publicKeyDigest(rsa2048)).toThrow(new SignatureKeyError("this is an RSA-2048 key; Secure Boot v2 uses RSA-3072 (or ECDSA P-256)"));
+    const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey;
+    expect(() => publicKeyDigest(p384)).toThrow(new SignatureKeyError("this is an ECDSA P-384 key; only P-256 (or RSA-3072) is supported here"));
+    const ed = generateKeyPairSync("ed25519").publicKey;
+    expect(() => trustedKeyFromPem(pem(ed), "ed")).toThrow(new SignatureKeyError("this is an ED25519 key; Secure Boot v2 keys are RSA-3072 or ECDSA P-256"));
+    expect(() => readKey("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")).toThrow(/^not a usable PEM key: /);
+    expect(() => readKey("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")).toThrow(SignatureKeyError);
+  });
+
+  it("an RSA public exponent wider than the block's 32-bit field is refused", () => {
+    const jwk = readKey(read(keyFile("release-rsa3072.pub.pem"))).export({ format: "jwk" });
+    const wide = createPublicKey({ key: { kty: "RSA", n: jwk.n!, e: Buffer.from([1, 0, 0, 0, 1]).toString("base64url") }, format: "jwk" });
+    expect(() => publicKeyDigest(wide)).toThrow(/does not fit the block's 32-bit field/);
+    const widest32 = createPublicKey({ key: { kty: "RSA", n: jwk.n!, e: Buffer.from([0xff, 0xff, 0xff, 0xff]).toString("base64url") }, format: "jwk" });
+    expect(publicKeyDigest(widest32)).toHaveLength(32);
   });
 });
 
