@@ -133,6 +133,10 @@ async function openPostgres(opts: PostgresOptions, log: Logger): Promise<Store> 
   // An idle connection that the database closes (restart, failover) is reported here; without a listener the
   // process would exit. The pool opens a new one for the next query.
   pool.on("error", (err) => log.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, "PostgreSQL closed an idle connection"));
+  // A connection lost while checked out (between two queries of a transaction, or just handed out) reports it
+  // here too; the query on it fails with the same error, which its caller handles. Unhandled, it would end the
+  // process.
+  pool.on("connect", (client) => client.on("error", () => undefined));
   try {
     const client = await pool.connect();
     client.release();
