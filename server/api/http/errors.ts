@@ -3,7 +3,7 @@
 // or a status that is not the code's.
 import type { ErrorRequestHandler, RequestHandler, Response } from "express";
 import { ZodError } from "zod";
-import { isDatabaseUnavailable } from "../../infra/store/postgres-errors";
+import { errorMessage, isDatabaseUnavailable } from "../../infra/store/postgres-errors";
 import { ERROR_CODES, type CodeWithStatus, type ErrorCode, type StatusOf } from "./error-codes";
 
 export { ERROR_CODES, type CodeWithStatus, type ErrorCode } from "./error-codes";
@@ -115,7 +115,7 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
   }
   if (isDatabaseUnavailable(err)) {
     // Not a fault of this request nor of the server: the database is down or out of reach, and will likely be back.
-    req.log.warn({ err: { message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } }, "database unavailable");
+    req.log.warn({ err: { message: errorMessage(err), code: (err as { code?: unknown }).code } }, "database unavailable");
     res.set("Retry-After", String(DATABASE_RETRY_AFTER_S));
     return sendError(res, 503, "database_unavailable", "the server cannot reach its database just now; retry later");
   }

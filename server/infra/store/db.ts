@@ -15,7 +15,7 @@ import {
 import pg from "pg";
 import type { Logger } from "pino";
 import { StaticMigrations } from "./migrations";
-import { describeDatabaseUrl, isDatabaseUnavailable } from "./postgres-errors";
+import { describeDatabaseUrl, errorMessage, isDatabaseUnavailable } from "./postgres-errors";
 import type { Database } from "./schema";
 
 export interface Store {
@@ -142,7 +142,7 @@ async function openPostgres(opts: PostgresOptions, log: Logger): Promise<Store> 
     client.release();
   } catch (err) {
     await pool.end().catch(() => undefined);
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = errorMessage(err);
     const hint = isDatabaseUnavailable(err)
       ? "check that PostgreSQL is running and reachable at that host and port"
       : "check the user, password, database name and that pg_hba.conf lets this host in";

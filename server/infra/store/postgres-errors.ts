@@ -13,14 +13,29 @@ const UNAVAILABLE_STATES = /^(08...|53300|57P0[123])$/;
 /** pg's own messages for a connection lost or never obtained (they carry no code). */
 const POOL_MESSAGES = /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed|Connection ended)/;
 
+interface ErrorLike {
+  code?: unknown;
+  message?: unknown;
+  cause?: unknown;
+  errors?: unknown;
+}
+
+/** Read by shape, not instanceof: Node's socket errors may come from another realm (a vm context, a test runner). */
+const errorLike = (e: unknown): ErrorLike | null => (typeof e === "object" && e !== null ? (e as ErrorLike) : null);
+
 export function isDatabaseUnavailable(err: unknown): boolean {
-  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === "string" && (NETWORK_CODES.has(code) || UNAVAILABLE_STATES.test(code))) return true;
-    if (POOL_MESSAGES.test(e.message)) return true;
-    if (e instanceof AggregateError && e.errors.some((x) => isDatabaseUnavailable(x))) return true;
+  for (let e = errorLike(err), depth = 0; e && depth < 5; e = errorLike(e.cause), depth++) {
+    if (typeof e.code === "string" && (NETWORK_CODES.has(e.code) || UNAVAILABLE_STATES.test(e.code))) return true;
+    if (typeof e.message === "string" && POOL_MESSAGES.test(e.message)) return true;
+    if (Array.isArray(e.errors) && e.errors.some((x) => isDatabaseUnavailable(x))) return true;
   }
   return false;
+}
+
+/** The message of an error from pg or Node, whatever realm it comes from. */
+export function errorMessage(err: unknown): string {
+  const m = errorLike(err)?.message;
+  return typeof m === "string" ? m : String(err);
 }
 
 /** user@host:port/database of a postgres:// URL, for messages and logs: never its password. */
