@@ -17,7 +17,6 @@ export interface Cluster {
 
 declare global {
   // Shared with the global teardown, which runs in the same process (jest's documented way).
-  // eslint-disable-next-line no-var
   var otaTestCluster: Cluster | undefined;
 }
 

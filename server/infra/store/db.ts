@@ -113,11 +113,9 @@ const PG_NUMERIC = 1700;
  * lose; every such value here (file mtimes in ms, row counts) is well inside 2^53, and the code expects numbers as
  * SQLite gives them.
  */
-const pgTypes = {
-  getTypeParser: ((oid: number, format?: "text" | "binary") => {
-    if (oid === PG_INT8 || oid === PG_NUMERIC) return Number;
-    return pg.types.getTypeParser(oid, format as "text");
-  }) as typeof pg.types.getTypeParser,
+const defaultParser = pg.types.getTypeParser as (oid: number) => (value: string) => unknown;
+const pgTypes: pg.CustomTypesConfig = {
+  getTypeParser: (oid: number) => (oid === PG_INT8 || oid === PG_NUMERIC ? Number : defaultParser(oid)),
 };
 
 async function openPostgres(opts: PostgresOptions, log: Logger): Promise<Store> {

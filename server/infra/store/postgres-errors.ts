@@ -21,7 +21,7 @@ interface ErrorLike {
 }
 
 /** Read by shape, not instanceof: Node's socket errors may come from another realm (a vm context, a test runner). */
-const errorLike = (e: unknown): ErrorLike | null => (typeof e === "object" && e !== null ? (e as ErrorLike) : null);
+const errorLike = (e: unknown): ErrorLike | null => (typeof e === "object" && e !== null ? e : null);
 
 export function isDatabaseUnavailable(err: unknown): boolean {
   for (let e = errorLike(err), depth = 0; e && depth < 5; e = errorLike(e.cause), depth++) {
