@@ -127,7 +127,12 @@ export async function openTestDb(dirs: Folder): Promise<TestDb> {
   const db = new SqliteDatabase(file);
   db.pragma("busy_timeout = 5000");
   return {
-    rows: <T>(sql: string, params: unknown[] = []) => Promise.resolve(db.prepare(sql).all(...params) as T[]),
+    rows<T>(sql: string, params: unknown[] = []) {
+      const stmt = db.prepare(sql);
+      if (stmt.reader) return Promise.resolve(stmt.all(...params) as T[]);
+      stmt.run(...params);
+      return Promise.resolve([]);
+    },
     refuse(name, table, event, when) {
       db.exec(`CREATE TRIGGER ${name} BEFORE ${event} ON ${table} ${when ? `WHEN ${when}` : ""} BEGIN SELECT RAISE(ABORT, '${name}'); END`);
       return Promise.resolve();
