@@ -1,12 +1,42 @@
-/** @type {import('jest').Config} */
-module.exports = {
+// One run over both storage backends: every test file runs on SQLite (project "sqlite") and again on PostgreSQL
+// (project "postgres", tests/setup/), except those that store nothing, which run once.
+const common = {
   testEnvironment: "node",
   roots: ["<rootDir>/tests"],
   testMatch: ["**/*.test.ts"],
   transform: {
     "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.json", diagnostics: false }],
   },
+};
+
+/** Test files that open no storage (parsers, pure logic, documentation checks, the bench's own servers). */
+const STORAGE_FREE = [
+  "<rootDir>/tests/auth/",
+  "<rootDir>/tests/bench/",
+  "<rootDir>/tests/image/",
+  "<rootDir>/tests/tls/",
+  "<rootDir>/tests/device/emulator\\.test\\.ts$",
+  "<rootDir>/tests/cli/sign\\.test\\.ts$",
+  "<rootDir>/tests/rollouts/(member-status|policy-assign|rollout-state)\\.test\\.ts$",
+  "<rootDir>/tests/server/(error-codes|manifest-body)\\.test\\.ts$",
+];
+
+/** @type {import('jest').Config} */
+module.exports = {
   testTimeout: 30000,
-  // Each test file starts its own HTTPS server on an ephemeral port and its own data dir.
+  // Each test file starts its own HTTPS server on an ephemeral port and its own data dir (and database).
   maxWorkers: process.env.CI ? 2 : "50%",
+  projects: [
+    // tests/storage/ checks what only PostgreSQL has (concurrent migrations, a database that goes away).
+    { ...common, displayName: "sqlite", testPathIgnorePatterns: ["/node_modules/", "<rootDir>/tests/storage/"] },
+    {
+      ...common,
+      displayName: "postgres",
+      testPathIgnorePatterns: ["/node_modules/", ...STORAGE_FREE],
+      globalSetup: "<rootDir>/tests/setup/postgres-global.ts",
+      globalTeardown: "<rootDir>/tests/setup/postgres-global-teardown.ts",
+      setupFiles: ["<rootDir>/tests/setup/postgres-env.ts"],
+      setupFilesAfterEnv: ["<rootDir>/tests/setup/postgres-after-each-file.ts"],
+    },
+  ],
 };

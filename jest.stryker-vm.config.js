@@ -1,10 +1,13 @@
 // Jest as StrykerJS runs it for the emulated writer (stryker.writer.config.mjs): the writer's unit tests and
 // one file of end-to-end updates through the real agent in the DeviceScript VM, which reaches the writer the
 // way a device does (Jacdac commands and bulk frames, pipelined, with a lost write).
-const base = require("./jest.config.js");
+const { projects, ...shared } = require("./jest.config.js");
+const base = { ...projects[0] };
+delete base.displayName;
 
 /** @type {import('jest').Config} */
 module.exports = {
+  ...shared,
   ...base,
   testMatch: ["<rootDir>/tests/device/emulator.test.ts", "<rootDir>/tests/device/update.test.ts"],
 };

@@ -2,14 +2,19 @@
 // see a mutant, because the code they check runs in another process (the CLI and the server started from
 // dist/, the certificate script, the benchmarks), and without the DeviceScript VM tests, which take minutes per
 // run: only the emulated writer's checks need those (stryker.writer.config.mjs uses jest.stryker-vm.config.js).
-const base = require("./jest.config.js");
+// SQLite only: a mutant is in the server's own code, which both backends run.
+const { projects, ...shared } = require("./jest.config.js");
+const base = { ...projects[0] };
+delete base.displayName;
 
 /** @type {import('jest').Config} */
 module.exports = {
+  ...shared,
   ...base,
   testPathIgnorePatterns: [
     "/node_modules/",
     "<rootDir>/tests/bench/",
+    "<rootDir>/tests/storage/",
     "<rootDir>/tests/cli/",
     "<rootDir>/tests/tls/",
     "<rootDir>/tests/device/(?!emulator\\.test\\.ts$)",

@@ -60,9 +60,10 @@ function loadPartitions(file: string): PartitionTable {
 /** Opens the data directory and catalog: what the server and the `ota` command share. */
 export async function openContextParts(config: Config, log: Logger) {
   const master = await loadOrCreateMasterSecret(config.dataDir);
-  const store = await openStore(config.dataDir, log);
+  const store = await openStore(config.dataDir, log, config.database);
   const credentials = new Credentials(store.db, master.secret);
-  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, { writer: store.sqlite, reader: store.reader });
+  const raw = store.sqlite && store.reader ? { writer: store.sqlite, reader: store.reader } : undefined;
+  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, raw);
   const audit = new AuditLog(store.db);
   return { master, store, credentials, devices, audit };
 }

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { request } from "undici";
+import { dropDatabase, ensureDatabase, storageEnv } from "../helpers/database";
 import { HELLO_WORLD, HELLO_WORLD_IDF41, HELLO_WORLD_S3, read } from "../helpers/fixtures";
 import { eventually, ROOT, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 import { startStaticServer, type StaticServer } from "../helpers/static-server";
@@ -25,7 +26,7 @@ describe("ota export", () => {
   const ota = (...args: string[]) =>
     spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], {
       encoding: "utf8",
-      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, OTA_FIRMWARE_DIR: s.dirs.firmware },
+      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, OTA_FIRMWARE_DIR: s.dirs.firmware, ...storageEnv(s.dirs) },
     });
   const ingest = async (file: string, name: string) => {
     fs.copyFileSync(file, path.join(s.dirs.firmware, name));
@@ -120,17 +121,19 @@ describe("ota export", () => {
     );
   });
 
-  it("with nothing to offer, exits 1 saying what to do", () => {
+  it("with nothing to offer, exits 1 saying what to do", async () => {
     const empty = tempDirs("ota-export-empty-");
+    await ensureDatabase(empty);
     try {
       const r = spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), "export", path.join(empty.root, "out")], {
         encoding: "utf8",
-        env: { ...process.env, OTA_DATA_DIR: empty.data },
+        env: { ...process.env, OTA_DATA_DIR: empty.data, ...storageEnv(empty) },
       });
       expect(r.status).toBe(1);
       expect(r.stderr).toMatch(/nothing to export.*copy an ESP-IDF app \.bin into the firmware folder/);
     } finally {
       fs.rmSync(empty.root, { recursive: true, force: true });
+      await dropDatabase(empty);
     }
   });
 

@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { storageEnv } from "../helpers/database";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { eventually, ROOT, startTestServer, type TestServer } from "../helpers/server";
 
@@ -10,7 +11,7 @@ describe("the ota command", () => {
   const ota = (...args: string[]) =>
     spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], {
       encoding: "utf8",
-      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, PORT: String(s.port) },
+      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, PORT: String(s.port), ...storageEnv(s.dirs) },
     });
 
   beforeAll(async () => {

@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { storageEnv } from "../helpers/database";
 import { nonce } from "../helpers/device-keys";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { runOta, type OtaRun } from "../helpers/ota-cli";
@@ -45,6 +46,7 @@ describe("ota: revoking credentials", () => {
       OTA_CERT_DIR: s.dirs.certs,
       OTA_PARTITIONS: path.join(ROOT, "partitions.csv"),
       PORT: String(s.port),
+      ...storageEnv(s.dirs),
     };
   });
   afterAll(async () => s.close());

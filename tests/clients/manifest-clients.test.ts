@@ -4,6 +4,7 @@ import { spawnSync } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { storageEnv } from "../helpers/database";
 import { HELLO_WORLD, HELLO_WORLD_C3, HELLO_WORLD_IDF41, HELLO_WORLD_S3, read } from "../helpers/fixtures";
 import { eventually, ROOT, startTestServer, type TestServer } from "../helpers/server";
 
@@ -119,7 +120,7 @@ describe("fleet-wide manifest HMAC (OTA_FLEET_MANIFEST_HMAC=true)", () => {
   const ota = (env: Record<string, string> = {}) =>
     spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), "manifest-hmac-key"], {
       encoding: "utf8",
-      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, ...env },
+      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, ...storageEnv(s.dirs), ...env },
     });
 
   beforeAll(async () => {

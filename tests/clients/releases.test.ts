@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { httpUpdate, type Sketch } from "../helpers/arduino-httpupdate";
+import { storageEnv } from "../helpers/database";
 import { expected, HELLO_WORLD, HELLO_WORLD_IDF41, read } from "../helpers/fixtures";
 import { eventually, ROOT, startTestServer, type TestServer } from "../helpers/server";
 
@@ -40,7 +41,7 @@ describe("update clients under releases and rollouts", () => {
   const ota = (...args: string[]) =>
     spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], {
       encoding: "utf8",
-      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, OTA_FIRMWARE_DIR: s.dirs.firmware },
+      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, OTA_FIRMWARE_DIR: s.dirs.firmware, ...storageEnv(s.dirs) },
     });
 
   beforeAll(async () => {

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { Agent, request } from "undici";
+import { ensureDatabase } from "./database";
 import { clientOf, ROOT, testEnv, type Dirs, type Reply, type ServerClient } from "./server";
 
 export interface ServerProcess {
@@ -58,6 +59,7 @@ const exited = (c: ChildProcess) =>
   c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => c.once("exit", () => r()));
 
 export async function startServerProcess(dirs: Dirs, opts: ServerProcessOptions = {}): Promise<ServerProcess> {
+  await ensureDatabase(dirs);
   const main = path.join(ROOT, "dist/server/main.js");
   const [cmd, ...args] = [...(opts.wrap ?? []), process.execPath, main];
   const child = spawn(cmd, args, {

@@ -1,4 +1,4 @@
-// Starts the real HTTPS server (real TLS, real SQLite, real folder watcher) in a temporary folder, in this
+// Starts the real HTTPS server (real TLS, real SQLite or PostgreSQL: see database.ts, real folder watcher) in a temporary folder, in this
 // process, and talks to it with the CA pinned, as a device or operator would. The built server in a child
 // process (which a test can kill or watch from outside) is server-process.ts.
 import fs from "node:fs";
@@ -9,6 +9,7 @@ import { Agent, request } from "undici";
 import { loadConfig } from "../../server/infra/config/config";
 import { createLogger } from "../../server/infra/logging/logger";
 import { startServer, type RunningServer } from "../../server/server";
+import { dropDatabase, ensureDatabase, storageEnv } from "./database";
 
 export const ROOT = path.resolve(__dirname, "../..");
 
@@ -81,7 +82,10 @@ export function clientOf(dirs: Dirs, port: number): ServerClient {
   };
 }
 
-/** Environment every test server starts with (in this process or as a child): the temporary folders, any port, a short ingest delay. */
+/**
+ * Environment every test server starts with (in this process or as a child): the temporary folders, the folder's
+ * database on PostgreSQL, any port, a short ingest delay.
+ */
 export const testEnv = (dirs: Dirs): Record<string, string> => ({
   PORT: "0",
   HOST: "127.0.0.1",
@@ -91,9 +95,11 @@ export const testEnv = (dirs: Dirs): Record<string, string> => ({
   OTA_PARTITIONS: path.join(ROOT, "partitions.csv"),
   OTA_INGEST_SETTLE_MS: "200",
   OTA_AUTH_FAILURE_LIMIT: "1000",
+  ...storageEnv(dirs),
 });
 
 export async function startTestServer(env: Record<string, string> = {}, dirs: Dirs = tempDirs()): Promise<TestServer> {
+  await ensureDatabase(dirs);
   const config = loadConfig({ ...testEnv(dirs), ...env }, dirs.root);
   const logs: string[] = [];
   const sink = new Writable({
@@ -113,7 +119,10 @@ export async function startTestServer(env: Record<string, string> = {}, dirs: Di
     async close(opts = {}) {
       await client.agent.close();
       await running.close();
-      if (!opts.keepDirs) fs.rmSync(dirs.root, { recursive: true, force: true });
+      if (!opts.keepDirs) {
+        fs.rmSync(dirs.root, { recursive: true, force: true });
+        await dropDatabase(dirs);
+      }
     },
   };
 }

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import SqliteDatabase from "better-sqlite3";
+import { withTestDb, type TestDb } from "../helpers/database";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
 import { mac, offered, Operator, report, writeMasterKey } from "../helpers/fleet";
 import { eventually, tempDirs, type Dirs } from "../helpers/server";
@@ -23,22 +23,14 @@ describe("rollout outcomes across a SIGKILL", () => {
   let op: Operator;
 
   /** Kills the server (SIGKILL: nothing is flushed) or stops it (SIGTERM), then starts it again on the same folder. */
-  const restart = async (signal: NodeJS.Signals, between?: (db: SqliteDatabase.Database) => void) => {
+  const restart = async (signal: NodeJS.Signals, between?: (db: TestDb) => Promise<unknown>) => {
     await s.kill(signal);
-    if (between) withDb(between);
+    if (between) await withDb(between);
     s = await spawnServer(dirs);
     op = new Operator(s);
   };
   /** The server's database, opened as another process would. */
-  const withDb = <T>(fn: (db: SqliteDatabase.Database) => T): T => {
-    const db = new SqliteDatabase(path.join(dirs.data, "ota.sqlite"));
-    db.pragma("busy_timeout = 5000");
-    try {
-      return fn(db);
-    } finally {
-      db.close();
-    }
-  };
+  const withDb = <T>(fn: (db: TestDb) => Promise<T>): Promise<T> => withTestDb(dirs, fn);
   const send = (body: Record<string, unknown>) =>
     s.req("POST", "/firmware/report", { headers: { "X-API-Key": s.creds.deviceApiKey, "Content-Type": "application/json" }, body: JSON.stringify(body) });
   const failed = (id: string, reportId: string) => ({ device_id: id, status: "failed", sha256: SHA2, reason: "write_failed", report_id: reportId });
@@ -94,12 +86,12 @@ describe("rollout outcomes across a SIGKILL", () => {
     const [a, b] = [1, 2].map((i) => mac(i, "e2:00:00"));
     await join(a!, b!);
     // The pause cannot be written while this trigger is there; the reports still are, with their moves.
-    withDb((db) => db.exec("CREATE TRIGGER test_no_pause BEFORE UPDATE OF state ON rollouts WHEN NEW.state = 'paused' BEGIN SELECT RAISE(ABORT, 'no pause in this test'); END"));
+    await withDb((db) => db.refuse("test_no_pause", "rollouts", "UPDATE OF state", "NEW.state = 'paused'"));
     await report(s, failed(a!, "a-1"));
     await report(s, failed(b!, "b-1"));
     expect((await rollout("r-start")).rollout.state).toBe("running");
     await eventually(() => s.logs.some((l) => l.includes("rollout policy check failed")));
-    await restart("SIGKILL", (db) => db.exec("DROP TRIGGER test_no_pause"));
+    await restart("SIGKILL", (db) => db.unrefuse("test_no_pause", "rollouts"));
 
     const after = await rollout("r-start");
     expect(after.rollout).toMatchObject({ state: "paused", reason: expect.stringMatching(/failure rate 100% \(2 of 2 finished devices\)/) });
@@ -135,9 +127,11 @@ describe("rollout outcomes across a SIGKILL", () => {
       const before = (await rollout("r-again")).devices;
       // Stopped, the report is put in the database the way it was stored, without its move in the rollout.
       await restart("SIGTERM", (db) =>
-        db
-          .prepare("INSERT INTO reports (device_id, report_id, status, sha256, reason, received_at) VALUES (?, 'f-1', 'failed', ?, 'write_failed', ?)")
-          .run(f, SHA2, new Date().toISOString()),
+        db.rows("INSERT INTO reports (device_id, report_id, status, sha256, reason, received_at) VALUES (?, 'f-1', 'failed', ?, 'write_failed', ?)", [
+          f,
+          SHA2,
+          new Date().toISOString(),
+        ]),
       );
       expect((await rollout("r-again")).devices).toEqual(before);
 
@@ -155,14 +149,14 @@ describe("rollout outcomes across a SIGKILL", () => {
     const g = mac(1, "e4:00:00");
     await join(g);
     await rollout("r-atomic"); // writes the pending member: the report's move is then an update
-    withDb((db) => db.exec("CREATE TRIGGER test_no_moves BEFORE UPDATE ON rollout_devices BEGIN SELECT RAISE(ABORT, 'no moves in this test'); END"));
+    await withDb((db) => db.refuse("test_no_moves", "rollout_devices", "UPDATE"));
     const refused = await send(failed(g, "g-1"));
     expect(refused.status).toBe(503);
     expect(refused.json().error.code).toBe("report_not_stored");
-    expect(withDb((db) => db.prepare("SELECT count(*) AS n FROM reports WHERE device_id = ?").get(g))).toEqual({ n: 0 });
+    expect(await withDb((db) => db.rows("SELECT CAST(count(*) AS integer) AS n FROM reports WHERE device_id = ?", [g]))).toEqual([{ n: 0 }]);
     expect((await rollout("r-atomic")).devices).toMatchObject({ offered: 1, failed: 0 });
 
-    withDb((db) => db.exec("DROP TRIGGER test_no_moves"));
+    await withDb((db) => db.unrefuse("test_no_moves", "rollout_devices"));
     expect((await send(failed(g, "g-1"))).json()).toEqual({ ok: true, duplicate: false });
     expect((await rollout("r-atomic")).devices).toMatchObject({ offered: 0, failed: 1 });
   });

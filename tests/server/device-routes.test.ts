@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import SqliteDatabase from "better-sqlite3";
+import { withTestDb } from "../helpers/database";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { mac, nonce, type Bundle } from "../helpers/device-keys";
 import { eventually, startTestServer, type Reply, type TestServer } from "../helpers/server";
@@ -112,14 +112,9 @@ describe("device API routes", () => {
       ),
     );
     expect(replies.every((r) => r.status === 200 && r.json().duplicate === false)).toBe(true);
-    // Read the file the way a restarted server would, from another connection.
-    const db = new SqliteDatabase(path.join(s.dirs.data, "ota.sqlite"), { readonly: true });
-    try {
-      const n = db.prepare("SELECT count(*) AS n FROM reports WHERE report_id LIKE 'burst-%'").get() as { n: number };
-      expect(n.n).toBe(300);
-    } finally {
-      db.close();
-    }
+    // Read the database the way a restarted server would, from another connection.
+    const [n] = await withTestDb(s.dirs, (db) => db.rows<{ n: number }>("SELECT CAST(count(*) AS integer) AS n FROM reports WHERE report_id LIKE 'burst-%'"));
+    expect(n).toEqual({ n: 300 });
   });
 
   describe("downloads by hash", () => {

@@ -6,6 +6,7 @@ import path from "node:path";
 import tls from "node:tls";
 import jwt from "jsonwebtoken";
 import { operatorSigningKey } from "../../server/infra/auth/keys";
+import { onPostgres } from "../helpers/database";
 import { BOOTLOADER, HELLO_WORLD, read } from "../helpers/fixtures";
 import { RawConnection, type RawAnswer } from "../helpers/raw-http";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
@@ -265,7 +266,10 @@ describe("repeated authentication failures", () => {
         sock.write(`POST /api/v1/releases HTTP/1.1\r\nHost: localhost\r\nAuthorization: ${op}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n`);
         return new Promise<string>((resolve) => {
           let text = "";
-          sock.on("data", (d) => (text += d.toString("latin1")));
+          sock.on("data", (d) => {
+            text += d.toString("latin1");
+            if (text.includes("\r\n\r\n")) resolve(text); // the answer's head
+          });
           sock.on("close", () => resolve(text));
         });
       });
@@ -273,7 +277,8 @@ describe("repeated authentication failures", () => {
       const dev = { "X-API-Key": s.creds.deviceApiKey };
       const now = await Promise.all([s.req("GET", "/api/v1/devices", { headers: { Authorization: op } }), s.req("GET", "/firmware/manifest", { headers: dev })]);
       expect(now.map((r) => r.status)).toEqual([200, 404]);
-      for (const sock of held) sock.end("{}");
+      // The bodies, on connections kept open (a client that half-closes may lose its answer to a server still waiting for the database).
+      for (const sock of held) sock.write("{}");
       for (const text of await Promise.all(answers)) expect(text).toMatch(/^HTTP\/1.1 400 /);
 
       // Failures do count, also when they arrive together: three wrong keys, then the address is throttled.
@@ -304,12 +309,21 @@ describe("repeated authentication failures", () => {
         if (runs.at(-1)?.[0] === code) runs.at(-1)![1]++;
         else runs.push([code, 1]);
       }
-      expect(runs).toEqual([
-        ["401 missing_credential", 20],
-        ["401 invalid_credential", 5],
-        ["429 too_many_auth_failures", 295],
-      ]);
-      for (const a of answers.slice(25)) {
+      if (onPostgres()) {
+        // Fleet keys are checked against the database asynchronously, so failures are counted in the order their
+        // checks finish, not in the order of the requests: the limit still holds, the runs may interleave.
+        expect(runs[0]).toEqual(["401 missing_credential", 20]);
+        const counts = new Map<string, number>();
+        for (const [code, n] of runs.slice(1)) counts.set(code, (counts.get(code) ?? 0) + n);
+        expect(Object.fromEntries(counts)).toEqual({ "401 invalid_credential": 5, "429 too_many_auth_failures": 295 });
+      } else {
+        expect(runs).toEqual([
+          ["401 missing_credential", 20],
+          ["401 invalid_credential", 5],
+          ["429 too_many_auth_failures", 295],
+        ]);
+      }
+      for (const a of answers.filter((x) => x.status === 429)) {
         expect(Number(a.headers.get("retry-after"))).toBeGreaterThan(0);
         expect(Number(a.headers.get("retry-after"))).toBeLessThanOrEqual(60);
       }

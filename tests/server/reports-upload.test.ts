@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import SqliteDatabase from "better-sqlite3";
 import request from "supertest";
+import { openTestDb } from "../helpers/database";
 import { BOOTLOADER, ESPHOME, HELLO_WORLD, HELLO_WORLD_S3, itWithEsphome, read } from "../helpers/fixtures";
 import { eventually, startTestServer, type TestServer } from "../helpers/server";
 
@@ -65,10 +65,9 @@ describe("device reports", () => {
     const id = "store-fails";
     expect((await send({ device_id: id, status: "checking", report_id: "sf-0" })).status).toBe(200);
     // The database refuses every new report, as a full or broken disk would.
-    const db = new SqliteDatabase(path.join(s.dirs.data, "ota.sqlite"));
-    db.pragma("busy_timeout = 5000");
+    const db = await openTestDb(s.dirs);
     try {
-      db.exec("CREATE TRIGGER test_no_reports BEFORE INSERT ON reports BEGIN SELECT RAISE(ABORT, 'no reports in this test'); END");
+      await db.refuse("test_no_reports", "reports", "INSERT");
       const r = await send({ device_id: id, status: "failed", reason: "write_failed", report_id: "sf-1" });
       expect(r.status).toBe(503);
       expect(r.json()).toEqual({ error: { code: "report_not_stored", message: expect.stringMatching(/send it again later with the same report_id/) } });
@@ -76,8 +75,8 @@ describe("device reports", () => {
       expect(d.device).toMatchObject({ state: "checking" });
       expect(d.reports.map((x: { report_id: string }) => x.report_id)).toEqual(["sf-0"]);
     } finally {
-      db.exec("DROP TRIGGER IF EXISTS test_no_reports");
-      db.close();
+      await db.unrefuse("test_no_reports", "reports");
+      await db.close();
     }
     // Nothing was claimed stored: the same report, sent again, is new.
     expect((await send({ device_id: id, status: "failed", reason: "write_failed", report_id: "sf-1" })).json()).toEqual({ ok: true, duplicate: false });

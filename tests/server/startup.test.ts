@@ -5,6 +5,7 @@ import tls from "node:tls";
 import { ConfigError, loadConfig } from "../../server/infra/config/config";
 import { createLogger } from "../../server/infra/logging/logger";
 import { startServer } from "../../server/server";
+import { withTestDb } from "../helpers/database";
 import { PARTITIONS_DIR } from "../helpers/fixtures";
 import { ROOT, startTestServer, tempDirs } from "../helpers/server";
 
@@ -26,7 +27,8 @@ describe("first start", () => {
       expect(logs).not.toContain(creds.deviceApiKey);
       expect(logs).not.toContain(creds.operatorToken);
       // Keys are stored hashed: the database never holds them.
-      const db = fs.readFileSync(path.join(data, "ota.sqlite")).toString("latin1") + fs.readFileSync(path.join(data, "ota.sqlite-wal")).toString("latin1");
+      const db = await withTestDb(s.dirs, (d) => d.allText());
+      expect(db).toContain("admin"); // the stored text is there to look in
       expect(db).not.toContain(creds.deviceApiKey);
       expect(db).not.toContain(creds.operatorToken);
       const who = await s.req("GET", "/api/v1/whoami", { headers: { Authorization: `Bearer ${creds.operatorToken}` } });

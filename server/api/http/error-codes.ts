@@ -97,6 +97,11 @@ export const ERROR_CODES = {
     meaning:
       "The server failed to handle the request and logged the fault under the request's X-Request-Id; retry later, and report it if it persists.",
   },
+  database_unavailable: {
+    status: 503,
+    api: "both",
+    meaning: "The server cannot reach its database (PostgreSQL) just now, so nothing was done; retry after the seconds Retry-After says.",
+  },
 
   // Authentication, on either API.
   missing_credential: {

@@ -3,6 +3,7 @@
 // or a status that is not the code's.
 import type { ErrorRequestHandler, RequestHandler, Response } from "express";
 import { ZodError } from "zod";
+import { errorMessage, isDatabaseUnavailable } from "../../infra/store/postgres-errors";
 import { ERROR_CODES, type CodeWithStatus, type ErrorCode, type StatusOf } from "./error-codes";
 
 export { ERROR_CODES, type CodeWithStatus, type ErrorCode } from "./error-codes";
@@ -65,6 +66,9 @@ export const notFoundHandler: RequestHandler = (req, _res, next) => {
   next(new HttpError(404, "not_found", `no such endpoint: ${req.method} ${req.path.slice(0, 200)}`));
 };
 
+/** Seconds a client is asked to wait when the database is out of reach: about what a restart or failover takes. */
+const DATABASE_RETRY_AFTER_S = 5;
+
 interface BodyParserError extends Error {
   type?: string;
   status?: number;
@@ -108,6 +112,12 @@ export const errorHandler: ErrorRequestHandler = (err, req, res, _next) => {
     // One code, one status: a size limit is body_too_large, any other refusal by a library a plain 400.
     if (status === 413) return sendError(res, 413, "body_too_large", "request body is larger than this endpoint accepts");
     return sendError(res, 400, "bad_request", e.expose ? e.message : "the request could not be processed");
+  }
+  if (isDatabaseUnavailable(err)) {
+    // Not a fault of this request nor of the server: the database is down or out of reach, and will likely be back.
+    req.log.warn({ err: { message: errorMessage(err), code: (err as { code?: unknown }).code } }, "database unavailable");
+    res.set("Retry-After", String(DATABASE_RETRY_AFTER_S));
+    return sendError(res, 503, "database_unavailable", "the server cannot reach its database just now; retry later");
   }
   req.log.error({ err }, "unhandled server error");
   sendError(res, 500, "internal_error", "the server failed to handle this request; it has been logged");

@@ -69,6 +69,8 @@ const SIGHTING_COLUMNS = [
   "sdk_version",
 ] as const;
 type SightingColumn = (typeof SIGHTING_COLUMNS)[number];
+/** 16 parameters a row: well under PostgreSQL's 65535 a statement. */
+const SIGHTINGS_PER_STATEMENT = 1000;
 
 function sightingArgs(id: string, s: PendingSighting): Record<"id" | "at" | SightingColumn, unknown> {
   const c = clientColumns(s.client);
@@ -101,33 +103,11 @@ export class Sightings {
     private readonly db: Kysely<Database>,
     log: Logger,
     flushMs = 1000,
-    /** The SQLite connection Kysely runs on (Store.sqlite); without it, batches go through Kysely row by row. */
+    /** The SQLite connection Kysely runs on (Store.sqlite); without it (PostgreSQL), a batch is a few multi-row statements. */
     sqlite?: SqliteDatabase.Database,
   ) {
     this.pending = new WriteBehind((batch) => this.write(batch), log, "device sightings", flushMs);
-    // A sighting: seen now; chip, version and address when the poll said them, else what is known.
-    // Every column but the times is kept when the poll did not say it (null).
-    this.sightingQuery = preparedQuery(["id", "at", ...SIGHTING_COLUMNS], (p) =>
-      db
-        .insertInto("devices")
-        .values({
-          id: p.id,
-          ...(Object.fromEntries(SIGHTING_COLUMNS.map((c) => [c, p[c]])) as Record<SightingColumn, never>),
-          first_seen_at: p.at,
-          last_seen_at: p.at,
-          created_at: p.at,
-          key_generation: 0,
-        })
-        .onConflict((oc) =>
-          oc.column("id").doUpdateSet((eb) => ({
-            last_seen_at: eb.ref("excluded.last_seen_at"),
-            first_seen_at: eb.fn.coalesce("devices.first_seen_at", eb.ref("excluded.first_seen_at")),
-            ...(Object.fromEntries(
-              SIGHTING_COLUMNS.map((c) => [c, eb.fn.coalesce(eb.ref(`excluded.${c}`), eb.ref(`devices.${c}`))]),
-            ) as Record<SightingColumn, never>),
-          })),
-        ),
-    );
+    this.sightingQuery = preparedQuery(["id", "at", ...SIGHTING_COLUMNS], (p) => this.upsert([p]));
     if (sqlite) {
       // The same SQL, prepared once and run for the whole batch in one synchronous transaction: a row costs a
       // few microseconds instead of a round through Kysely's driver per row.
@@ -137,6 +117,34 @@ export class Sightings {
       });
       this.writeRaw = (batch) => run(batch);
     }
+  }
+
+  /**
+   * Sightings as one statement. Each row: seen now; chip, version and address when the poll said them, else what
+   * is known. Every column but the times is kept when the poll did not say it (null).
+   */
+  private upsert(rows: Record<"id" | "at" | SightingColumn, unknown>[]) {
+    return this.db
+      .insertInto("devices")
+      .values(
+        rows.map((p) => ({
+          id: p.id as never,
+          ...(Object.fromEntries(SIGHTING_COLUMNS.map((c) => [c, p[c]])) as Record<SightingColumn, never>),
+          first_seen_at: p.at as never,
+          last_seen_at: p.at as never,
+          created_at: p.at as never,
+          key_generation: 0,
+        })),
+      )
+      .onConflict((oc) =>
+        oc.column("id").doUpdateSet((eb) => ({
+          last_seen_at: eb.ref("excluded.last_seen_at"),
+          first_seen_at: eb.fn.coalesce("devices.first_seen_at", eb.ref("excluded.first_seen_at")),
+          ...(Object.fromEntries(
+            SIGHTING_COLUMNS.map((c) => [c, eb.fn.coalesce(eb.ref(`excluded.${c}`), eb.ref(`devices.${c}`))]),
+          ) as Record<SightingColumn, never>),
+        })),
+      );
   }
 
   /** Records that a device was seen; written within flushMs. */
@@ -184,8 +192,14 @@ export class Sightings {
       await this.db.connection().execute(() => Promise.resolve(writeRaw(batch)));
       return;
     }
+    // PostgreSQL: a round trip per statement, so many rows to one statement (in id order, the order in which
+    // other writers lock device rows too), a bounded number of rows per statement (at most 65535 parameters).
+    const sorted = [...batch].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     await this.db.transaction().execute(async (trx) => {
-      for (const [id, s] of batch) await trx.executeQuery(this.sightingQuery(sightingArgs(id, s)));
+      for (let i = 0; i < sorted.length; i += SIGHTINGS_PER_STATEMENT) {
+        const rows = sorted.slice(i, i + SIGHTINGS_PER_STATEMENT).map(([id, s]) => sightingArgs(id, s));
+        await trx.executeQuery(this.upsert(rows).compile());
+      }
     });
   }
 

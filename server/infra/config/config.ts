@@ -114,7 +114,18 @@ const envSchema = z.object({
   OTA_FIRST_START_TOKEN_DAYS: int(1, 3650).default(7),
   /** Read by signingKeys() once the working folder is known. */
   OTA_SIGNING_KEYS: z.string().optional(),
+  OTA_DATABASE_URL: z
+    .string()
+    .trim()
+    .refine((u) => URL.canParse(u) && /^postgres(ql)?:$/.test(new URL(u).protocol) && new URL(u).hostname !== "", {
+      message: "must be a PostgreSQL URL such as postgres://ota:PASSWORD@db.example.com:5432/ota",
+    })
+    .optional(),
+  OTA_DATABASE_POOL: int(1, 1000).default(10),
 });
+
+/** Variables whose value is a secret (or holds one): never repeated in an error. */
+const SECRET_VARIABLES = new Set(["OTA_DATABASE_URL"]);
 
 export interface Config {
   port: number;
@@ -150,6 +161,8 @@ export interface Config {
   firstStartTokenDays: number;
   /** OTA_SIGNING_KEYS: the keys an image must be signed by to be accepted; null: images are not signature-checked. */
   signingKeys: readonly TrustedKey[] | null;
+  /** OTA_DATABASE_URL and OTA_DATABASE_POOL: PostgreSQL; null: SQLite in the data folder. */
+  database: { url: string; poolSize: number } | null;
 }
 
 export class ConfigError extends Error {
@@ -171,7 +184,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     throw new ConfigError(
       parsed.error.issues.map((i) => {
         const name = String(i.path[0] ?? "environment");
-        return `${name}: ${i.message} (got ${JSON.stringify(present[name])})`;
+        return SECRET_VARIABLES.has(name) ? `${name}: ${i.message}` : `${name}: ${i.message} (got ${JSON.stringify(present[name])})`;
       }),
     );
   }
@@ -219,5 +232,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     maxConnections: e.OTA_MAX_CONNECTIONS,
     firstStartTokenDays: e.OTA_FIRST_START_TOKEN_DAYS,
     signingKeys: keys ? keys.data : null,
+    database: e.OTA_DATABASE_URL ? { url: e.OTA_DATABASE_URL, poolSize: e.OTA_DATABASE_POOL } : null,
   };
 }
