@@ -9,14 +9,17 @@ const common = {
   },
 };
 
-/** Test files that open no storage (parsers, pure logic, documentation checks, the bench's own servers). */
+/** Test files that open no storage (parsers, pure logic, documentation checks, the bench's own servers), or whose subject is not the store. */
 const STORAGE_FREE = [
   "<rootDir>/tests/auth/",
   "<rootDir>/tests/bench/",
   "<rootDir>/tests/image/",
   "<rootDir>/tests/tls/",
   "<rootDir>/tests/device/emulator\\.test\\.ts$",
-  "<rootDir>/tests/cli/sign\\.test\\.ts$",
+  "<rootDir>/tests/cli/(sign|image-version|secret-files)\\.test\\.ts$",
+  // The install script, the shipped service unit and how `npm start` stops: about the process, not the store.
+  "<rootDir>/tests/install/",
+  "<rootDir>/tests/server/npm-start\\.test\\.ts$",
   "<rootDir>/tests/rollouts/(member-status|policy-assign|rollout-state)\\.test\\.ts$",
   "<rootDir>/tests/server/(error-codes|manifest-body)\\.test\\.ts$",
 ];
