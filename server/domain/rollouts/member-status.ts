@@ -31,8 +31,7 @@ export interface Member {
 const FINISHED: ReadonlySet<MemberStatus> = new Set(["succeeded", "failed", "rolled_back"]);
 
 /** The statuses of devices that keep the image after an abort: they have already rebooted into it. */
-export const KEPT_AFTER_ABORT: readonly MemberStatus[] = ["rebooted", "succeeded"];
-const KEPT: ReadonlySet<MemberStatus> = new Set(KEPT_AFTER_ABORT);
+const KEPT: ReadonlySet<MemberStatus> = new Set<MemberStatus>(["rebooted", "succeeded"]);
 
 /** Whether a status ends the device's part in the rollout (and counts toward the thresholds). */
 export const isFinished = (s: MemberStatus): boolean => FINISHED.has(s);
