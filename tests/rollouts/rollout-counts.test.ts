@@ -6,6 +6,8 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
+import { chooseImage, type Offer } from "../../server/domain/releases/offer";
+import { RolloutManager, type Membership } from "../../server/domain/rollouts/rollout-manager";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
 import { mac, offered, Operator, report, writeMasterKey } from "../helpers/fleet";
 import { eventually, startTestServer, tempDirs, type Dirs, type TestServer } from "../helpers/server";
@@ -117,6 +119,36 @@ describe("rollout counts", () => {
     const now = await status();
     expect(now.devices).toMatchObject({ total: 13, offered: 8, failed: 3 });
     expectCountsTrue();
+  });
+
+  it("without a synchronous reader (as on an asynchronous database) membership and the offer come as promises, with the same answers", async () => {
+    const ctx = s.running.ctx;
+    await ctx.rollouts.flush();
+    const viaKysely = new RolloutManager(ctx.store.db, ctx.releases, ctx.audit, ctx.credentials.rolloutBucketKey(), ctx.log);
+    await viaKysely.load();
+    const outsider = mac(999, "c0:00:00");
+    const before = (await status()).devices.total;
+    for (const id of [fleet[0]!, fleet[1]!, outsider]) {
+      const sync = ctx.rollouts.membership(id);
+      const later = viaKysely.membership(id);
+      expect(sync).not.toBeInstanceOf(Promise);
+      expect(later).toBeInstanceOf(Promise);
+      expect((await later)(rolloutId)).toBe((sync as Membership)(rolloutId));
+    }
+    expect((await viaKysely.membership(outsider))(rolloutId)).toBeUndefined();
+    expect((await viaKysely.membership(fleet[1]!))(rolloutId)).toBe("failed");
+    for (const id of [fleet[0]!, outsider]) {
+      const asker = { deviceId: id, chip: "esp32", version: V1, row: (await ctx.devices.get(id)) ?? null };
+      const offer = chooseImage({ ...ctx, rollouts: viaKysely }, asker);
+      expect(offer).toBeInstanceOf(Promise);
+      expect((await offer)?.sha256).toBe(SHA2);
+      expect((chooseImage(ctx, asker) as Offer | undefined)?.sha256).toBe(SHA2);
+    }
+    // Both made the outsider a member, as two processes on one database would: it is written, and counted, once.
+    await Promise.all([viaKysely.flush(), ctx.rollouts.flush()]);
+    expect((await status()).devices.total).toBe(before + 1);
+    expectCountsTrue();
+    await viaKysely.close();
   });
 
   it("a report and its count are one transaction: when the count cannot be written, nothing of the report is", async () => {
