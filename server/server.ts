@@ -88,7 +88,7 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
 
   const releases = new ReleaseStore(store.db, (sha) => catalog.image(sha));
   await releases.load();
-  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log);
+  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log, undefined, store.reader);
   await rollouts.load();
   // Every recorded report, from whichever endpoint, moves its device along in its rollout, in the same transaction.
   devices.setReportEffect({ write: (trx, reports) => rollouts.applyReports(trx, reports) });

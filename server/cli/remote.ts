@@ -334,29 +334,47 @@ export function addRemoteDeviceCommands(device: Command): void {
     .option("--tag <tag>", "only devices with this tag")
     .option("--group <group>", "only devices in this group")
     .option("--channel <channel>", "only devices on this channel")
+    .option("--running <version>", "only devices running this version")
+    .option("--state <state>", "only devices in this update state (the status of their latest report)")
+    .option("--search <prefix>", "only devices whose id starts with this")
     .addOption(new Option("--online", "only devices seen within three poll intervals").conflicts("offline"))
     .option("--offline", "only devices not seen within three poll intervals")
     .option("--limit <n>", "at most this many (default 100, at most 1000)", integer)
     .option("--json", "JSON output")
-    .action((o: { tag?: string; group?: string; channel?: string; online?: boolean; offline?: boolean; limit?: number; json?: boolean }) =>
-      withApi(async (api) => {
-        const q = new URLSearchParams();
-        if (o.tag) q.set("tag", o.tag);
-        if (o.group) q.set("group", o.group);
-        if (o.channel) q.set("channel", o.channel);
-        if (o.online) q.set("online", "true");
-        if (o.offline) q.set("online", "false");
-        if (o.limit) q.set("limit", String(o.limit));
-        const r = await api.call<DeviceList>("GET", `/devices${q.size ? `?${q.toString()}` : ""}`);
-        if (o.json) return out(JSON.stringify(r, null, 2));
-        out(
-          table(
-            r.devices.map((d) => [d.id, d.online ? "online" : "offline", d.chip, d.version, d.state, d.channel, d.group, d.tags.join(",") || null, d.last_seen_at]),
-            ["ID", "ONLINE", "CHIP", "VERSION", "STATE", "CHANNEL", "GROUP", "TAGS", "LAST SEEN"],
-          ),
-        );
-        if (r.next) note(`more: --limit, or the API with after=${r.next}`);
-      }),
+    .action(
+      (o: {
+        tag?: string;
+        group?: string;
+        channel?: string;
+        running?: string;
+        state?: string;
+        search?: string;
+        online?: boolean;
+        offline?: boolean;
+        limit?: number;
+        json?: boolean;
+      }) =>
+        withApi(async (api) => {
+          const q = new URLSearchParams();
+          if (o.tag) q.set("tag", o.tag);
+          if (o.group) q.set("group", o.group);
+          if (o.channel) q.set("channel", o.channel);
+          if (o.running) q.set("version", o.running);
+          if (o.state) q.set("state", o.state);
+          if (o.search) q.set("search", o.search);
+          if (o.online) q.set("online", "true");
+          if (o.offline) q.set("online", "false");
+          if (o.limit) q.set("limit", String(o.limit));
+          const r = await api.call<DeviceList>("GET", `/devices${q.size ? `?${q.toString()}` : ""}`);
+          if (o.json) return out(JSON.stringify(r, null, 2));
+          out(
+            table(
+              r.devices.map((d) => [d.id, d.online ? "online" : "offline", d.chip, d.version, d.state, d.channel, d.group, d.tags.join(",") || null, d.last_seen_at]),
+              ["ID", "ONLINE", "CHIP", "VERSION", "STATE", "CHANNEL", "GROUP", "TAGS", "LAST SEEN"],
+            ),
+          );
+          if (r.next) note(`more: --limit, or the API with after=${r.next}`);
+        }),
     );
   device
     .command("show")

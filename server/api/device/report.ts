@@ -6,24 +6,10 @@ import express, { type RequestHandler } from "express";
 import { z } from "zod";
 import type { Context } from "../../context";
 import { deviceIdSchema } from "../../domain/devices/device-id";
+import { REPORT_STATUSES } from "../../domain/devices/reports";
 import { HttpError, validationError } from "../http/errors";
 import type { DeviceIdentity } from "../http/express-types";
 import { assertMaySpeakFor } from "./auth";
-
-const REPORT_STATUSES = [
-  "idle",
-  "checking",
-  "up_to_date",
-  "downloading",
-  "verifying",
-  "writing",
-  "rebooting",
-  "confirming",
-  "confirmed",
-  "rolled_back",
-  "failed",
-  "rejected",
-] as const;
 
 /** Status words simple clients send ({"status": "SUCCESS"|"FAILED"}), mapped onto ours. */
 const ALIASES: Record<string, (typeof REPORT_STATUSES)[number]> = { success: "confirmed", failed: "failed", failure: "failed" };

@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../../domain/catalog/analyze";
 import { deviceIdSchema } from "../../domain/devices/device-id";
+import { REPORT_STATUSES } from "../../domain/devices/reports";
 import { fleetKeyIdSchema, tokenIdSchema } from "../../infra/auth/credentials";
 import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "../../domain/devices/provisioning";
 import { queryInt } from "../http/validate";
@@ -58,6 +59,9 @@ export const deviceListQuery = z
     tag: label.optional(),
     group: label.optional(),
     channel: channelName.optional(),
+    version: z.string().regex(/^[\x20-\x7e]{1,32}$/, "must be 1-32 printable ASCII characters").optional().describe("the version the device runs, exactly"),
+    state: z.enum(REPORT_STATUSES).optional().describe("the device's update state: the status of its latest report"),
+    search: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, "must be 1-64 characters: letters, digits, '.', '_', ':', '-'").optional().describe("devices whose id starts with this"),
     online: boolQuery.optional().describe("true: seen within three poll intervals; false: not"),
   })
   .strict();

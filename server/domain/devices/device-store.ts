@@ -1,7 +1,7 @@
 // Devices as the operator and the device API look them up: one device or a filtered list (with the sightings
 // not yet written laid over), registration of a device for its own key, operator changes, and tags.
 import type SqliteDatabase from "better-sqlite3";
-import type { Kysely } from "kysely";
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
 import type { MaybePromise } from "../../infra/maybe-promise";
 import { preparedQuery } from "../../infra/store/prepared";
 import type { Database, DeviceRow } from "../../infra/store/schema";
@@ -20,6 +20,12 @@ export interface DeviceFilter {
   tag?: string | undefined;
   group?: string | undefined;
   channel?: string | undefined;
+  /** The version it runs, exactly. */
+  version?: string | undefined;
+  /** Its update state (the status of its latest report), exactly. */
+  state?: string | undefined;
+  /** The start of its id. */
+  search?: string | undefined;
   /** true: seen within the online window; false: not (or never). */
   online?: boolean | undefined;
 }
@@ -30,6 +36,9 @@ export interface DeviceView extends DeviceRow {
 }
 
 const now = () => new Date().toISOString();
+
+/** Up to this many devices on the asked side of online, a list finds them through the last-seen index. */
+const FEW_SEEN = 5000;
 
 export class DeviceStore {
   private readonly getQuery;
@@ -67,25 +76,85 @@ export class DeviceStore {
     return { ...merged, online: Date.now() - seen <= this.onlineWindowMs, provisioned: Boolean(row.provisioned_at) };
   }
 
+  /**
+   * A page of devices in id order. Every filter is answered through an index, so a page costs about its own
+   * rows whatever the fleet's size: tag, group, channel, version and state each through an index ordered by
+   * (value, id); search is a range of the id itself. Online and offline are a time range, in no id order: when
+   * few devices (at most FEW_SEEN) are on the asked side, they are found through the last-seen index and read by
+   * id; otherwise they are common enough that walking the fleet in id order fills a page soon.
+   */
   async list(opts: { limit: number; after?: string | undefined } & DeviceFilter): Promise<DeviceView[]> {
     await this.sightings.flush();
-    let q = this.db.selectFrom("devices").selectAll("devices").orderBy("devices.id").limit(opts.limit);
-    if (opts.after) q = q.where("devices.id", ">", opts.after);
-    if (opts.tag) {
-      const tag = opts.tag;
-      q = q.where((eb) =>
-        eb.exists(eb.selectFrom("device_tags").select("device_tags.tag").whereRef("device_tags.device_id", "=", "devices.id").where("device_tags.tag", "=", tag)),
+    const since = new Date(Date.now() - this.onlineWindowMs).toISOString();
+    let among: string[] | null = null;
+    if (opts.online !== undefined) {
+      among = await this.fewSeen(opts.online, since);
+      if (among !== null) among = among.filter((id) => !opts.after || id > opts.after);
+    }
+    const rows: DeviceRow[] = [];
+    if (among === null) {
+      rows.push(...(await this.page(opts, since, null)));
+    } else {
+      // Few enough to name: a page of them, in id order, with the other filters applied.
+      for (let i = 0; i < among.length && rows.length < opts.limit; i += 500) {
+        rows.push(...(await this.page({ ...opts, limit: opts.limit - rows.length }, since, among.slice(i, i + 500))));
+      }
+    }
+    return rows.map((r) => this.view(r));
+  }
+
+  /** One page with every filter, in id order (`ids`: only among these). */
+  private page(opts: { limit: number; after?: string | undefined } & DeviceFilter, since: string, ids: string[] | null): Promise<DeviceRow[]> {
+    const conds: Expression<SqlBool>[] = [];
+    const eq = (column: string, value: string | undefined) => {
+      if (value !== undefined) conds.push(sql<SqlBool>`${sql.ref(column)} = ${value}`);
+    };
+    eq("devices.group_name", opts.group);
+    eq("devices.channel", opts.channel);
+    eq("devices.version", opts.version);
+    eq("devices.state", opts.state);
+    if (opts.search !== undefined) {
+      // Ids that start with it: a range of the primary key (ids are ASCII, so U+FFFF sorts after every one).
+      conds.push(sql<SqlBool>`${sql.ref("devices.id")} >= ${opts.search}`, sql<SqlBool>`${sql.ref("devices.id")} < ${opts.search + "\uffff"}`);
+    }
+    if (opts.online !== undefined) {
+      conds.push(
+        opts.online
+          ? sql<SqlBool>`devices.last_seen_at >= ${since}`
+          : sql<SqlBool>`(devices.last_seen_at is null or devices.last_seen_at < ${since})`,
       );
     }
-    if (opts.group) q = q.where("devices.group_name", "=", opts.group);
-    if (opts.channel) q = q.where("devices.channel", "=", opts.channel);
-    if (opts.online !== undefined) {
-      const since = new Date(Date.now() - this.onlineWindowMs).toISOString();
-      q = opts.online
-        ? q.where("devices.last_seen_at", ">=", since)
-        : q.where((eb) => eb.or([eb("devices.last_seen_at", "is", null), eb("devices.last_seen_at", "<", since)]));
+    if (ids !== null) conds.push(sql<SqlBool>`devices.id in (${sql.join(ids)})`);
+    // With a tag, the tag index leads (rows in device id order, from the first after `after`) and each row's
+    // device is read by key.
+    const key = opts.tag !== undefined ? "device_tags.device_id" : "devices.id";
+    if (opts.after) conds.push(sql<SqlBool>`${sql.ref(key)} > ${opts.after}`);
+    const filtered = <Q extends { where(e: Expression<SqlBool>): Q }>(q: Q): Q => conds.reduce((acc, c) => acc.where(c), q);
+    if (opts.tag !== undefined) {
+      const tagged = this.db
+        .selectFrom("device_tags")
+        .innerJoin("devices", "devices.id", "device_tags.device_id")
+        .selectAll("devices")
+        .where("device_tags.tag", "=", opts.tag)
+        .orderBy("device_tags.device_id");
+      return filtered(tagged).limit(opts.limit).execute();
     }
-    return (await q.execute()).map((r) => this.view(r));
+    return filtered(this.db.selectFrom("devices").selectAll("devices").orderBy("devices.id")).limit(opts.limit).execute();
+  }
+
+  /**
+   * The ids (sorted) of the devices seen since `since` (online) or not (offline), when there are at most FEW_SEEN
+   * of them: read through the last-seen index, at most FEW_SEEN + 1 entries. Null when there are more.
+   */
+  private async fewSeen(online: boolean, since: string): Promise<string[] | null> {
+    // Ordered by the indexed column, so that the index is what the database reads.
+    const probe = (where: (eb: ExpressionBuilder<Database, "devices">) => Expression<SqlBool>, limit: number) =>
+      this.db.selectFrom("devices").select("id").where(where).orderBy("last_seen_at").limit(limit).execute();
+    const ids = online
+      ? await probe((eb) => eb("last_seen_at", ">=", since), FEW_SEEN + 1)
+      : [...(await probe((eb) => eb("last_seen_at", "is", null), FEW_SEEN + 1)), ...(await probe((eb) => eb("last_seen_at", "<", since), FEW_SEEN + 1))];
+    if (ids.length > FEW_SEEN) return null;
+    return ids.map((r) => r.id).sort();
   }
 
   /** Registers a device for its own key; rotate=true (or a revoked device) gets a new key generation. Returns the generation. */

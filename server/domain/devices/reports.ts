@@ -10,6 +10,22 @@ import { preparedQuery } from "../../infra/store/prepared";
 import type { Database, ReportRow } from "../../infra/store/schema";
 import type { Sightings } from "./sightings";
 
+/** What a device may report (its update state is the status of its latest report). */
+export const REPORT_STATUSES = [
+  "idle",
+  "checking",
+  "up_to_date",
+  "downloading",
+  "verifying",
+  "writing",
+  "rebooting",
+  "confirming",
+  "confirmed",
+  "rolled_back",
+  "failed",
+  "rejected",
+] as const;
+
 export interface ReportInput {
   deviceId: string;
   reportId?: string | undefined;

@@ -3,13 +3,14 @@
 // Until the first release exists the server offers the most recently ingested valid image for the device's
 // chip (any chip when unknown): drop a .bin in the folder and devices get it. From the first release on, a
 // device gets only what a release assigns it (assign.ts): targeting, hardware compatibility, the release's
-// rollout stage, its upgrade path and pins. The poll path reads memory plus at most two indexed lookups (the
-// device's row, and its tags when some release on its channel targets tags). The device API's endpoints and
+// rollout stage, its upgrade path and pins. The poll path reads memory plus a few keyed lookups (the device's
+// row, its tags when some release on its channel targets tags, and its membership in a rollout when the rule
+// needs it). The device API's endpoints and
 // `ota export` (server/export/) both ask here.
 import type { Logger } from "pino";
 import type { Catalog, CatalogImage } from "../catalog/catalog";
 import type { DeviceRegistry } from "../devices/registry";
-import type { RolloutManager } from "../rollouts/rollout-manager";
+import type { Membership, RolloutManager } from "../rollouts/rollout-manager";
 import type { DeviceRow } from "../../infra/store/schema";
 import type { MaybePromise } from "../../infra/maybe-promise";
 import { assign, type DeviceFacts } from "./assign";
@@ -68,14 +69,18 @@ export function chooseImage(ctx: OfferServices, asker: Asker): MaybePromise<Offe
     return image && offerOf(image, null, false);
   }
   const facts = deviceFacts(ctx, asker);
-  return facts instanceof Promise ? facts.then((f) => offerFor(ctx, f)) : offerFor(ctx, facts);
+  const membership = ctx.rollouts.membership(asker.deviceId);
+  if (facts instanceof Promise || membership instanceof Promise) {
+    return Promise.all([facts, membership]).then(([f, m]) => offerFor(ctx, f, m));
+  }
+  return offerFor(ctx, facts, membership);
 }
 
-function offerFor(ctx: OfferServices, facts: DeviceFacts): Offer | undefined {
+function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership): Offer | undefined {
   const a = assign(facts, {
     channel: (c) => ctx.releases.channel(c),
     get: (n) => ctx.releases.get(n),
-    includes: (r, d) => ctx.rollouts.includes(r, d.id, d.version),
+    includes: (r, d) => ctx.rollouts.includes(r, d.id, d.version, membership),
   });
   if (!a) return undefined;
   const image = ctx.catalog.image(a.release.imageSha256);
@@ -83,7 +88,7 @@ function offerFor(ctx: OfferServices, facts: DeviceFacts): Offer | undefined {
     ctx.log.error({ release: a.release.name, sha256: a.release.imageSha256 }, "a release's image is missing from the store; ingest its file again");
     return undefined;
   }
-  if (!a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id);
+  if (!a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id, membership);
   return offerOf(image, a.release.name, a.release.allowDowngrade);
 }
 

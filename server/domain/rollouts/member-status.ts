@@ -31,8 +31,7 @@ export interface Member {
 const FINISHED: ReadonlySet<MemberStatus> = new Set(["succeeded", "failed", "rolled_back"]);
 
 /** The statuses of devices that keep the image after an abort: they have already rebooted into it. */
-export const KEPT_AFTER_ABORT: readonly MemberStatus[] = ["rebooted", "succeeded"];
-const KEPT: ReadonlySet<MemberStatus> = new Set(KEPT_AFTER_ABORT);
+const KEPT: ReadonlySet<MemberStatus> = new Set<MemberStatus>(["rebooted", "succeeded"]);
 
 /** Whether a status ends the device's part in the rollout (and counts toward the thresholds). */
 export const isFinished = (s: MemberStatus): boolean => FINISHED.has(s);
@@ -74,6 +73,51 @@ export function countMember(t: Tally, m: Member, sign: 1 | -1): void {
 export function restartWindow(t: Tally, windowStart: number): void {
   t.windowStart = windowStart;
   t.window = emptyOutcomes();
+}
+
+// ---- counts kept in the database ------------------------------------------------------------------------------
+
+/** The stage under which a rollout's counts of its current window are kept, beside its real stages 0..n-1. */
+export const WINDOW = -1;
+
+/** A change of one count: members of `stage` (or of the WINDOW) in `status`. */
+export interface CountChange {
+  stage: number;
+  status: MemberStatus;
+  n: number;
+}
+
+/**
+ * What replacing a member's stored record `before` (null: there was none) by `after` changes in the counts:
+ * it leaves its stage and status and joins the new ones, and a finished status counts toward the window when
+ * it finished at or after windowStart (ms since the epoch). Changes that cancel out are left out.
+ */
+export function countChanges(before: Member | null, after: Member, windowStart: number): CountChange[] {
+  const sums = new Map<string, CountChange>();
+  const add = (stage: number, status: MemberStatus, n: number) => {
+    const key = `${stage}\u0000${status}`;
+    const c = sums.get(key);
+    if (c) c.n += n;
+    else sums.set(key, { stage, status, n });
+  };
+  const count = (m: Member, n: 1 | -1) => {
+    add(m.stage, m.status, n);
+    if (isFinished(m.status) && m.finishedAt !== null && m.finishedAt >= windowStart) add(WINDOW, m.status, n);
+  };
+  if (before) count(before, -1);
+  count(after, 1);
+  return [...sums.values()].filter((c) => c.n !== 0);
+}
+
+/** The tally the policy judges, from a rollout's stored counts (stage, status, n); unknown statuses are left out. */
+export function tallyOf(stageCount: number, windowStart: number, rows: readonly { stage: number; status: string; n: number | string | bigint }[]): Tally {
+  const t = newTally(stageCount, windowStart);
+  for (const row of rows) {
+    const k = (MEMBER_STATUSES as readonly string[]).includes(row.status) ? outcomeOf(row.status as MemberStatus) : null;
+    const into = row.stage === WINDOW ? t.window : t.stages[row.stage];
+    if (k && into) into[k] += Number(row.n);
+  }
+  return t;
 }
 
 // ---- how a report moves a member ------------------------------------------------------------------------------

@@ -1,53 +1,59 @@
 // Staged rollouts: which devices a release has reached, how they fared, and the state machine
 // (rollout-state.ts) that advances itself when a stage succeeds and pauses itself when failures or rollbacks
-// pass a threshold. This module keeps the rollouts in memory and orchestrates: the rules are pure
-// (member-status.ts, rollout-state.ts, policy.ts), the SQL is in rollout-store.ts.
+// pass a threshold. This module keeps the rollouts (not their members) in memory and orchestrates: the rules are
+// pure (member-status.ts, rollout-state.ts, policy.ts), the SQL is in rollout-store.ts.
 //
-// The poll path asks includes() and noteOffer(): memory only (a keyed hash and a map lookup). New members (devices
-// offered the release) are written behind, batched once a second. A report's move of its device is written in
-// the report's own transaction (applyReports), and the policy decision it calls for is taken before the report is
-// acknowledged; at start, each running rollout applies its policy to what was stored (applyPolicies), so no
-// decision is lost to a crash. State changes are written before they are acknowledged and audited.
+// The poll path asks membership() once, then includes() and noteOffer(): the rollout in memory, and at most one
+// primary-key lookup of the device's membership (synchronous on SQLite). New members (devices offered the
+// release) are written behind, batched once a second. A report's move of its device, and what it changes in the
+// rollout's counts, are written in the report's own transaction (applyReports), and the policy decision it
+// calls for is taken, on the stored counts, before the report is acknowledged; at start, each running rollout
+// applies its policy to what was stored (applyPolicies), so no decision is lost to a crash. State changes are
+// written before they are acknowledged and audited.
 import { createHmac } from "node:crypto";
+import type SqliteDatabase from "better-sqlite3";
 import { EventEmitter } from "node:events";
 import type { Kysely, Transaction } from "kysely";
 import type { Logger } from "pino";
 import type { AuditEntry, AuditLog } from "../audit/audit-log";
 import type { StoredReport } from "../devices/reports";
 import type { CompiledRelease, ReleaseStore } from "../releases/release-store";
+import type { MaybePromise } from "../../infra/maybe-promise";
 import type { Database, RolloutState } from "../../infra/store/schema";
 import { bucketOf, stageLimit } from "./bucket";
 import {
-  countMember,
   isFinished,
   keepsImageAfterAbort,
   moveMember,
-  newTally,
-  restartWindow,
   routeReport,
   summarizeStatuses,
+  tallyOf,
+  WINDOW,
   type Enrolment,
   type Member,
-  type Tally,
+  type MemberStatus,
 } from "./member-status";
 import { finished, type RolloutPolicy } from "./policy";
 import { allows, isLastStage, offersTo, verdict, type Rollout, type RolloutAction } from "./rollout-state";
-import { RolloutStore } from "./rollout-store";
+import { memberKey, RolloutStore, type MemberWrite } from "./rollout-store";
 
 export type { Rollout } from "./rollout-state";
 
 interface Live {
   rollout: Rollout;
-  members: Map<string, Member>;
-  tally: Tally;
 }
 
-/** A device's member record after a report moved it. */
-interface MemberMove {
+/** A device's member record after a report moved it, and its record in the database before. */
+interface MemberMove extends MemberWrite {
   live: Live;
-  deviceId: string;
-  member: Member;
 }
+
+/**
+ * One device's status in the rollouts, as the poll path asks it: a function of the rollout id, synchronous
+ * (looked up on demand on SQLite; asked of the database beforehand, in one query, otherwise).
+ */
+export type Membership = (rolloutId: string) => MemberStatus | undefined;
+const NO_MEMBERSHIP: Membership = () => undefined;
 
 /** Who did something: an operator (from the request) or the server itself. */
 export type Actor = Omit<AuditEntry, "action" | "target" | "details" | "outcome">;
@@ -76,32 +82,25 @@ export class RolloutManager extends EventEmitter {
     private readonly bucketKey: Buffer,
     private readonly log: Logger,
     flushMs = 1000,
+    /** On SQLite, the read-only connection (Store.reader) for the poll path's membership lookups. */
+    reader?: SqliteDatabase.Database,
   ) {
     super();
-    this.store = new RolloutStore(db, log, flushMs);
+    this.store = new RolloutStore(db, log, flushMs, reader);
   }
 
+  /** Loads the rollouts; their members and counts stay in the database. */
   async load(): Promise<void> {
     const loaded = await this.store.load();
-    let members = 0;
-    for (const { rollout, members: ms } of loaded) {
-      const live = this.track(rollout);
-      for (const [deviceId, m] of ms) this.addMember(live, deviceId, m);
-      members += ms.length;
-    }
-    this.log.info({ rollouts: loaded.length, members }, "rollouts loaded");
+    for (const rollout of loaded) this.track(rollout);
+    this.log.info({ rollouts: loaded.length }, "rollouts loaded");
   }
 
   private track(rollout: Rollout): Live {
-    const live: Live = { rollout, members: new Map(), tally: newTally(rollout.policy.stages.length, Date.parse(rollout.windowStartedAt)) };
+    const live: Live = { rollout };
     this.byId.set(rollout.id, live);
     this.byRelease.set(rollout.releaseName, live);
     return live;
-  }
-
-  private addMember(live: Live, deviceId: string, m: Member): void {
-    live.members.set(deviceId, m);
-    countMember(live.tally, m, 1);
   }
 
   // ---- the poll path -------------------------------------------------------------------------------------
@@ -111,14 +110,41 @@ export class RolloutManager extends EventEmitter {
     return (this.byId.get(idOrRelease) ?? this.byRelease.get(idOrRelease))?.rollout;
   }
 
-  /** Whether the release's rollout currently offers it to this device. */
-  includes(release: CompiledRelease, deviceId: string | null, runningVersion: string | null): boolean {
+  /**
+   * A device's status in the rollouts that are not completed, for includes() and noteOffer() of one poll. With a
+   * synchronous store (SQLite) each status is looked up when first asked (a primary-key lookup) and kept for
+   * the poll; otherwise all of them are read beforehand.
+   */
+  membership(deviceId: string | null): MaybePromise<Membership> {
+    if (deviceId === null) return NO_MEMBERSHIP;
+    const open = [...this.byId.values()].filter((l) => l.rollout.state !== "completed").map((l) => l.rollout.id);
+    if (open.length === 0) return NO_MEMBERSHIP;
+    const known = new Map<string, MemberStatus | undefined>();
+    if (this.store.synchronous) {
+      return (rolloutId) => {
+        if (known.has(rolloutId)) return known.get(rolloutId);
+        const s = this.store.memberStatus(rolloutId, deviceId) as MemberStatus | undefined;
+        known.set(rolloutId, s);
+        return s;
+      };
+    }
+    return Promise.all(open.map((id) => Promise.resolve(this.store.memberStatus(id, deviceId)))).then((statuses) => {
+      open.forEach((id, i) => known.set(id, statuses[i]));
+      return (rolloutId) => known.get(rolloutId);
+    });
+  }
+
+  /** Whether the release's rollout currently offers it to this device (`membership`: the device's, from membership()). */
+  includes(release: CompiledRelease, deviceId: string | null, runningVersion: string | null, membership: Membership): boolean {
     const live = this.byRelease.get(release.name);
     if (!live) return false;
     const r = live.rollout;
     const asker = {
       deviceId,
-      member: deviceId !== null ? live.members.get(deviceId)?.status : undefined,
+      // Looked up only when the rule asks (a completed rollout, or an aborted one for a device that runs the release, does not).
+      get member() {
+        return deviceId !== null ? membership(r.id) : undefined;
+      },
       runsRelease: runningVersion !== null && runningVersion === release.version,
     };
     return offersTo(r.state, asker, () => this.bucket(r.id, deviceId!) < stageLimit(r.policy.stages[r.stage]!));
@@ -129,12 +155,11 @@ export class RolloutManager extends EventEmitter {
   }
 
   /** Records that a running rollout offered its release to a device (it becomes a member of the current stage). */
-  noteOffer(release: CompiledRelease, deviceId: string): void {
+  noteOffer(release: CompiledRelease, deviceId: string, membership: Membership): void {
     const live = this.byRelease.get(release.name);
-    if (!live || live.rollout.state !== "running" || live.members.has(deviceId)) return;
+    if (!live || live.rollout.state !== "running" || membership(live.rollout.id) !== undefined) return;
     const at = new Date().toISOString();
     const m: Member = { stage: live.rollout.stage, status: "offered", joinedAt: at, finishedAt: null };
-    this.addMember(live, deviceId, m);
     this.store.queueOffer(live.rollout.id, deviceId, m, at);
   }
 
@@ -147,50 +172,59 @@ export class RolloutManager extends EventEmitter {
 
   /**
    * Moves the reporting devices along in the rollouts that offered them an image, as the effect of the reports
-   * (ReportEffect): the moves are written through `trx`, the transaction that stores the reports; once it has
-   * committed, memory follows and each running rollout a device finished in applies its policy, before the
-   * reports are acknowledged. A member's status follows from the report, not a count, so a report applied again
-   * (sent again after a crash) moves nothing that it moved already.
+   * (ReportEffect): the moves and what they change in the counts are written through `trx`, the transaction that
+   * stores the reports; once it has committed, each running rollout a device finished in applies its policy,
+   * before the reports are acknowledged. A member's status follows from the report, not a count, so a report
+   * applied again (sent again after a crash) moves nothing that it moved already, and counts nothing.
    */
   async applyReports(trx: Transaction<Database>, reports: readonly StoredReport[]): Promise<() => Promise<void>> {
+    // A completed rollout takes no reports; an aborted one only those of devices that kept its image.
+    const open = [...this.byId.values()].filter((l) => l.rollout.state !== "completed");
+    if (open.length === 0) return () => Promise.resolve();
+    const found = await this.store.members(
+      trx,
+      open.map((l) => l.rollout.id),
+      [...new Set(reports.map((r) => r.deviceId))],
+    );
     const moved = new Map<string, MemberMove>();
     const now = Date.now();
     for (const r of reports) {
-      const memberIn = (live: Live) => moved.get(`${live.rollout.id}\u0000${r.deviceId}`)?.member ?? live.members.get(r.deviceId);
+      const memberIn = (live: Live) => {
+        const k = memberKey(live.rollout.id, r.deviceId);
+        return moved.get(k)?.member ?? found.get(k)?.member;
+      };
       const enrolments: Enrolment[] = [];
-      for (const live of this.byId.values()) {
+      for (const live of open) {
         const m = memberIn(live);
         // A report sent again is about the rollouts the device was in when it was first received.
         if (!m || (r.resent && m.joinedAt > r.receivedAt)) continue;
+        if (live.rollout.state === "aborted" && !keepsImageAfterAbort(m.status)) continue;
         enrolments.push({ rolloutId: live.rollout.id, releaseName: live.rollout.releaseName, state: live.rollout.state, createdAt: live.rollout.createdAt, status: m.status });
       }
       if (enrolments.length === 0) continue;
       const move = routeReport(enrolments, r, this.releaseNamed);
       if (!move) continue;
       const live = this.byId.get(move.rolloutId)!;
-      moved.set(`${live.rollout.id}\u0000${r.deviceId}`, { live, deviceId: r.deviceId, member: moveMember(memberIn(live)!, move.to, now) });
+      const k = memberKey(live.rollout.id, r.deviceId);
+      const stored = found.get(k);
+      moved.set(k, {
+        live,
+        rolloutId: live.rollout.id,
+        deviceId: r.deviceId,
+        before: stored?.stored ? stored.member : null,
+        member: moveMember(memberIn(live)!, move.to, now),
+      });
     }
     if (moved.size === 0) return () => Promise.resolve();
     const changes = [...moved.values()];
-    await this.store.writeMembers(
-      trx,
-      changes.map((c) => ({ rolloutId: c.live.rollout.id, deviceId: c.deviceId, member: c.member })),
-      new Date(now).toISOString(),
-    );
+    await this.store.writeMembers(trx, changes, new Date(now).toISOString());
     return () => this.followMoves(changes);
   }
 
-  /** Once moves are on disk: memory follows, then each running rollout a device finished in applies its policy. */
+  /** Once moves are on disk: each running rollout a device finished in applies its policy. */
   private followMoves(changes: readonly MemberMove[]): Promise<void> {
     const finishedIn = new Set<Live>();
-    for (const { live, deviceId, member } of changes) {
-      const before = live.members.get(deviceId);
-      if (!before) continue; // no longer counted: the rollout was aborted or completed meanwhile
-      countMember(live.tally, before, -1);
-      live.members.set(deviceId, member);
-      countMember(live.tally, member, 1);
-      if (isFinished(member.status)) finishedIn.add(live);
-    }
+    for (const { live, member } of changes) if (isFinished(member.status)) finishedIn.add(live);
     return Promise.all([...finishedIn].map((live) => this.judge(live))).then(() => undefined);
   }
 
@@ -209,9 +243,12 @@ export class RolloutManager extends EventEmitter {
     );
   }
 
-  /** Applies the policy: pause on too many failures or rollbacks, else advance when the stage has succeeded. */
+  /** Applies the policy, on the stored counts: pause on too many failures or rollbacks, else advance when the stage has succeeded. */
   private async evaluate(live: Live): Promise<void> {
-    const v = verdict(live.rollout, live.tally);
+    if (live.rollout.state !== "running") return;
+    const r = live.rollout;
+    const tally = tallyOf(r.policy.stages.length, Date.parse(r.windowStartedAt), await this.store.counts(r.id));
+    const v = verdict(live.rollout, tally);
     if (v?.action === "pause") {
       const r = live.rollout;
       this.log.warn({ rollout: r.id, release: r.releaseName, reason: v.reason }, "rollout paused itself");
@@ -304,9 +341,8 @@ export class RolloutManager extends EventEmitter {
     return this.serially(async () => {
       const live = this.liveFor(id, "abort");
       const why = reason ?? `aborted by ${by.actor}`;
+      // From now on only its members that keep the image count as members (see includes and applyReports).
       await this.setState(live, { state: "aborted", reason: why }, by, "rollout.abort", { reason: why });
-      // Only the devices that keep the image matter from now on.
-      for (const [id, m] of live.members) if (!keepsImageAfterAbort(m.status)) live.members.delete(id);
       return live.rollout;
     });
   }
@@ -326,7 +362,6 @@ export class RolloutManager extends EventEmitter {
       await this.setState(live, { state: "completed", reason: automatic ? "the last stage met the success threshold" : `completed by ${by.actor}` }, by, "rollout.complete", { automatic });
       this.log.info({ rollout: r.id, release: r.releaseName, automatic }, "rollout completed");
       await this.flush();
-      live.members.clear();
       return;
     }
     const to = r.policy.stages[r.stage + 1]!;
@@ -351,28 +386,31 @@ export class RolloutManager extends EventEmitter {
       windowStartedAt: change.windowStartedAt ?? r.windowStartedAt,
       updatedAt: at,
     };
-    await this.store.update(next);
+    await this.store.update(next, change.windowStartedAt !== undefined);
     live.rollout = next;
-    if (change.windowStartedAt) restartWindow(live.tally, Date.parse(change.windowStartedAt));
     await this.audit.record({ ...by, action, target: r.id, details: { release: r.releaseName, state: next.state, stage: next.policy.stages[next.stage], ...details } });
     this.emit("changed");
   }
 
   // ---- status -----------------------------------------------------------------------------------------------
 
-  /** Counts by status, overall and per stage (from the database, after pending progress is written). */
+  /** Counts by status, overall and per stage, and the window's outcomes (the stored counts, after pending new members are written). */
   async summary(id: string) {
     const live = this.live(id);
     await this.flush();
-    const rows = await this.store.statusCounts(live.rollout.id);
+    const rows = await this.store.counts(live.rollout.id);
     const r = live.rollout;
-    const { devices, stages } = summarizeStatuses(r.policy.stages, rows);
+    const { devices, stages } = summarizeStatuses(
+      r.policy.stages,
+      rows.filter((row) => row.stage !== WINDOW),
+    );
+    const window = tallyOf(r.policy.stages.length, Date.parse(r.windowStartedAt), rows).window;
     const open = r.state === "running" || r.state === "paused";
     return {
       rollout: r,
       devices,
       stages,
-      window: open ? { since: r.windowStartedAt, finished: finished(live.tally.window), ...live.tally.window } : null,
+      window: open ? { since: r.windowStartedAt, finished: finished(window), ...window } : null,
     };
   }
 

@@ -1,14 +1,25 @@
-// Rollouts and their members in the database. A rollout's row is written when its state changes, before the
-// change is acknowledged. A new member (a device offered the release) is written behind, batched once a second,
-// so the poll path that makes members never waits on the disk; a member's move, caused by a report, is written
-// in the report's own transaction (writeMembers), so it is on disk when the report is acknowledged.
-import type { Kysely, Transaction } from "kysely";
+// Rollouts, their members and their counts in the database. A rollout's row is written when its state changes,
+// before the change is acknowledged. A new member (a device offered the release) is written behind, batched once
+// a second, so the poll path that makes members never waits on the disk; a member's move, caused by a report, is
+// written in the report's own transaction (writeMembers), so it is on disk when the report is acknowledged.
+//
+// Members stay in the database: the poll path asks for one device's membership by key (memberStatus), and the
+// counts (per stage and status, and the current window's outcomes) are a table kept in the same transactions
+// that write the members. Kept there rather than in memory so that every server process on the database reads
+// the same counts, they survive a crash with the members they count, and no process reads every member to
+// rebuild them.
+import type SqliteDatabase from "better-sqlite3";
+import { sql, type Kysely, type Transaction } from "kysely";
 import type { Logger } from "pino";
+import type { MaybePromise } from "../../infra/maybe-promise";
+import { preparedQuery } from "../../infra/store/prepared";
 import type { Database, RolloutDeviceRow, RolloutRow } from "../../infra/store/schema";
 import { WriteBehind } from "../../infra/store/write-behind";
-import { KEPT_AFTER_ABORT, type Member, type MemberStatus } from "./member-status";
+import { countChanges, WINDOW, type CountChange, type Member, type MemberStatus } from "./member-status";
 import { rolloutPolicySchema } from "./policy";
 import type { Rollout } from "./rollout-state";
+
+type Db = Kysely<Database> | Transaction<Database>;
 
 function fromRow(row: RolloutRow): Rollout {
   return {
@@ -37,41 +48,94 @@ function memberRow(rolloutId: string, deviceId: string, m: Member, at: string): 
   };
 }
 
+function memberOf(row: Pick<RolloutDeviceRow, "stage" | "status" | "joined_at" | "finished_at">): Member {
+  return { stage: row.stage, status: row.status as MemberStatus, joinedAt: row.joined_at, finishedAt: row.finished_at ? Date.parse(row.finished_at) : null };
+}
+
+/** The key of a device's record in a rollout, in members()'s answer. */
+export const memberKey = (rolloutId: string, deviceId: string) => `${rolloutId}\u0000${deviceId}`;
+const key = memberKey;
+
+/** A device's record in a rollout as a report transaction sees it. */
+export interface Found {
+  member: Member;
+  /** Whether its row is in the database (else it is a new member still waiting to be written). */
+  stored: boolean;
+}
+
+/** A member's move, written in a report's transaction. */
+export interface MemberWrite {
+  rolloutId: string;
+  deviceId: string;
+  /** The record in the database before the move; null when it had no row yet. */
+  before: Member | null;
+  member: Member;
+}
+
 export class RolloutStore {
   /** New members not yet written, by rollout and device. */
   private readonly pending: WriteBehind<string, RolloutDeviceRow>;
+  private readonly statusQuery;
+  private readonly readStatus: ((rolloutId: string, deviceId: string) => string | undefined) | null = null;
 
   constructor(
     private readonly db: Kysely<Database>,
     log: Logger,
     flushMs = 1000,
+    /** A read-only SQLite connection (Store.reader) for the poll path's membership lookups; without it, Kysely. */
+    reader?: SqliteDatabase.Database,
   ) {
     this.pending = new WriteBehind((batch) => this.writeOffers(batch.map(([, row]) => row)), log, "rollout members", flushMs);
+    this.statusQuery = preparedQuery(["rollout", "device"], (p) =>
+      db.selectFrom("rollout_devices").select("status").where("rollout_id", "=", p.rollout).where("device_id", "=", p.device),
+    );
+    if (reader) {
+      const stmt = reader.prepare(this.statusQuery({ rollout: "", device: "" }).sql).pluck();
+      this.readStatus = (rolloutId, deviceId) => stmt.get(...this.statusQuery({ rollout: rolloutId, device: deviceId }).parameters) as string | undefined;
+    }
+  }
+
+  /** Whether memberStatus() answers without a promise (a reader was given). */
+  get synchronous(): boolean {
+    return this.readStatus !== null;
+  }
+
+  /** Every rollout, oldest first (their members stay in the database). */
+  async load(): Promise<Rollout[]> {
+    const rows = await this.db.selectFrom("rollouts").selectAll().orderBy("created_at").execute();
+    return rows.map(fromRow);
   }
 
   /**
-   * Every rollout, oldest first, with the members that still matter: none for a completed rollout, those that
-   * keep the image for an aborted one, all for the others.
+   * A device's status in a rollout (a primary-key lookup; a member not yet written is found among the pending
+   * ones): synchronous with a reader, a promise otherwise. A stored row is newer than a pending one (a move wrote it).
    */
-  async load(): Promise<{ rollout: Rollout; members: [deviceId: string, member: Member][] }[]> {
-    const rows = await this.db.selectFrom("rollouts").selectAll().orderBy("created_at").execute();
-    const out: { rollout: Rollout; members: [string, Member][] }[] = [];
-    for (const row of rows) {
-      const members: [string, Member][] = [];
-      out.push({ rollout: fromRow(row), members });
-      if (row.state === "completed") continue;
-      let q = this.db.selectFrom("rollout_devices").selectAll().where("rollout_id", "=", row.id);
-      if (row.state === "aborted") q = q.where("status", "in", [...KEPT_AFTER_ABORT]);
-      for (const m of await q.execute()) {
-        members.push([
-          m.device_id,
-          {
-            stage: m.stage,
-            status: m.status as MemberStatus,
-            joinedAt: m.joined_at,
-            finishedAt: m.finished_at ? Date.parse(m.finished_at) : null,
-          },
-        ]);
+  memberStatus(rolloutId: string, deviceId: string): MaybePromise<MemberStatus | undefined> {
+    const pending = () => this.pending.get(key(rolloutId, deviceId))?.status as MemberStatus | undefined;
+    if (this.readStatus) return (this.readStatus(rolloutId, deviceId) as MemberStatus | undefined) ?? pending();
+    return this.db
+      .executeQuery(this.statusQuery({ rollout: rolloutId, device: deviceId }))
+      .then((r) => (r.rows[0]?.status as MemberStatus | undefined) ?? pending());
+  }
+
+  /** The devices' records in these rollouts (by memberKey), as `trx` sees them, with the pending new members laid under. */
+  async members(trx: Db, rolloutIds: readonly string[], deviceIds: readonly string[]): Promise<Map<string, Found>> {
+    const out = new Map<string, Found>();
+    if (rolloutIds.length === 0 || deviceIds.length === 0) return out;
+    for (let i = 0; i < deviceIds.length; i += 500) {
+      const rows = await trx
+        .selectFrom("rollout_devices")
+        .select(["rollout_id", "device_id", "stage", "status", "joined_at", "finished_at"])
+        .where("rollout_id", "in", [...rolloutIds])
+        .where("device_id", "in", deviceIds.slice(i, i + 500))
+        .execute();
+      for (const row of rows) out.set(key(row.rollout_id, row.device_id), { member: memberOf(row), stored: true });
+    }
+    for (const r of rolloutIds) {
+      for (const d of deviceIds) {
+        const k = key(r, d);
+        const p = out.has(k) ? undefined : this.pending.get(k);
+        if (p) out.set(k, { member: memberOf(p), stored: false });
       }
     }
     return out;
@@ -95,18 +159,24 @@ export class RolloutStore {
       .execute();
   }
 
-  /** Writes a rollout's state, stage, reason, window start and update time. */
-  async update(r: Rollout): Promise<void> {
-    await this.db
-      .updateTable("rollouts")
-      .set({ state: r.state, stage: r.stage, state_reason: r.reason, window_started_at: r.windowStartedAt, updated_at: r.updatedAt })
-      .where("id", "=", r.id)
-      .execute();
+  /**
+   * Writes a rollout's state, stage, reason, window start and update time; a new window starts with no counts
+   * (in the same transaction).
+   */
+  async update(r: Rollout, newWindow: boolean): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await trx
+        .updateTable("rollouts")
+        .set({ state: r.state, stage: r.stage, state_reason: r.reason, window_started_at: r.windowStartedAt, updated_at: r.updatedAt })
+        .where("id", "=", r.id)
+        .execute();
+      if (newWindow) await trx.deleteFrom("rollout_counts").where("rollout_id", "=", r.id).where("stage", "=", WINDOW).execute();
+    });
   }
 
   /** Queues a new member's row; written within flushMs, unless a move (writeMembers) wrote the member first. */
   queueOffer(rolloutId: string, deviceId: string, m: Member, at: string): void {
-    this.pending.set(`${rolloutId}\u0000${deviceId}`, memberRow(rolloutId, deviceId, m, at));
+    this.pending.set(key(rolloutId, deviceId), memberRow(rolloutId, deviceId, m, at));
   }
 
   /** Writes pending new members now. */
@@ -114,22 +184,39 @@ export class RolloutStore {
     return this.pending.flush();
   }
 
-  /** New members: a row already there (written by a move) is newer, and stays. */
+  /** New members, and their counts: a row already there (written by a move, or by another process) stays, uncounted again. */
   private async writeOffers(rows: RolloutDeviceRow[]): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
+      const changes = new Map<string, CountChange[]>();
       for (const row of rows) {
-        await trx
+        const r = await trx
           .insertInto("rollout_devices")
           .values(row)
           .onConflict((oc) => oc.columns(["rollout_id", "device_id"]).doNothing())
-          .execute();
+          .executeTakeFirst();
+        if (Number(r.numInsertedOrUpdatedRows ?? 0n) === 0) continue;
+        const list = changes.get(row.rollout_id) ?? [];
+        list.push(...countChanges(null, memberOf(row), Number.POSITIVE_INFINITY));
+        changes.set(row.rollout_id, list);
       }
+      for (const [rolloutId, list] of changes) await this.addCounts(trx, rolloutId, list);
     });
   }
 
-  /** Writes members' moves within `trx` (the transaction of the reports that moved them). */
-  async writeMembers(trx: Transaction<Database>, moves: readonly { rolloutId: string; deviceId: string; member: Member }[], at: string): Promise<void> {
-    for (const { rolloutId, deviceId, member } of moves) {
+  /**
+   * Writes members' moves within `trx` (the transaction of the reports that moved them), with what they change in
+   * the counts: a move is counted in the transaction that writes it, so a report and its count are stored
+   * together or not at all, and a report applied again (which moves nothing) counts nothing.
+   */
+  async writeMembers(trx: Transaction<Database>, moves: readonly MemberWrite[], at: string): Promise<void> {
+    if (moves.length === 0) return;
+    // The window as it is in the database now (another process may have resumed the rollout).
+    const ids = [...new Set(moves.map((m) => m.rolloutId))];
+    const windows = new Map(
+      (await trx.selectFrom("rollouts").select(["id", "window_started_at"]).where("id", "in", ids).execute()).map((r) => [r.id, Date.parse(r.window_started_at)]),
+    );
+    const changes = new Map<string, CountChange[]>();
+    for (const { rolloutId, deviceId, before, member } of moves) {
       const row = memberRow(rolloutId, deviceId, member, at);
       const { rollout_id: _r, device_id: _d, joined_at: _j, ...update } = row;
       await trx
@@ -137,17 +224,35 @@ export class RolloutStore {
         .values(row)
         .onConflict((oc) => oc.columns(["rollout_id", "device_id"]).doUpdateSet(update))
         .execute();
+      const list = changes.get(rolloutId) ?? [];
+      list.push(...countChanges(before, member, windows.get(rolloutId) ?? Number.POSITIVE_INFINITY));
+      changes.set(rolloutId, list);
+    }
+    for (const [rolloutId, list] of changes) await this.addCounts(trx, rolloutId, list);
+  }
+
+  /** Adds changes to a rollout's counts (summed first: one statement per count). */
+  private async addCounts(trx: Transaction<Database>, rolloutId: string, list: readonly CountChange[]): Promise<void> {
+    const sums = new Map<string, { stage: number; status: string; n: number }>();
+    for (const c of list) {
+      const k = `${c.stage}\u0000${c.status}`;
+      const s = sums.get(k);
+      if (s) s.n += c.n;
+      else sums.set(k, { ...c });
+    }
+    for (const { stage, status, n } of sums.values()) {
+      if (n === 0) continue;
+      await trx
+        .insertInto("rollout_counts")
+        .values({ rollout_id: rolloutId, stage, status, n })
+        .onConflict((oc) => oc.columns(["rollout_id", "stage", "status"]).doUpdateSet({ n: sql<number>`rollout_counts.n + excluded.n` }))
+        .execute();
     }
   }
 
-  /** Members of a rollout counted by stage and status, as written (flush first for the pending ones). */
-  async statusCounts(rolloutId: string): Promise<{ stage: number; status: string; n: number }[]> {
-    return this.db
-      .selectFrom("rollout_devices")
-      .select((eb) => ["stage", "status", eb.fn.countAll<number>().as("n")])
-      .where("rollout_id", "=", rolloutId)
-      .groupBy(["stage", "status"])
-      .execute();
+  /** A rollout's counts, as written (flush first for the pending new members): stage -1 (WINDOW) is the current window's. */
+  async counts(rolloutId: string): Promise<{ stage: number; status: string; n: number }[]> {
+    return this.db.selectFrom("rollout_counts").select(["stage", "status", "n"]).where("rollout_id", "=", rolloutId).execute();
   }
 
   /** Stops the timer and writes pending new members. */

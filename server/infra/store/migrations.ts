@@ -1,5 +1,5 @@
 // Versioned schema migrations, applied in name order at start. Never edit a released migration: add one.
-import { Kysely, Migration, MigrationProvider, sql, type Expression } from "kysely";
+import { sql, type Expression, type Kysely, type Migration, type MigrationProvider } from "kysely";
 
 type Dialect = "sqlite" | "postgres";
 /** Migrations see the database as it was when they were written, not as schema.ts describes it today. */
@@ -216,6 +216,53 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable("releases").addColumn("signer_scheme", text).execute();
         await db.schema.alterTable("releases").addColumn("signer_key_digest", text).execute();
         await db.schema.alterTable("releases").addColumn("signer_trusted", "integer").execute();
+      },
+    },
+    // A million devices: rollout counts kept as members move (no GROUP BY over every member), and an index for
+    // every operator filter, so no operator request walks the whole fleet.
+    "0005_rollout_counts_and_filters": {
+      async up(db: AnyDb) {
+        // Members per (rollout, stage, status), and per (rollout, status) for the current window (stage -1:
+        // members that finished since the window started), written in the transaction that moves the members.
+        await db.schema
+          .createTable("rollout_counts")
+          .addColumn("rollout_id", "text", (c) => c.notNull())
+          .addColumn("stage", "integer", (c) => c.notNull())
+          .addColumn("status", "text", (c) => c.notNull())
+          .addColumn("n", "integer", (c) => c.notNull())
+          .addPrimaryKeyConstraint("rollout_counts_pk", ["rollout_id", "stage", "status"])
+          .execute();
+        await db
+          .insertInto("rollout_counts")
+          .columns(["rollout_id", "stage", "status", "n"])
+          .expression(
+            db
+              .selectFrom("rollout_devices")
+              .select((eb) => ["rollout_id", "stage", "status", eb.fn.countAll().as("n")])
+              .groupBy(["rollout_id", "stage", "status"]),
+          )
+          .execute();
+        // ISO-8601 texts in UTC compare as the times they say.
+        await db
+          .insertInto("rollout_counts")
+          .columns(["rollout_id", "stage", "status", "n"])
+          .expression(
+            db
+              .selectFrom("rollout_devices as d")
+              .innerJoin("rollouts as r", "r.id", "d.rollout_id")
+              .select((eb) => ["d.rollout_id", sql<number>`-1`.as("stage"), "d.status", eb.fn.countAll().as("n")])
+              .where("d.status", "in", ["succeeded", "failed", "rolled_back"])
+              .whereRef("d.finished_at", ">=", "r.window_started_at")
+              .groupBy(["d.rollout_id", "d.status"]),
+          )
+          .execute();
+
+        // Operator filters: each an index whose order after the filtered column is the list's (by id).
+        await db.schema.createIndex("devices_version").on("devices").columns(["version", "id"]).execute();
+        await db.schema.createIndex("devices_state").on("devices").columns(["state", "id"]).execute();
+        await db.schema.createIndex("devices_last_seen").on("devices").columns(["last_seen_at"]).execute();
+        await db.schema.createIndex("audit_log_target").on("audit_log").columns(["target", "id"]).execute();
+        await db.schema.createIndex("audit_log_actor").on("audit_log").columns(["actor", "id"]).execute();
       },
     },
   };

@@ -128,6 +128,17 @@ export interface RolloutDevicesTable {
   finished_at: string | null;
 }
 
+/**
+ * A rollout's members counted by stage and status (stage -1: those that finished since the current window
+ * started, by outcome status), kept in the transactions that write the members.
+ */
+export interface RolloutCountsTable {
+  rollout_id: string;
+  stage: number;
+  status: string;
+  n: number;
+}
+
 export interface AuditLogTable {
   id: Generated<number>;
   at: string;
@@ -189,6 +200,7 @@ export interface Database {
   releases: ReleasesTable;
   rollouts: RolloutsTable;
   rollout_devices: RolloutDevicesTable;
+  rollout_counts: RolloutCountsTable;
   audit_log: AuditLogTable;
 }
 

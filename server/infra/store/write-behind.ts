@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 
 export class WriteBehind<K, V> {
   private pending = new Map<K, V>();
+  private writing = new Map<K, V>();
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
 
@@ -17,8 +18,9 @@ export class WriteBehind<K, V> {
     private readonly delayMs: number,
   ) {}
 
+  /** A queued row, or one of the batch being written (not yet visible to other connections). */
   get(key: K): V | undefined {
-    return this.pending.get(key);
+    return this.pending.get(key) ?? this.writing.get(key);
   }
 
   /** Queues a row; written within delayMs. */
@@ -38,13 +40,16 @@ export class WriteBehind<K, V> {
     this.flushing = this.flushing.then(async () => {
       if (this.pending.size === 0) return;
       const batch = [...this.pending];
-      this.pending.clear();
+      this.writing = this.pending;
+      this.pending = new Map();
       try {
         await this.write(batch);
       } catch (err) {
         this.log.error({ err, rows: batch.length }, `could not record ${this.what}; will retry`);
         // Newer values queued meanwhile win over the failed ones.
         for (const [k, v] of batch) if (!this.pending.has(k)) this.pending.set(k, v);
+      } finally {
+        this.writing = new Map();
       }
     });
     return this.flushing;

@@ -1,0 +1,416 @@
+// A million devices: `npm run bench:scale` (builds first; `--devices N` for another fleet size, `--keep` keeps
+// the work folder). Makes a data folder with N provisioned devices, every one a member of a running rollout
+// (rows inserted directly, in the shape the server writes them), starts the built server on it as a child
+// process and measures what the fleet's size could make slow: the start (time to listen, memory after it), the
+// rollout's status and its abort, every device-list filter and the audit log by target, each while a steady
+// poller asks for its manifest beside them, whose worst latency says whether operator requests hold polls up.
+// Progress on stderr, a table on stdout, then one JSON line.
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Agent, request } from "undici";
+import { loadConfig } from "../server/infra/config/config";
+import { createLogger } from "../server/infra/logging/logger";
+import { projectRoot } from "../server/paths";
+import { openContextParts } from "../server/server";
+import { rssKiB, startServerProcess, type ServerProcess } from "./processes";
+
+const V1 = "v1.4.1-2-g0296947-dirty"; // esp32_hello_world_idf5.2.2.bin: what the fleet runs
+const TARGETS = { start_s: 3, rss_mib: 250, request_ms: 100, poll_delay_ms: 50 };
+/**
+ * Operator requests are each made this many times; the figure is the median (the machine is shared: a neighbour
+ * only ever slows a request), and the slowest is reported beside it.
+ */
+const REPEAT = 5;
+/** Seconds the poller runs alone first: the worst poll then is the machine's own noise, the reference for the rest. */
+const ALONE_S = 3;
+const POLL_EVERY_MS = 5;
+
+type Json = Record<string, unknown>;
+interface RolloutStatus {
+  rollout: { id: string; state: string };
+  devices: { total: number };
+}
+
+const say = (msg: string) => process.stderr.write(`[scale] ${msg}\n`);
+
+function args(argv: string[]) {
+  let devices = 1_000_000;
+  let keep = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--devices") {
+      devices = Number(argv[++i]);
+      if (!Number.isInteger(devices) || devices < 100) throw new Error("--devices needs a whole number of at least 100");
+    } else if (a === "--keep") keep = true;
+    else throw new Error(`unknown option ${a} (known: --devices N, --keep)`);
+  }
+  return { devices, keep };
+}
+
+/** A MAC-style id, as ESP32 devices use (24:0a:c4 is an Espressif prefix); in id order as i grows. */
+const deviceId = (i: number) => {
+  const hex = i.toString(16).padStart(6, "0");
+  return `24:0a:c4:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}`;
+};
+
+/** What each device looks like: spread over groups, tags, channels, states and rollout statuses. */
+function shape(i: number) {
+  const status = i % 1000 === 7 ? "failed" : i % 100 === 3 ? "succeeded" : i % 100 === 5 ? "installing" : "offered";
+  return {
+    group: `g${i % 100}`,
+    tag: `site-${i % 20}`,
+    rare: i % 100_003 === 11, // about 10 per million
+    channel: i % 100 === 99 ? "beta" : "stable",
+    state: status === "failed" ? "failed" : status === "installing" ? "downloading" : status === "succeeded" ? "confirmed" : "idle",
+    status,
+  };
+}
+
+interface Env {
+  dir: string;
+  env: Record<string, string>;
+  logFile: string;
+}
+
+function prepareFolders(dir: string): Env {
+  const root = projectRoot();
+  fs.rmSync(dir, { recursive: true, force: true });
+  const certDir = path.join(dir, "certs");
+  const firmwareDir = path.join(dir, "firmware");
+  fs.mkdirSync(firmwareDir, { recursive: true });
+  const gen = spawnSync("bash", [path.join(root, "generate-certs.sh"), "--dir", certDir], { encoding: "utf8" });
+  if (gen.status !== 0) throw new Error(`generate-certs.sh failed: ${(gen.stderr || gen.stdout).trim()}`);
+  const images = path.join(root, "tests/fixtures/esp32-images");
+  fs.copyFileSync(path.join(images, "esp32_hello-world_idf4.1-dev.bin"), path.join(firmwareDir, "v2.bin"));
+  return {
+    dir,
+    logFile: path.join(dir, "server.log"),
+    env: {
+      OTA_DATA_DIR: path.join(dir, "data"),
+      OTA_FIRMWARE_DIR: firmwareDir,
+      OTA_CERT_DIR: certDir,
+      OTA_TLS_CERT: path.join(certDir, "server.crt"),
+      OTA_TLS_KEY: path.join(certDir, "server.key"),
+      OTA_TLS_CA: path.join(certDir, "ca.crt"),
+      OTA_PARTITIONS: path.join(root, "partitions.csv"),
+      OTA_PUBLIC_URL: "https://ota.scale.example",
+      OTA_AUTH_FAILURE_LIMIT: "1000000",
+    },
+  };
+}
+
+class Api {
+  readonly agent: Agent;
+  constructor(
+    private readonly url: string,
+    ca: Buffer,
+    private readonly token: string,
+  ) {
+    this.agent = new Agent({ connect: { ca }, connections: 1 });
+  }
+  /** An operator request; returns its status, body and time (ms). */
+  async call(method: string, p: string, body?: unknown): Promise<{ status: number; json: Json; ms: number }> {
+    const t0 = performance.now();
+    const r = await request(`${this.url}/api/v1${p}`, {
+      method: method as "GET",
+      dispatcher: this.agent,
+      headers: { Authorization: `Bearer ${this.token}`, ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    const json = (await r.body.json()) as Json;
+    return { status: r.statusCode, json, ms: performance.now() - t0 };
+  }
+  async ok(method: string, p: string, body?: unknown) {
+    const r = await this.call(method, p, body);
+    if (r.status >= 300) throw new Error(`${method} ${p} answered ${r.status}: ${JSON.stringify(r.json).slice(0, 300)}`);
+    return r;
+  }
+}
+
+/** First start on the empty folder: schema, credentials, the image ingested, a release and its running rollout. */
+async function firstStart(e: Env): Promise<{ rolloutId: string; release: string }> {
+  const server = await startServerProcess({ env: e.env, cpu: null, logFile: e.logFile });
+  try {
+    const creds = JSON.parse(fs.readFileSync(path.join(e.env.OTA_DATA_DIR!, "dev-credentials.json"), "utf8")) as { operatorToken: string };
+    const api = new Api(server.url, fs.readFileSync(e.env.OTA_TLS_CA!), creds.operatorToken);
+    const until = Date.now() + 30_000;
+    for (;;) {
+      const r = await api.call("POST", "/releases", { name: "scale-2", image: "v2.bin" });
+      if (r.status === 201 || r.status === 200) break;
+      if ((r.json as { error?: { code?: string } }).error?.code !== "image_not_found" || Date.now() > until) throw new Error(`creating the release answered ${r.status}: ${JSON.stringify(r.json)}`);
+      await new Promise((res) => setTimeout(res, 100)); // the firmware folder is ingested just after the start
+    }
+    const started = await api.ok("POST", "/releases/scale-2/rollout", { stages: [100], max_failure_rate: 50 });
+    await api.agent.close();
+    return { rolloutId: (started.json as unknown as RolloutStatus).rollout.id, release: "scale-2" };
+  } finally {
+    await server.stop();
+  }
+}
+
+/** N provisioned devices, their tags, their membership in the rollout and its counts, and an audit log. */
+async function fill(e: Env, n: number, rolloutId: string): Promise<{ keys: { id: string; apiKey: string }[] }> {
+  const config = loadConfig({ ...e.env, PORT: "0" }, e.dir);
+  const parts = await openContextParts(config, createLogger("warn", process.stderr));
+  const db = parts.store.sqlite;
+  try {
+    const windowStart = (db.prepare("SELECT window_started_at FROM rollouts WHERE id = ?").pluck().get(rolloutId) as string) ?? new Date().toISOString();
+    const seen = new Date(Date.now() - 3600_000).toISOString(); // an hour ago: offline
+    const finished = new Date(Date.parse(windowStart) + 1000).toISOString();
+    // The server's own statements' columns (sightings, provisioning, reports, tags, offers and moves, audit).
+    const device = db.prepare(
+      `INSERT INTO devices (id, chip, version, state, first_seen_at, last_seen_at, last_report_at, provisioned_at, key_generation, created_at, channel, group_name)
+       VALUES (?, 'esp32', ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)`,
+    );
+    const tag = db.prepare("INSERT INTO device_tags (device_id, tag) VALUES (?, ?)");
+    const member = db.prepare(
+      "INSERT INTO rollout_devices (rollout_id, device_id, stage, status, joined_at, updated_at, finished_at) VALUES (?, ?, 0, ?, ?, ?, ?)",
+    );
+    const audit = db.prepare(
+      `INSERT INTO audit_log (at, actor, role, token_id, source, ip, request_id, action, target, outcome, details)
+       VALUES (?, 'admin', 'admin', NULL, 'api', '127.0.0.1', NULL, 'device.update', ?, 'ok', '{"add_tags":["site-1"],"remove_tags":[]}')`,
+    );
+    const counts = new Map<string, number>();
+    const count = (stage: number, status: string) => counts.set(`${stage}\u0000${status}`, (counts.get(`${stage}\u0000${status}`) ?? 0) + 1);
+    const chunk = db.transaction((from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const id = deviceId(i + 1);
+        const s = shape(i);
+        device.run(id, V1, s.state, seen, seen, s.state === "idle" ? null : seen, seen, seen, s.channel, s.group);
+        tag.run(id, s.tag);
+        if (s.rare) tag.run(id, "rare");
+        const done = s.status === "succeeded" || s.status === "failed";
+        member.run(rolloutId, id, s.status, windowStart, done ? finished : windowStart, done ? finished : null);
+        count(0, s.status);
+        if (done) count(-1, s.status);
+        if (i % 5 === 0) audit.run(seen, id);
+      }
+    });
+    db.pragma("synchronous = OFF"); // a bulk load that is thrown away on failure
+    const step = 50_000;
+    for (let i = 0; i < n; i += step) {
+      chunk(i, Math.min(n, i + step));
+      say(`rows: ${Math.min(n, i + step).toLocaleString("en-US")} of ${n.toLocaleString("en-US")} devices`);
+    }
+    const putCount = db.prepare("INSERT INTO rollout_counts (rollout_id, stage, status, n) VALUES (?, ?, ?, ?)");
+    db.transaction(() => {
+      for (const [k, v] of counts) {
+        const [stage, status] = k.split("\u0000");
+        putCount.run(rolloutId, Number(stage), status, v);
+      }
+    })();
+    db.pragma("wal_checkpoint(TRUNCATE)");
+    // The poller's devices: members of the rollout on its channel (i % 100 === 0: stable, offered), each with its own key.
+    const keys = Array.from({ length: 50 }, (_, k) => {
+      const i = Math.floor(((k * 100 * Math.max(1, Math.floor(n / 5000))) % n) / 100) * 100;
+      const id = deviceId(i + 1);
+      return { id, apiKey: parts.credentials.deviceApiKey(id, 0) };
+    });
+    return { keys };
+  } finally {
+    await parts.devices.close();
+    await parts.store.close();
+  }
+}
+
+/** Polls the manifest one at a time, as the given devices in turn, every POLL_EVERY_MS, until stopped. */
+function startPoller(server: ServerProcess, ca: Buffer, keys: { id: string; apiKey: string }[]) {
+  const agent = new Agent({ connect: { ca }, connections: 1 });
+  let running = true;
+  let worst = 0;
+  let worstSinceReset = 0;
+  let polls = 0;
+  const statuses = new Map<number, number>();
+  const loop = (async () => {
+    for (let k = 0; running; k++) {
+      const d = keys[k % keys.length]!;
+      const t0 = performance.now();
+      const r = await request(`${server.url}/firmware/manifest`, {
+        dispatcher: agent,
+        headers: { "X-API-Key": d.apiKey, "X-Device-Id": d.id, "X-Nonce": randomBytes(12).toString("base64url"), "X-Device-Chip": "esp32", "X-Device-Version": V1 },
+      });
+      await r.body.dump();
+      const ms = performance.now() - t0;
+      worst = Math.max(worst, ms);
+      worstSinceReset = Math.max(worstSinceReset, ms);
+      polls++;
+      statuses.set(r.statusCode, (statuses.get(r.statusCode) ?? 0) + 1);
+      await new Promise((res) => setTimeout(res, POLL_EVERY_MS));
+    }
+  })();
+  return {
+    /** Starts a new span for worstSinceReset(). */
+    reset() {
+      worstSinceReset = 0;
+    },
+    /** Forgets everything so far (the poller's figures are then of what runs from now on). */
+    resetAll() {
+      worstSinceReset = 0;
+      worst = 0;
+      polls = 0;
+      statuses.clear();
+    },
+    worstSinceReset: () => worstSinceReset,
+    async stop() {
+      running = false;
+      await loop;
+      await agent.close();
+      return { polls, worst_ms: worst, statuses: Object.fromEntries(statuses) };
+    },
+  };
+}
+
+async function main() {
+  const opts = args(process.argv.slice(2));
+  const dir = path.join(os.tmpdir(), `ota-scale-${process.pid}`);
+  const e = prepareFolders(dir);
+  try {
+    say(`work folder ${dir}; first start on the empty folder`);
+    const { rolloutId, release } = await firstStart(e);
+    say(`filling ${opts.devices.toLocaleString("en-US")} devices, members of rollout ${rolloutId}`);
+    const t0 = Date.now();
+    const { keys } = await fill(e, opts.devices, rolloutId);
+    say(`filled in ${((Date.now() - t0) / 1000).toFixed(1)} s; starting the server`);
+
+    // The reference: a process that only loads the server's modules, the part of a start no data folder changes.
+    const loadStart = Date.now();
+    const load = spawnSync(process.execPath, ["-e", `require(${JSON.stringify(path.join(projectRoot(), "dist/server/server.js"))})`], { encoding: "utf8" });
+    if (load.status !== 0) throw new Error(`loading the server's modules failed: ${load.stderr}`);
+    const loadS = (Date.now() - loadStart) / 1000;
+    const logStart = fs.statSync(e.logFile).size;
+    const spawnedAt = Date.now();
+    const server = await startServerProcess({ env: e.env, cpu: null, logFile: e.logFile });
+    const listening = fs
+      .readFileSync(e.logFile, "utf8")
+      .slice(logStart)
+      .split("\n")
+      .find((l) => l.includes('"OTA server listening"'));
+    const at = (JSON.parse(listening!) as { time: string | number }).time;
+    const listenS = ((typeof at === "number" ? at : Date.parse(at)) - spawnedAt) / 1000;
+    const rssMiB = rssKiB(server.pid) / 1024;
+    say(`listening after ${listenS.toFixed(2)} s (node loading the server's modules alone: ${loadS.toFixed(2)} s), RSS ${rssMiB.toFixed(0)} MiB`);
+
+    const ca = fs.readFileSync(e.env.OTA_TLS_CA!);
+    const creds = JSON.parse(fs.readFileSync(path.join(e.env.OTA_DATA_DIR!, "dev-credentials.json"), "utf8")) as { operatorToken: string };
+    const api = new Api(server.url, ca, creds.operatorToken);
+    const poller = startPoller(server, ca, keys);
+    const requests: { name: string; path: string; ms: number; max_ms: number; rows: number | null; poll_worst_ms: number }[] = [];
+    const timed = async (name: string, method: string, p: string, rowsOf: ((json: Json) => number) | null, body?: unknown) => {
+      const times: number[] = [];
+      let json: Json = {};
+      poller.reset();
+      for (let i = 0; i < REPEAT; i++) {
+        const r = await api.ok(method, p, body);
+        times.push(r.ms);
+        json = r.json;
+        if (method !== "GET") break; // an action is taken once
+      }
+      times.sort((a, b) => a - b);
+      const row = {
+        name,
+        path: `${method} ${p}`,
+        ms: +times[Math.floor(times.length / 2)]!.toFixed(1),
+        max_ms: +times.at(-1)!.toFixed(1),
+        rows: rowsOf ? rowsOf(json) : null,
+        poll_worst_ms: +poller.worstSinceReset().toFixed(1),
+      };
+      requests.push(row);
+      say(`${name}: ${row.ms} ms (slowest ${row.max_ms})${row.rows !== null ? `, ${row.rows} rows` : ""}; worst poll meanwhile ${row.poll_worst_ms} ms`);
+      return json;
+    };
+    // Warm: the first requests of a process pay for compiling its code, not for the fleet's size.
+    await api.ok("GET", "/devices?limit=1");
+    await api.ok("GET", `/rollouts/${release}`);
+    poller.reset();
+    await new Promise((res) => setTimeout(res, ALONE_S * 1000));
+    const alone = poller.worstSinceReset();
+    poller.resetAll();
+    say(`worst poll with no operator request: ${alone.toFixed(1)} ms`);
+
+    const devicesIn = (j: Json) => (j.devices as unknown[]).length;
+    const entries = (j: Json) => (j.entries as unknown[]).length;
+    const status = (await timed("rollout status", "GET", `/rollouts/${release}`, null)) as unknown as RolloutStatus;
+    await timed("devices: first page", "GET", "/devices", devicesIn);
+    await timed("devices: common tag", "GET", "/devices?tag=site-3", devicesIn);
+    await timed("devices: rare tag", "GET", "/devices?tag=rare", devicesIn);
+    await timed("devices: absent tag", "GET", "/devices?tag=nowhere", devicesIn);
+    await timed("devices: group", "GET", "/devices?group=g42", devicesIn);
+    await timed("devices: absent group", "GET", "/devices?group=nowhere", devicesIn);
+    await timed("devices: rare channel", "GET", "/devices?channel=beta", devicesIn);
+    await timed("devices: absent channel", "GET", "/devices?channel=nightly", devicesIn);
+    await timed("devices: version", "GET", `/devices?version=${encodeURIComponent(V1)}`, devicesIn);
+    await timed("devices: absent version", "GET", "/devices?version=v9.9.9", devicesIn);
+    await timed("devices: rare state", "GET", "/devices?state=failed", devicesIn);
+    await timed("devices: absent state", "GET", "/devices?state=rejected", devicesIn);
+    await timed("devices: online (few)", "GET", "/devices?online=true", devicesIn);
+    await timed("devices: offline (most)", "GET", "/devices?online=false", devicesIn);
+    await timed("devices: search", "GET", `/devices?search=${encodeURIComponent(deviceId(Math.floor(opts.devices / 2)).slice(0, 14))}`, devicesIn);
+    await timed("devices: absent search", "GET", "/devices?search=ff:ff", devicesIn);
+    await timed("devices: tag and offline", "GET", "/devices?tag=site-3&online=false", devicesIn);
+    await timed("audit by target (device)", "GET", `/audit?target=${encodeURIComponent(deviceId(1))}`, entries);
+    await timed("audit by target (rollout)", "GET", `/audit?target=${rolloutId}`, entries);
+    await timed("audit by absent target", "GET", "/audit?target=nobody", entries);
+    await timed("rollout abort", "POST", `/rollouts/${release}/abort`, null, { reason: "scale bench" });
+    const after = (await timed("rollout status, aborted", "GET", `/rollouts/${release}`, null)) as unknown as RolloutStatus;
+    const polls = await poller.stop();
+    await api.agent.close();
+    await server.stop();
+
+    const members = Number(status.devices.total);
+    if (members !== opts.devices) throw new Error(`the rollout counts ${members} members, not ${opts.devices}: its counts are wrong`);
+    if (after.rollout.state !== "aborted") throw new Error("the abort did not abort the rollout");
+    if (!polls.statuses[200]) throw new Error(`no poll was answered 200: ${JSON.stringify(polls.statuses)}`);
+    const slowest = Math.max(...requests.map((r) => r.ms));
+    const result = {
+      bench: "scale",
+      devices: opts.devices,
+      rollout_members: members,
+      listen_s: +listenS.toFixed(2),
+      load_modules_s: +loadS.toFixed(2),
+      rss_mib: +rssMiB.toFixed(1),
+      requests,
+      slowest_request_ms: slowest,
+      polls: polls.polls,
+      poll_statuses: polls.statuses,
+      worst_poll_ms: +polls.worst_ms.toFixed(1),
+      worst_poll_alone_ms: +alone.toFixed(1),
+      targets: TARGETS,
+      met: {
+        start: listenS < TARGETS.start_s,
+        rss: rssMiB < TARGETS.rss_mib,
+        requests: slowest < TARGETS.request_ms,
+        polls: polls.worst_ms <= TARGETS.poll_delay_ms,
+      },
+    };
+    const mark = (ok: boolean) => (ok ? "ok" : "MISSED");
+    const lines: string[][] = [
+      ["figure", "value", "target", ""],
+      ["time to listen", `${result.listen_s} s`, `< ${TARGETS.start_s} s`, mark(result.met.start)],
+      ["  node loading the server's modules alone", `${result.load_modules_s} s`, "", ""],
+      ["RSS after start", `${result.rss_mib} MiB`, `< ${TARGETS.rss_mib} MiB`, mark(result.met.rss)],
+      ...requests.map((r) => [
+        `${r.name}${r.rows !== null ? ` (${r.rows} rows)` : ""}`,
+        `${r.ms} ms (slowest ${r.max_ms})`,
+        `< ${TARGETS.request_ms} ms`,
+        mark(r.ms < TARGETS.request_ms),
+      ]),
+      [`worst of ${polls.polls} polls beside them`, `${result.worst_poll_ms} ms`, `<= ${TARGETS.poll_delay_ms} ms`, mark(result.met.polls)],
+      [`worst poll, ${ALONE_S} s alone before (the machine's noise)`, `${result.worst_poll_alone_ms} ms`, "", ""],
+    ];
+    const widths = lines[0]!.map((_, c) => Math.max(...lines.map((l) => l[c]!.length)));
+    process.stdout.write(`scale: ${opts.devices.toLocaleString("en-US")} devices, all members of a running rollout\n`);
+    for (const l of lines) process.stdout.write(l.map((x, c) => x.padEnd(widths[c]!)).join("  ").trimEnd() + "\n");
+    process.stdout.write(JSON.stringify(result) + "\n");
+  } finally {
+    if (opts.keep) say(`kept ${dir}`);
+    else fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`[scale] failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
