@@ -156,6 +156,7 @@ async function fill(e: Env, n: number, rolloutId: string): Promise<{ keys: { id:
   const config = loadConfig({ ...e.env, PORT: "0" }, e.dir);
   const parts = await openContextParts(config, createLogger("warn", process.stderr));
   const db = parts.store.sqlite;
+  if (!db) throw new Error("npm run bench:scale fills its data folder through SQLite: run it without OTA_DATABASE_URL");
   try {
     const windowStart = (db.prepare("SELECT window_started_at FROM rollouts WHERE id = ?").pluck().get(rolloutId) as string) ?? new Date().toISOString();
     const seen = new Date(Date.now() - 3600_000).toISOString(); // an hour ago: offline
