@@ -5,10 +5,10 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import SqliteDatabase from "better-sqlite3";
-import { chooseImage, type Offer } from "../../server/domain/releases/offer";
-import { RolloutManager, type Membership } from "../../server/domain/rollouts/rollout-manager";
+import { chooseImage } from "../../server/domain/releases/offer";
+import { RolloutManager } from "../../server/domain/rollouts/rollout-manager";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
+import { onPostgres, openTestDb, type TestDb } from "../helpers/database";
 import { mac, offered, Operator, report, writeMasterKey } from "../helpers/fleet";
 import { eventually, startTestServer, tempDirs, type Dirs, type TestServer } from "../helpers/server";
 
@@ -27,33 +27,31 @@ describe("rollout counts", () => {
   let op: Operator;
   let rolloutId: string;
 
-  /** The server's database, opened as another process would. */
-  const withDb = <T>(fn: (db: SqliteDatabase.Database) => T): T => {
-    const db = new SqliteDatabase(path.join(dirs.data, "ota.sqlite"));
-    db.pragma("busy_timeout = 5000");
+  /** The server's database, opened as another process would (on whichever backend the test runs). */
+  const withDb = async <T>(fn: (db: TestDb) => Promise<T>): Promise<T> => {
+    const db = await openTestDb(dirs);
     try {
-      return fn(db);
+      return await fn(db);
     } finally {
-      db.close();
+      await db.close();
     }
   };
   /** The counts kept, and the same counts made from the members themselves. */
   const both = () =>
-    withDb((db) => ({
-      kept: sorted(db.prepare("SELECT stage, status, n FROM rollout_counts WHERE rollout_id = ? AND n <> 0").all(rolloutId) as Row[]),
+    withDb(async (db) => ({
+      kept: sorted(await db.rows<Row>("SELECT stage, status, n FROM rollout_counts WHERE rollout_id = ? AND n <> 0", [rolloutId])),
       members: sorted([
-        ...(db.prepare("SELECT stage, status, count(*) AS n FROM rollout_devices WHERE rollout_id = ? GROUP BY stage, status").all(rolloutId) as Row[]),
-        ...(db
-          .prepare(
-            `SELECT -1 AS stage, d.status, count(*) AS n FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id
-             WHERE d.rollout_id = ? AND d.status IN ('succeeded', 'failed', 'rolled_back') AND d.finished_at >= r.window_started_at
-             GROUP BY d.status`,
-          )
-          .all(rolloutId) as Row[]),
+        ...(await db.rows<Row>("SELECT stage, status, CAST(count(*) AS integer) AS n FROM rollout_devices WHERE rollout_id = ? GROUP BY stage, status", [rolloutId])),
+        ...(await db.rows<Row>(
+          `SELECT -1 AS stage, d.status, CAST(count(*) AS integer) AS n FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id
+           WHERE d.rollout_id = ? AND d.status IN ('succeeded', 'failed', 'rolled_back') AND d.finished_at >= r.window_started_at
+           GROUP BY d.status`,
+          [rolloutId],
+        )),
       ]),
     }));
-  const expectCountsTrue = () => {
-    const { kept, members } = both();
+  const expectCountsTrue = async () => {
+    const { kept, members } = await both();
     expect(kept).toEqual(members);
     return kept;
   };
@@ -80,7 +78,7 @@ describe("rollout counts", () => {
     // Polling again makes no second member.
     for (const id of fleet.slice(0, 4)) expect(await offered(s, id, asV1)).toBe(SHA2);
     expect((await status()).devices).toMatchObject({ total: 12, offered: 12 });
-    expect(expectCountsTrue()).toEqual([{ stage: 0, status: "offered", n: 12 }]);
+    expect(await expectCountsTrue()).toEqual([{ stage: 0, status: "offered", n: 12 }]);
 
     const [a, b, c, d] = fleet;
     await report(s, { device_id: a, status: "downloading", sha256: SHA2, bytes: 0, total: 1, report_id: "a-1" });
@@ -88,7 +86,7 @@ describe("rollout counts", () => {
     await report(s, { device_id: b, status: "failed", sha256: SHA2, reason: "write_failed", report_id: "b-1" });
     await report(s, { device_id: c, status: "rolled_back", sha256: SHA2, report_id: "c-1" });
     await report(s, { device_id: d, status: "downloading", sha256: SHA2, bytes: 0, total: 1, report_id: "d-1" });
-    expect(expectCountsTrue()).toEqual([
+    expect(await expectCountsTrue()).toEqual([
       { stage: -1, status: "failed", n: 1 },
       { stage: -1, status: "rolled_back", n: 1 },
       { stage: -1, status: "succeeded", n: 1 },
@@ -107,7 +105,7 @@ describe("rollout counts", () => {
     const now = await status();
     expect(now.devices).toMatchObject({ total: 12, offered: 8, installing: 1, succeeded: 0, failed: 2, rolled_back: 1 });
     expect(now.window).toMatchObject({ succeeded: 0, failed: 2, rolledBack: 1, finished: 3 });
-    expectCountsTrue();
+    await expectCountsTrue();
   });
 
   it("a move of a member not yet written counts it once; its offer written afterwards adds nothing", async () => {
@@ -118,7 +116,7 @@ describe("rollout counts", () => {
     await s.running.ctx.rollouts.flush();
     const now = await status();
     expect(now.devices).toMatchObject({ total: 13, offered: 8, failed: 3 });
-    expectCountsTrue();
+    await expectCountsTrue();
   });
 
   it("without a synchronous reader (as on an asynchronous database) membership and the offer come as promises, with the same answers", async () => {
@@ -129,11 +127,12 @@ describe("rollout counts", () => {
     const outsider = mac(999, "c0:00:00");
     const before = (await status()).devices.total;
     for (const id of [fleet[0]!, fleet[1]!, outsider]) {
-      const sync = ctx.rollouts.membership(id);
+      const served = ctx.rollouts.membership(id);
       const later = viaKysely.membership(id);
-      expect(sync).not.toBeInstanceOf(Promise);
+      // SQLite answers the poll path synchronously, from its read-only connection; PostgreSQL cannot.
+      if (!onPostgres()) expect(served).not.toBeInstanceOf(Promise);
       expect(later).toBeInstanceOf(Promise);
-      expect((await later)(rolloutId)).toBe((sync as Membership)(rolloutId));
+      expect((await later)(rolloutId)).toBe((await served)(rolloutId));
     }
     expect((await viaKysely.membership(outsider))(rolloutId)).toBeUndefined();
     expect((await viaKysely.membership(fleet[1]!))(rolloutId)).toBe("failed");
@@ -142,30 +141,30 @@ describe("rollout counts", () => {
       const offer = chooseImage({ ...ctx, rollouts: viaKysely }, asker);
       expect(offer).toBeInstanceOf(Promise);
       expect((await offer)?.sha256).toBe(SHA2);
-      expect((chooseImage(ctx, asker) as Offer | undefined)?.sha256).toBe(SHA2);
+      expect((await chooseImage(ctx, asker))?.sha256).toBe(SHA2);
     }
     // Both made the outsider a member, as two processes on one database would: it is written, and counted, once.
     await Promise.all([viaKysely.flush(), ctx.rollouts.flush()]);
     expect((await status()).devices.total).toBe(before + 1);
-    expectCountsTrue();
+    await expectCountsTrue();
     await viaKysely.close();
   });
 
   it("a report and its count are one transaction: when the count cannot be written, nothing of the report is", async () => {
     const f = fleet[5]!;
     const before = (await status()).devices;
-    withDb((db) => db.exec("CREATE TRIGGER test_no_counts BEFORE UPDATE ON rollout_counts BEGIN SELECT RAISE(ABORT, 'no counts in this test'); END"));
+    await withDb((db) => db.refuse("test_no_counts", "rollout_counts", "UPDATE"));
     const refused = await send({ device_id: f, status: "failed", sha256: SHA2, reason: "write_failed", report_id: "f-1" });
     expect(refused.status).toBe(503);
-    expect(withDb((db) => db.prepare("SELECT count(*) AS n FROM reports WHERE device_id = ?").get(f))).toEqual({ n: 0 });
-    expect(withDb((db) => db.prepare("SELECT status FROM rollout_devices WHERE rollout_id = ? AND device_id = ?").get(rolloutId, f))).toEqual({ status: "offered" });
+    expect(await withDb((db) => db.rows("SELECT CAST(count(*) AS integer) AS n FROM reports WHERE device_id = ?", [f]))).toEqual([{ n: 0 }]);
+    expect(await withDb((db) => db.rows("SELECT status FROM rollout_devices WHERE rollout_id = ? AND device_id = ?", [rolloutId, f]))).toEqual([{ status: "offered" }]);
     expect((await status()).devices).toEqual(before);
-    expectCountsTrue();
+    await expectCountsTrue();
 
-    withDb((db) => db.exec("DROP TRIGGER test_no_counts"));
+    await withDb((db) => db.unrefuse("test_no_counts", "rollout_counts"));
     expect((await send({ device_id: f, status: "failed", sha256: SHA2, reason: "write_failed", report_id: "f-1" })).json()).toEqual({ ok: true, duplicate: false });
     expect((await status()).devices).toMatchObject({ failed: before.failed + 1, offered: before.offered - 1 });
-    expectCountsTrue();
+    await expectCountsTrue();
   });
 
   it("a resume starts the window from nothing; the stages keep their counts", async () => {
@@ -177,20 +176,20 @@ describe("rollout counts", () => {
     expect(resumed.devices).toEqual(before.devices);
     await report(s, { device_id: fleet[6], status: "failed", sha256: SHA2, reason: "write_failed", report_id: "g-1" });
     expect((await status()).window).toMatchObject({ failed: 1, finished: 1 });
-    expectCountsTrue();
+    await expectCountsTrue();
   });
 
   it("a data folder from before the counts existed gets them from its members when the server starts", async () => {
-    const kept = expectCountsTrue();
+    const kept = await expectCountsTrue();
     await s.close({ keepDirs: true });
     // The database as the migrations before the counts left it (the members are all there).
-    withDb((db) => {
-      db.exec("DROP TABLE rollout_counts");
-      for (const i of ["devices_version", "devices_state", "devices_last_seen", "audit_log_target", "audit_log_actor"]) db.exec(`DROP INDEX ${i}`);
-      db.prepare("DELETE FROM kysely_migration WHERE name = ?").run("0005_rollout_counts_and_filters");
+    await withDb(async (db) => {
+      await db.rows("DROP TABLE rollout_counts");
+      for (const i of ["devices_version", "devices_state", "devices_last_seen", "audit_log_target", "audit_log_actor"]) await db.rows(`DROP INDEX ${i}`);
+      await db.rows("DELETE FROM kysely_migration WHERE name = ?", ["0005_rollout_counts_and_filters"]);
     });
     s = await startTestServer({}, dirs);
     op = new Operator(s);
-    expect(expectCountsTrue()).toEqual(kept);
+    expect(await expectCountsTrue()).toEqual(kept);
   });
 });
