@@ -19,15 +19,19 @@ async function fetchBytes(url: string): Promise<{ status: number; length: string
   return { status: r.statusCode, length: r.headers["content-length"] as string | undefined, body };
 }
 
+/** The `ota` command on the server's own data folder and database, as an operator on its machine runs it. */
+function otaOn(s: TestServer, ...args: string[]) {
+  return spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], {
+    encoding: "utf8",
+    env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, OTA_FIRMWARE_DIR: s.dirs.firmware, ...storageEnv(s.dirs) },
+  });
+}
+
 describe("ota export", () => {
   let s: TestServer;
   let web: StaticServer;
   let webRoot: string;
-  const ota = (...args: string[]) =>
-    spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], {
-      encoding: "utf8",
-      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, OTA_FIRMWARE_DIR: s.dirs.firmware, ...storageEnv(s.dirs) },
-    });
+  const ota = (...args: string[]) => otaOn(s, ...args);
   const ingest = async (file: string, name: string) => {
     fs.copyFileSync(file, path.join(s.dirs.firmware, name));
     await eventually(() => s.running.ctx.catalog.imageByName(name));
@@ -150,11 +154,7 @@ describe("ota export with releases and rollouts", () => {
   let s: TestServer;
   let op: Operator;
   let out: string;
-  const ota = (...args: string[]) =>
-    spawnSync(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], {
-      encoding: "utf8",
-      env: { ...process.env, OTA_DATA_DIR: s.dirs.data, OTA_CERT_DIR: s.dirs.certs, OTA_FIRMWARE_DIR: s.dirs.firmware },
-    });
+  const ota = (...args: string[]) => otaOn(s, ...args);
   const json = (file: string) => JSON.parse(fs.readFileSync(path.join(out, file), "utf8"));
   const listing = () =>
     (fs.readdirSync(out, { recursive: true }) as string[]).filter((f) => !fs.statSync(path.join(out, f)).isDirectory()).sort();
