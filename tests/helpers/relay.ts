@@ -93,7 +93,13 @@ export class Relay {
     const rec: RelayedRequest = { method: req.method ?? "GET", path: req.url ?? "/", range: req.headers.range, at: Date.now() };
     this.requests.push(rec);
     const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
+    try {
+      for await (const c of req) chunks.push(c as Buffer);
+    } catch {
+      // The device went away in the middle of its request ("aborted": its power was cut): nothing to forward.
+      res.socket?.destroy();
+      return;
+    }
     const body = Buffer.concat(chunks);
     let answer: RelayedResponse;
     try {
