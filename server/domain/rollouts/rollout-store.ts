@@ -9,7 +9,7 @@
 // the same counts, they survive a crash with the members they count, and no process reads every member to
 // rebuild them.
 import type SqliteDatabase from "better-sqlite3";
-import { sql, type Kysely, type Transaction } from "kysely";
+import { PostgresAdapter, sql, type Kysely, type Transaction } from "kysely";
 import type { Logger } from "pino";
 import type { MaybePromise } from "../../infra/maybe-promise";
 import { preparedQuery } from "../../infra/store/prepared";
@@ -19,7 +19,6 @@ import { countChanges, WINDOW, type CountChange, type Member, type MemberStatus 
 import { rolloutPolicySchema } from "./policy";
 import type { Rollout } from "./rollout-state";
 
-type Db = Kysely<Database> | Transaction<Database>;
 
 function fromRow(row: RolloutRow): Rollout {
   return {
@@ -72,6 +71,20 @@ export interface MemberWrite {
   member: Member;
 }
 
+/**
+ * On PostgreSQL, holds each rollout's lock until `trx` ends. A report's transaction reads its members and then
+ * writes their moves; a batch of new members inserts rows beside it on another connection. Without the lock a
+ * move could read "no row yet" just before the batch commits that row, and both would count the member. SQLite
+ * runs one transaction at a time, so it needs none.
+ */
+async function lockRollouts(trx: Transaction<Database>, rolloutIds: readonly string[]): Promise<void> {
+  if (!(trx.getExecutor().adapter instanceof PostgresAdapter)) return;
+  // Always in the same order, so two transactions locking several rollouts cannot wait for each other.
+  for (const id of [...new Set(rolloutIds)].sort()) {
+    await sql`SELECT pg_advisory_xact_lock(hashtext(${"rollout:" + id}))`.execute(trx);
+  }
+}
+
 export class RolloutStore {
   /** New members not yet written, by rollout and device. */
   private readonly pending: WriteBehind<string, RolloutDeviceRow>;
@@ -119,9 +132,10 @@ export class RolloutStore {
   }
 
   /** The devices' records in these rollouts (by memberKey), as `trx` sees them, with the pending new members laid under. */
-  async members(trx: Db, rolloutIds: readonly string[], deviceIds: readonly string[]): Promise<Map<string, Found>> {
+  async members(trx: Transaction<Database>, rolloutIds: readonly string[], deviceIds: readonly string[]): Promise<Map<string, Found>> {
     const out = new Map<string, Found>();
     if (rolloutIds.length === 0 || deviceIds.length === 0) return out;
+    await lockRollouts(trx, rolloutIds);
     for (let i = 0; i < deviceIds.length; i += 500) {
       const rows = await trx
         .selectFrom("rollout_devices")
@@ -187,6 +201,7 @@ export class RolloutStore {
   /** New members, and their counts: a row already there (written by a move, or by another process) stays, uncounted again. */
   private async writeOffers(rows: RolloutDeviceRow[]): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
+      await lockRollouts(trx, rows.map((r) => r.rollout_id));
       const changes = new Map<string, CountChange[]>();
       for (const row of rows) {
         const r = await trx
