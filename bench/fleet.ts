@@ -56,22 +56,20 @@ function deviceId(i: number): string {
   return `24:0a:c4:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}`;
 }
 
-export async function prepareFleet(dir: string, deviceCount: number): Promise<Fleet> {
+/**
+ * A fresh work folder for a benchmarked server: an empty firmware folder, development certificates from
+ * generate-certs.sh, and the server's environment over them (never throttled: the load comes from one address).
+ */
+export function benchFolders(dir: string, publicUrl: string): { dataDir: string; firmwareDir: string; certDir: string; env: Record<string, string> } {
   const root = projectRoot();
-  const images = fixtureImages(); // before anything is made: a missing image stops the run at once
   fs.rmSync(dir, { recursive: true, force: true });
   const certDir = path.join(dir, "certs");
   const dataDir = path.join(dir, "data");
   const firmwareDir = path.join(dir, "firmware");
   fs.mkdirSync(firmwareDir, { recursive: true });
-
   const gen = spawnSync("bash", [path.join(root, "generate-certs.sh"), "--dir", certDir], { encoding: "utf8" });
   if (gen.status !== 0) throw new Error(`generate-certs.sh failed: ${(gen.stderr || gen.stdout).trim()}`);
-  // The large image first, so the small one is the newest and is what manifests offer.
-  fs.copyFileSync(images.large, path.join(firmwareDir, path.basename(images.large)));
-  fs.copyFileSync(images.small, path.join(firmwareDir, path.basename(images.small)));
-
-  const serverEnv: Record<string, string> = {
+  const env: Record<string, string> = {
     OTA_DATA_DIR: dataDir,
     OTA_FIRMWARE_DIR: firmwareDir,
     OTA_CERT_DIR: certDir,
@@ -79,10 +77,20 @@ export async function prepareFleet(dir: string, deviceCount: number): Promise<Fl
     OTA_TLS_KEY: path.join(certDir, "server.key"),
     OTA_TLS_CA: path.join(certDir, "ca.crt"),
     OTA_PARTITIONS: path.join(root, "partitions.csv"),
-    OTA_PUBLIC_URL: "https://ota.bench.example",
-    // The load comes from one address; only failures count, but a bench must never be throttled.
+    OTA_PUBLIC_URL: publicUrl,
+    // Only failures count, but a bench must never be throttled.
     OTA_AUTH_FAILURE_LIMIT: "1000000",
   };
+  return { dataDir, firmwareDir, certDir, env };
+}
+
+export async function prepareFleet(dir: string, deviceCount: number): Promise<Fleet> {
+  const images = fixtureImages(); // before anything is made: a missing image stops the run at once
+  const { dataDir, firmwareDir, certDir, env: serverEnv } = benchFolders(dir, "https://ota.bench.example");
+  // The large image first, so the small one is the newest and is what manifests offer.
+  fs.copyFileSync(images.large, path.join(firmwareDir, path.basename(images.large)));
+  fs.copyFileSync(images.small, path.join(firmwareDir, path.basename(images.small)));
+
   const config = loadConfig({ ...serverEnv, PORT: "0" }, dir);
   const parts = await openContextParts(config, createLogger("warn", process.stderr));
   const devices: BenchDevice[] = [];

@@ -15,6 +15,7 @@ import { loadConfig } from "../server/infra/config/config";
 import { createLogger } from "../server/infra/logging/logger";
 import { projectRoot } from "../server/paths";
 import { openContextParts } from "../server/server";
+import { benchFolders } from "./fleet";
 import { rssKiB, startServerProcess, type ServerProcess } from "./processes";
 
 const V1 = "v1.4.1-2-g0296947-dirty"; // esp32_hello_world_idf5.2.2.bin: what the fleet runs
@@ -76,30 +77,9 @@ interface Env {
 }
 
 function prepareFolders(dir: string): Env {
-  const root = projectRoot();
-  fs.rmSync(dir, { recursive: true, force: true });
-  const certDir = path.join(dir, "certs");
-  const firmwareDir = path.join(dir, "firmware");
-  fs.mkdirSync(firmwareDir, { recursive: true });
-  const gen = spawnSync("bash", [path.join(root, "generate-certs.sh"), "--dir", certDir], { encoding: "utf8" });
-  if (gen.status !== 0) throw new Error(`generate-certs.sh failed: ${(gen.stderr || gen.stdout).trim()}`);
-  const images = path.join(root, "tests/fixtures/esp32-images");
-  fs.copyFileSync(path.join(images, "esp32_hello-world_idf4.1-dev.bin"), path.join(firmwareDir, "v2.bin"));
-  return {
-    dir,
-    logFile: path.join(dir, "server.log"),
-    env: {
-      OTA_DATA_DIR: path.join(dir, "data"),
-      OTA_FIRMWARE_DIR: firmwareDir,
-      OTA_CERT_DIR: certDir,
-      OTA_TLS_CERT: path.join(certDir, "server.crt"),
-      OTA_TLS_KEY: path.join(certDir, "server.key"),
-      OTA_TLS_CA: path.join(certDir, "ca.crt"),
-      OTA_PARTITIONS: path.join(root, "partitions.csv"),
-      OTA_PUBLIC_URL: "https://ota.scale.example",
-      OTA_AUTH_FAILURE_LIMIT: "1000000",
-    },
-  };
+  const { firmwareDir, env } = benchFolders(dir, "https://ota.scale.example");
+  fs.copyFileSync(path.join(projectRoot(), "tests/fixtures/esp32-images/esp32_hello-world_idf4.1-dev.bin"), path.join(firmwareDir, "v2.bin"));
+  return { dir, logFile: path.join(dir, "server.log"), env };
 }
 
 class Api {
