@@ -122,6 +122,7 @@ const envSchema = z.object({
     })
     .optional(),
   OTA_DATABASE_POOL: int(1, 1000).default(10),
+  OTA_SYNC_INTERVAL_MS: int(100, 600_000).default(5000),
 });
 
 /** Variables whose value is a secret (or holds one): never repeated in an error. */
@@ -163,6 +164,11 @@ export interface Config {
   signingKeys: readonly TrustedKey[] | null;
   /** OTA_DATABASE_URL and OTA_DATABASE_POOL: PostgreSQL; null: SQLite in the data folder. */
   database: { url: string; poolSize: number } | null;
+  /**
+   * OTA_SYNC_INTERVAL_MS: with several processes on PostgreSQL, how often each checks for changes whose notification
+   * it missed, and tries to take over the leader's work when no process holds it.
+   */
+  syncIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -233,5 +239,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     firstStartTokenDays: e.OTA_FIRST_START_TOKEN_DAYS,
     signingKeys: keys ? keys.data : null,
     database: e.OTA_DATABASE_URL ? { url: e.OTA_DATABASE_URL, poolSize: e.OTA_DATABASE_POOL } : null,
+    syncIntervalMs: e.OTA_SYNC_INTERVAL_MS,
   };
 }
