@@ -70,6 +70,8 @@ export class FolderWatcher {
     await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
     // Stopped while starting (leadership lost at once): stop watching too.
     if (this.stopped) return watcher.close();
+    // A file that arrived after the listing above but before the watcher was ready is in neither.
+    for (const name of await fs.promises.readdir(this.dir)) if (this.isCandidate(name) && !onDisk.has(name)) this.schedule(name, 0);
     this.log.info({ dir: this.dir }, "watching firmware folder for new images");
   }
 
