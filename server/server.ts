@@ -26,6 +26,8 @@ import { ReleaseStore } from "./domain/releases/release-store";
 import { RolloutManager } from "./domain/rollouts/rollout-manager";
 import { openStore } from "./infra/store/db";
 import { ensureCertificates } from "./infra/tls/certificates";
+import { addFleetGauges, createMetrics, type Metrics } from "./infra/metrics/metrics";
+import { packageVersion } from "./paths";
 import { signingPolicyInfo } from "./domain/catalog/signing-policy";
 
 export interface RunningServer {
@@ -57,26 +59,34 @@ function loadPartitions(file: string): PartitionTable {
   }
 }
 
-/** Opens the data directory and catalog: what the server and the `ota` command share. */
-export async function openContextParts(config: Config, log: Logger) {
+/**
+ * Opens the data directory and catalog: what the server and the `ota` command share. Without `metrics`, what is
+ * counted goes to a registry of its own that nothing serves.
+ */
+export async function openContextParts(config: Config, log: Logger, metrics: Metrics = createMetrics({ version: packageVersion(), processMetrics: false })) {
   const master = await loadOrCreateMasterSecret(config.dataDir);
   const store = await openStore(config.dataDir, log, config.database);
   const credentials = new Credentials(store.db, master.secret);
   const raw = store.sqlite && store.reader ? { writer: store.sqlite, reader: store.reader } : undefined;
-  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, raw);
+  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, raw, metrics.reports);
   const audit = new AuditLog(store.db);
-  return { master, store, credentials, devices, audit };
+  return { master, store, credentials, devices, audit, metrics };
 }
 
 /**
- * Builds the whole server context from the data folder. `serving` starts the firmware-folder watcher and
- * sweeps temp files; the `ota` command opens the same context without either (the running server owns them).
+ * Builds the whole server context from the data folder. `serving` starts the firmware-folder watcher, sweeps
+ * temp files and collects the process metrics; the `ota` command opens the same context without any of them (the
+ * running server owns them).
  */
 export async function openContext(config: Config, log: Logger, opts: { serving: boolean }) {
   const partitions = loadPartitions(config.partitionsFile);
-  const { store, credentials, devices, audit } = await openContextParts(config, log);
+  const { store, credentials, devices, audit, metrics } = await openContextParts(
+    config,
+    log,
+    createMetrics({ version: packageVersion(), processMetrics: opts.serving }),
+  );
   const blobs = new BlobStore(config.dataDir);
-  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log, config.signingKeys);
+  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log, config.signingKeys, metrics.imagesRejected);
   await catalog.load({ sweep: opts.serving });
   const watcher = new FolderWatcher(
     config.firmwareDir,
@@ -88,13 +98,29 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
 
   const releases = new ReleaseStore(store.db, (sha) => catalog.image(sha));
   await releases.load();
-  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log, undefined, store.reader);
+  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log, undefined, store.reader, metrics.rollouts);
   await rollouts.load();
   // Every recorded report, from whichever endpoint, moves its device along in its rollout, in the same transaction.
   devices.setReportEffect({ write: (trx, reports) => rollouts.applyReports(trx, reports) });
   // Decisions the stored reports called for but a crash kept from being written. Only the server takes them: the
   // `ota` command opens the same data while the server may be running.
   if (opts.serving) await rollouts.applyPolicies();
+  addFleetGauges(metrics, {
+    devicesOnline: () => devices.countOnline(),
+    rollouts: () =>
+      Promise.all(
+        rollouts.list().map(async (r) => {
+          const { devices: members } = await rollouts.summary(r.id);
+          const { total: _total, ...byStatus } = members;
+          return { release: r.releaseName, state: r.state, stage: r.stage, stagePercent: r.policy.stages[r.stage] ?? 0, members: byStatus };
+        }),
+      ),
+    firmwareFiles: () => {
+      const byStatus: Record<string, number> = {};
+      for (const f of catalog.allFiles()) byStatus[f.status] = (byStatus[f.status] ?? 0) + 1;
+      return byStatus;
+    },
+  });
 
   const ctx: Context = {
     config,
@@ -110,6 +136,7 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
     audit,
     releases,
     rollouts,
+    metrics,
   };
   const close = async () => {
     await watcher.stop();

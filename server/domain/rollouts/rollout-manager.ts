@@ -9,7 +9,9 @@
 // rollout's counts, are written in the report's own transaction (applyReports), and the policy decision it
 // calls for is taken, on the stored counts, before the report is acknowledged; at start, each running rollout
 // applies its policy to what was stored (applyPolicies), so no decision is lost to a crash. State changes are
-// written before they are acknowledged and audited.
+// written before they are acknowledged and audited. Once a report's move is committed, a device that finished
+// is counted in the metrics (ota_updates_total by release and outcome; for a success, the time since it was
+// offered the release in ota_update_duration_seconds).
 import { createHmac } from "node:crypto";
 import type SqliteDatabase from "better-sqlite3";
 import { EventEmitter } from "node:events";
@@ -19,6 +21,7 @@ import type { AuditEntry, AuditLog } from "../audit/audit-log";
 import type { StoredReport } from "../devices/reports";
 import type { CompiledRelease, ReleaseStore } from "../releases/release-store";
 import type { MaybePromise } from "../../infra/maybe-promise";
+import type { RolloutMetrics } from "../../infra/metrics/metrics";
 import type { Database, RolloutState } from "../../infra/store/schema";
 import { bucketOf, stageLimit } from "./bucket";
 import {
@@ -46,6 +49,8 @@ interface Live {
 /** A device's member record after a report moved it, and its record in the database before. */
 interface MemberMove extends MemberWrite {
   live: Live;
+  /** Its status before this batch of reports moved it. */
+  previous: MemberStatus;
 }
 
 /**
@@ -84,6 +89,8 @@ export class RolloutManager extends EventEmitter {
     flushMs = 1000,
     /** On SQLite, the read-only connection (Store.reader) for the poll path's membership lookups. */
     reader?: SqliteDatabase.Database,
+    /** Counts devices that finish an update, and times those that succeed. */
+    private readonly metrics?: RolloutMetrics,
   ) {
     super();
     this.store = new RolloutStore(db, log, flushMs, reader);
@@ -212,6 +219,7 @@ export class RolloutManager extends EventEmitter {
         rolloutId: live.rollout.id,
         deviceId: r.deviceId,
         before: stored?.stored ? stored.member : null,
+        previous: moved.get(k)?.previous ?? move.from,
         member: moveMember(memberIn(live)!, move.to, now),
       });
     }
@@ -221,11 +229,24 @@ export class RolloutManager extends EventEmitter {
     return () => this.followMoves(changes);
   }
 
-  /** Once moves are on disk: each running rollout a device finished in applies its policy. */
+  /** Once moves are on disk: the finished devices are counted, and each running rollout one finished in applies its policy. */
   private followMoves(changes: readonly MemberMove[]): Promise<void> {
     const finishedIn = new Set<Live>();
     for (const { live, member } of changes) if (isFinished(member.status)) finishedIn.add(live);
+    this.countFinished(changes);
     return Promise.all([...finishedIn].map((live) => this.judge(live))).then(() => undefined);
+  }
+
+  /** Counts the devices these moves finished (a status they did not have before), and times the successes. */
+  private countFinished(changes: readonly MemberMove[]): void {
+    if (!this.metrics) return;
+    for (const { live, member, previous } of changes) {
+      if (!isFinished(member.status) || member.status === previous) continue;
+      this.metrics.updates.inc({ release: live.rollout.releaseName, outcome: member.status });
+      if (member.status === "succeeded" && member.finishedAt !== null) {
+        this.metrics.updateSeconds.observe(Math.max(0, (member.finishedAt - Date.parse(member.joinedAt)) / 1000));
+      }
+    }
   }
 
   /**
