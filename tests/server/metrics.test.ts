@@ -9,6 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { BOOTLOADER, HELLO_WORLD_IDF41, PARTITION_TABLE_OTA, read } from "../helpers/fixtures";
 import { mac, Operator, poll, report } from "../helpers/fleet";
+import { ConfigError, loadConfig } from "../../server/infra/config/config";
 import { eventually, ROOT, startTestServer, type Reply, type TestServer } from "../helpers/server";
 
 jest.setTimeout(60_000);
@@ -48,6 +49,31 @@ function valueOf(samples: Sample[], name: string, labels: Record<string, string>
   if (found.length > 1) throw new Error(`${name} ${want}: ${found.length} series`);
   return found[0]?.value ?? 0;
 }
+
+describe("OTA_METRICS_TOKEN", () => {
+  it("is read when it is 32-256 token characters, else stops the start without repeating the value", () => {
+    expect(loadConfig({ OTA_METRICS_TOKEN: METRICS_TOKEN }, "/tmp").metricsToken).toBe(METRICS_TOKEN);
+    expect(loadConfig({}, "/tmp").metricsToken).toBeNull();
+    const secret = "short-secret-value";
+    for (const [value, why] of [
+      [secret, /must be 32-256 characters/],
+      [`${secret} with spaces ${secret}`, /must be 32-256 characters/],
+      [`eyJ${"a".repeat(40)}`, /must not look like an operator token/],
+      [`otafleet_${"a".repeat(40)}`, /must not look like a device or fleet key/],
+    ] as const) {
+      let err: unknown;
+      try {
+        loadConfig({ OTA_METRICS_TOKEN: value }, "/tmp");
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toMatch(why);
+      expect((err as Error).message).toContain("OTA_METRICS_TOKEN");
+      expect((err as Error).message).not.toContain(value.slice(0, 12));
+    }
+  });
+});
 
 describe("GET /metrics", () => {
   let s: TestServer;
