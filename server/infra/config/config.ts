@@ -123,6 +123,7 @@ const envSchema = z.object({
     })
     .optional(),
   OTA_DATABASE_POOL: int(1, 1000).default(10),
+  OTA_SYNC_INTERVAL_MS: int(100, 600_000).default(5000),
   OTA_METRICS_TOKEN: z
     .string()
     .trim()
@@ -171,6 +172,11 @@ export interface Config {
   signingKeys: readonly TrustedKey[] | null;
   /** OTA_DATABASE_URL and OTA_DATABASE_POOL: PostgreSQL; null: SQLite in the data folder. */
   database: { url: string; poolSize: number } | null;
+  /**
+   * OTA_SYNC_INTERVAL_MS: with several processes on PostgreSQL, how often each checks for changes whose notification
+   * it missed, and tries to take over the leader's work when no process holds it.
+   */
+  syncIntervalMs: number;
   /** OTA_METRICS_TOKEN: a bearer token that may read /metrics (and nothing else) besides operator tokens; null: none. */
   metricsToken: string | null;
 }
@@ -243,6 +249,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     firstStartTokenDays: e.OTA_FIRST_START_TOKEN_DAYS,
     signingKeys: keys ? keys.data : null,
     database: e.OTA_DATABASE_URL ? { url: e.OTA_DATABASE_URL, poolSize: e.OTA_DATABASE_POOL } : null,
+    syncIntervalMs: e.OTA_SYNC_INTERVAL_MS,
     metricsToken: e.OTA_METRICS_TOKEN ?? null,
   };
 }
