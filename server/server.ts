@@ -130,14 +130,14 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
   if (opts.serving) await rollouts.applyPolicies();
   addFleetGauges(metrics, {
     devicesOnline: () => devices.countOnline(),
-    rollouts: () =>
-      Promise.all(
-        rollouts.list().map(async (r) => {
-          const { devices: members } = await rollouts.summary(r.id);
-          const { total: _total, ...byStatus } = members;
-          return { release: r.releaseName, state: r.state, stage: r.stage, stagePercent: r.policy.stages[r.stage] ?? 0, members: byStatus };
-        }),
-      ),
+    rollouts: async () =>
+      (await rollouts.memberCounts()).map(({ rollout: r, members }) => ({
+        release: r.releaseName,
+        state: r.state,
+        stage: r.stage,
+        stagePercent: r.policy.stages[r.stage] ?? 0,
+        members,
+      })),
     firmwareFiles: () => {
       const byStatus: Record<string, number> = {};
       for (const f of catalog.allFiles()) byStatus[f.status] = (byStatus[f.status] ?? 0) + 1;

@@ -42,6 +42,7 @@ import {
   type Enrolment,
   type Member,
   type MemberStatus,
+  type StatusCounts,
 } from "./member-status";
 import { finished, type RolloutPolicy } from "./policy";
 import { allows, isLastStage, offersTo, verdict, type Rollout, type RolloutAction } from "./rollout-state";
@@ -525,6 +526,22 @@ export class RolloutManager extends EventEmitter {
       stages,
       window: open ? { since: r.windowStartedAt, finished: finished(window), ...window } : null,
     };
+  }
+
+  /**
+   * Every rollout as this process holds it, with its members by status (the stored counts, after pending new
+   * members are written): one query for all of them, for the metrics.
+   */
+  async memberCounts(): Promise<{ rollout: Rollout; members: StatusCounts }[]> {
+    await this.flush();
+    const rows = await this.store.allCounts();
+    return this.list().map((rollout) => {
+      const { total: _total, ...members } = summarizeStatuses(
+        rollout.policy.stages,
+        rows.filter((row) => row.rollout_id === rollout.id),
+      ).devices;
+      return { rollout, members };
+    });
   }
 
   async close(): Promise<void> {
