@@ -9,7 +9,11 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 /** What a poll (a manifest request, or a request to OTA_HTTPUPDATE_PATH) came to. */
 export const POLL_OUTCOMES = ["offered", "not_modified", "no_firmware", "refused", "throttled", "invalid", "error", "aborted"] as const;
 export type PollOutcome = (typeof POLL_OUTCOMES)[number];
-export type PollEndpoint = "manifest" | "http_update";
+const POLL_ENDPOINTS = ["manifest", "http_update"] as const;
+
+/** Polls so far, by endpoint (GET /firmware/manifest; OTA_HTTPUPDATE_PATH) and outcome. */
+export type PollCounts = Record<(typeof POLL_ENDPOINTS)[number], Record<PollOutcome, number>>;
+const zeroOutcomes = () => Object.fromEntries(POLL_OUTCOMES.map((o) => [o, 0])) as Record<PollOutcome, number>;
 
 /** Report reasons that are counted by name (the agent's and the documented codes); any other is "other". */
 const REPORT_REASONS: ReadonlySet<string> = new Set([
@@ -68,11 +72,17 @@ export function createMetrics(opts: MetricsOptions) {
     1,
   );
 
-  const polls = new Counter({
+  // The poll path counts in plain numbers (an increment of a field); the counter reads them at each scrape.
+  const polls: PollCounts = { manifest: zeroOutcomes(), http_update: zeroOutcomes() };
+  new Counter({
     name: "ota_polls_total",
     help: "Device polls by endpoint (manifest, http_update) and outcome (offered, not_modified, no_firmware, refused, throttled, invalid, error, aborted).",
     labelNames: ["endpoint", "outcome"],
     registers,
+    collect() {
+      this.reset();
+      for (const endpoint of POLL_ENDPOINTS) for (const outcome of POLL_OUTCOMES) this.inc({ endpoint, outcome }, polls[endpoint][outcome]);
+    },
   });
   const downloads = new Counter({
     name: "ota_downloads_total",
@@ -124,7 +134,6 @@ export function createMetrics(opts: MetricsOptions) {
   });
 
   // Every labelled series a dashboard expects is there from the start, at 0, rather than from its first event.
-  for (const endpoint of ["manifest", "http_update"]) for (const outcome of POLL_OUTCOMES) polls.inc({ endpoint, outcome }, 0);
   for (const file of ["image", "block_hashes"]) {
     downloadBytes.inc({ file }, 0);
     for (const range of ["full", "partial"]) downloads.inc({ file, range }, 0);
