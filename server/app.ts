@@ -1,13 +1,15 @@
-// The Express application, the one way in for every request: request id and log line, security headers, the
-// Host check, the failure limiter, then the device API, the compatibility download and the operator API, and
-// JSON errors.
+// The Express application, the one way in for every request: request id and log line (and the poll count),
+// security headers, the Host check, the failure limiter, then the metrics, the device API, the compatibility
+// download and the operator API, and JSON errors.
 import express from "express";
 import helmet from "helmet";
 import type { Context } from "./context";
+import { countPolls } from "./api/device/poll-metrics";
 import { deviceRouter, offeredDownloadRouter } from "./api/device/router";
 import { AuthFailureLimiter } from "./api/http/auth-limiter";
 import { errorHandler, notFoundHandler, sendError } from "./api/http/errors";
 import { requestLog } from "./api/http/request-log";
+import { metricsRouter } from "./api/operator/metrics";
 import { operatorRouter } from "./api/operator/router";
 import "./api/http/express-types";
 
@@ -18,7 +20,7 @@ export function createApp(ctx: Context): express.Express {
   app.set("trust proxy", ctx.config.trustProxy);
   app.set("query parser", "simple");
 
-  app.use(requestLog(app, ctx.log));
+  app.use(requestLog(app, ctx.log, countPolls(ctx.metrics.polls, ctx.config.httpUpdatePath)));
   // An API serves no pages: the strictest content policy, and helmet's other defaults.
   app.use(helmet({ contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } } }));
   app.use((req, res, next) => {
@@ -35,8 +37,9 @@ export function createApp(ctx: Context): express.Express {
 
   // One count of failed authentications per address, whichever API they were tried on: each API's
   // authentication records its failures, and the check refuses an address over its limit.
-  const failures = new AuthFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs);
+  const failures = new AuthFailureLimiter(ctx.config.authFailureLimit, ctx.config.authFailureWindowMs, ctx.metrics.auth);
   app.use(failures.check);
+  app.use(metricsRouter(ctx, failures.recordFailure));
   app.use("/firmware", deviceRouter(ctx, failures.recordFailure));
   app.use(ctx.config.httpUpdatePath, offeredDownloadRouter(ctx, failures.recordFailure));
   app.use("/api/v1", operatorRouter(ctx, failures.recordFailure));

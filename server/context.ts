@@ -6,6 +6,7 @@ import type { BlobStore } from "./domain/catalog/blob-store";
 import type { Catalog } from "./domain/catalog/catalog";
 import type { FolderWatcher } from "./domain/catalog/folder-watcher";
 import type { Config } from "./infra/config/config";
+import type { Metrics } from "./infra/metrics/metrics";
 import type { Nonces } from "./api/device/nonce-cache";
 import type { DeviceRegistry } from "./domain/devices/registry";
 import type { PartitionTable } from "./esp";
@@ -27,4 +28,5 @@ export interface Context {
   audit: AuditLog;
   releases: ReleaseStore;
   rollouts: RolloutManager;
+  metrics: Metrics;
 }

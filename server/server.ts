@@ -28,6 +28,8 @@ import { ReleaseStore } from "./domain/releases/release-store";
 import { RolloutManager } from "./domain/rollouts/rollout-manager";
 import { openStore } from "./infra/store/db";
 import { ensureCertificates } from "./infra/tls/certificates";
+import { addFleetGauges, createMetrics, type Metrics } from "./infra/metrics/metrics";
+import { packageVersion } from "./paths";
 import { signingPolicyInfo } from "./domain/catalog/signing-policy";
 
 export interface RunningServer {
@@ -59,24 +61,32 @@ function loadPartitions(file: string): PartitionTable {
   }
 }
 
-/** Opens the data directory and catalog: what the server and the `ota` command share. */
-export async function openContextParts(config: Config, log: Logger) {
+/**
+ * Opens the data directory and catalog: what the server and the `ota` command share. Without `metrics`, what is
+ * counted goes to a registry of its own that nothing serves.
+ */
+export async function openContextParts(config: Config, log: Logger, metrics: Metrics = createMetrics({ version: packageVersion(), processMetrics: false })) {
   const master = await loadOrCreateMasterSecret(config.dataDir);
   const store = await openStore(config.dataDir, log, config.database);
   const credentials = new Credentials(store.db, master.secret);
   const raw = store.sqlite && store.reader ? { writer: store.sqlite, reader: store.reader } : undefined;
-  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, raw);
+  const devices = new DeviceRegistry(store.db, log, 3 * config.pollInterval * 1000, undefined, raw, metrics.reports);
   const audit = new AuditLog(store.db);
-  return { master, store, credentials, devices, audit };
+  return { master, store, credentials, devices, audit, metrics };
 }
 
 /**
- * Builds the whole server context from the data folder. `serving` starts the firmware-folder watcher and
- * sweeps temp files; the `ota` command opens the same context without either (the running server owns them).
+ * Builds the whole server context from the data folder. `serving` starts the firmware-folder watcher, sweeps
+ * temp files and collects the process metrics; the `ota` command opens the same context without any of them (the
+ * running server owns them).
  */
 export async function openContext(config: Config, log: Logger, opts: { serving: boolean }) {
   const partitions = loadPartitions(config.partitionsFile);
-  const { store, credentials, devices, audit } = await openContextParts(config, log);
+  const { store, credentials, devices, audit, metrics } = await openContextParts(
+    config,
+    log,
+    createMetrics({ version: packageVersion(), processMetrics: opts.serving }),
+  );
   // Other server processes may share a PostgreSQL database: what they change in the tables kept in memory here
   // reaches this one through the feed, and one of them (the leader) indexes the firmware folder. The `ota` command
   // only tells (its changes bump the feed) and never leads.
@@ -86,7 +96,7 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
   if (opts.serving) await feed.start();
 
   const blobs = new BlobStore(config.dataDir);
-  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log, config.signingKeys, feed.note);
+  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log, config.signingKeys, feed.note, metrics.imagesRejected);
   // With other processes on the folder, a temp file may be one of theirs being written: only old ones are left-overs.
   await catalog.load({ sweep: opts.serving, sweepOlderThanMs: session ? 60 * 60_000 : 0 });
   const watcher = new FolderWatcher(
@@ -98,7 +108,11 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
 
   const releases = new ReleaseStore(store.db, (sha) => catalog.image(sha), feed.note);
   await releases.load();
-  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log, { noteChange: feed.note, reader: store.reader });
+  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log, {
+    noteChange: feed.note,
+    reader: store.reader,
+    metrics: metrics.rollouts,
+  });
   await rollouts.load();
   feed.onChange("catalog", () => catalog.reload());
   // A release names an image: the catalog first, so the image it names is known when the release is.
@@ -114,6 +128,22 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
   // `ota` command opens the same data while the server may be running. A decision is written over the rollout's
   // version it was taken on, so processes starting together take each once.
   if (opts.serving) await rollouts.applyPolicies();
+  addFleetGauges(metrics, {
+    devicesOnline: () => devices.countOnline(),
+    rollouts: async () =>
+      (await rollouts.memberCounts()).map(({ rollout: r, members }) => ({
+        release: r.releaseName,
+        state: r.state,
+        stage: r.stage,
+        stagePercent: r.policy.stages[r.stage] ?? 0,
+        members,
+      })),
+    firmwareFiles: () => {
+      const byStatus: Record<string, number> = {};
+      for (const f of catalog.allFiles()) byStatus[f.status] = (byStatus[f.status] ?? 0) + 1;
+      return byStatus;
+    },
+  });
 
   const nonces: Nonces = session ? new SharedNonces(store.db, log) : new NonceCache();
   const ctx: Context = {
@@ -130,6 +160,7 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
     audit,
     releases,
     rollouts,
+    metrics,
   };
   const close = async () => {
     await leadership.close();

@@ -199,7 +199,7 @@ async function authenticateOtherKey(
  */
 export function deviceAuth(ctx: Pick<Context, "credentials" | "devices">, recordFailure: RecordAuthFailure): RequestHandler {
   const failed = (req: DeviceCredentialRequest & Parameters<RecordAuthFailure>[0], e: unknown): never => {
-    if (e instanceof HttpError && e.status === 401 && !(e instanceof AuthChallenge)) throw recordFailure(req) ?? e;
+    if (e instanceof HttpError && e.status === 401 && !(e instanceof AuthChallenge)) throw recordFailure(req, e as HttpError);
     throw e;
   };
   return (req, _res, next) => {

@@ -11,10 +11,13 @@ import type { CatalogImage } from "../../domain/catalog/catalog";
 import type { Context } from "../../context";
 import { FIRMWARE_NAME_RE, FIRMWARE_NAME_RULE } from "../../domain/catalog/analyze";
 import { badRequest, HttpError, notFound, sendError } from "../http/errors";
+import type { DownloadMetrics } from "../../infra/metrics/metrics";
 import { optionalChip } from "./manifest";
 import { chooseImage } from "../../domain/releases/offer";
 
 export interface ByteSource {
+  /** What is served, as the metrics count it: an image, or an image's list of block hashes. */
+  kind: "image" | "block_hashes";
   size: number;
   etag: string;
   filename: string;
@@ -69,14 +72,18 @@ function selectRange(req: ByteRequest, src: ByteSource): { start: number; end: n
  */
 const CHUNK = 32 * 1024;
 
-/** Writes buf[start, stop) in CHUNK slices, waiting for the socket to drain: no copy, bounded memory. */
-function sendSlices(res: ServerResponse, buf: Buffer, start: number, stop: number): void {
+/**
+ * Writes buf[start, stop) in CHUNK slices, waiting for the socket to drain: no copy, bounded memory. `wrote` is
+ * told each slice's length as it is handed to the connection.
+ */
+function sendSlices(res: ServerResponse, buf: Buffer, start: number, stop: number, wrote: (n: number) => void): void {
   let pos = start;
   const pump = () => {
     while (pos < stop) {
       if (res.destroyed) return;
       const next = Math.min(pos + CHUNK, stop);
       const more = res.write(buf.subarray(pos, next));
+      wrote(next - pos);
       pos = next;
       if (!more && pos < stop) {
         res.once("drain", pump);
@@ -126,17 +133,31 @@ function planBytes(req: ByteRequest, src: ByteSource): BytePlan {
   return { status: range ? 206 : 200, headers, start, end, body: req.method !== "HEAD" };
 }
 
-/** Sends the planned bytes (headers already set): from memory in slices, or streamed from disk. */
-function writeBytes(res: ServerResponse, src: ByteSource, plan: BytePlan, log: Logger): void {
+const FILE_LABELS = { image: { file: "image" }, block_hashes: { file: "block_hashes" } } as const;
+const DOWNLOAD_LABELS = {
+  image: { full: { file: "image", range: "full" }, partial: { file: "image", range: "partial" } },
+  block_hashes: { full: { file: "block_hashes", range: "full" }, partial: { file: "block_hashes", range: "partial" } },
+} as const;
+
+/**
+ * Sends the planned bytes (headers already set): from memory in slices, or streamed from disk. A body answer is
+ * counted as a download, and the bytes handed to the connection are counted once it closes, however far it got.
+ */
+function writeBytes(res: ServerResponse, src: ByteSource, plan: BytePlan, log: Logger, metrics: DownloadMetrics): void {
   if (!plan.body) {
     res.end();
     return;
   }
+  metrics.count.inc(DOWNLOAD_LABELS[src.kind][plan.status === 206 ? "partial" : "full"]);
+  let sent = 0;
+  const wrote = (n: number) => void (sent += n);
+  res.once("close", () => metrics.bytes.inc(FILE_LABELS[src.kind], sent));
   if (src.buffer) {
-    sendSlices(res, src.buffer, plan.start, plan.end + 1);
+    sendSlices(res, src.buffer, plan.start, plan.end + 1, wrote);
     return;
   }
   const stream = fs.createReadStream(src.file!, { start: plan.start, end: plan.end, highWaterMark: CHUNK });
+  stream.on("data", (chunk) => wrote(chunk.length));
   stream.on("error", (err) => {
     log.error({ err }, "firmware read failed mid-response");
     res.destroy(err);
@@ -145,7 +166,7 @@ function writeBytes(res: ServerResponse, src: ByteSource, plan: BytePlan, log: L
   stream.pipe(res);
 }
 
-export function sendBytes(req: Request, res: Response, src: ByteSource): void {
+export function sendBytes(req: Request, res: Response, src: ByteSource, metrics: DownloadMetrics): void {
   // Set before deciding, so a 416 carries them too.
   res.set(baseHeaders(src));
   const plan = planBytes(
@@ -153,12 +174,12 @@ export function sendBytes(req: Request, res: Response, src: ByteSource): void {
     src,
   );
   res.set(plan.headers).status(plan.status);
-  writeBytes(res, src, plan, req.log);
+  writeBytes(res, src, plan, req.log, metrics);
 }
 
 export function imageSource(ctx: Pick<Context, "blobs">, image: CatalogImage, filename: string): ByteSource {
   const buffer = ctx.blobs.cached(image.sha256);
-  const src: ByteSource = { size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5, sha256: image.sha256 };
+  const src: ByteSource = { kind: "image", size: image.size, etag: `"${image.sha256}"`, filename, md5: image.md5, sha256: image.sha256 };
   return buffer ? { ...src, buffer } : { ...src, file: ctx.blobs.path(image.sha256) };
 }
 
@@ -196,36 +217,36 @@ export function byNameHandler(ctx: Context): RequestHandler {
     const version = name.slice(0, -".bin".length);
     const image = ctx.catalog.imageByName(name) ?? (await imageByVersion(ctx, req, version));
     if (!image) throw notFound("firmware_not_found", `no valid firmware named ${name}, and none with version ${version}`);
-    sendBytes(req, res, imageSource(ctx, image, name));
+    sendBytes(req, res, imageSource(ctx, image, name), ctx.metrics.downloads);
   };
 }
 
 const HASH_BIN_RE = /^([0-9a-f]{64})\.bin$/;
 
 /** GET|HEAD /firmware/sha256/:file — content-addressed: the bytes are exactly those the hash names. */
-export function byHashHandler(ctx: Pick<Context, "catalog" | "blobs">): RequestHandler {
+export function byHashHandler(ctx: Pick<Context, "catalog" | "blobs" | "metrics">): RequestHandler {
   return (req, res) => {
     const m = HASH_BIN_RE.exec(String(req.params.file).toLowerCase());
     if (!m) throw badRequest("invalid_hash", "use /firmware/sha256/<64 lowercase hex>.bin");
     const image = ctx.catalog.image(m[1]!);
     if (!image) throw notFound("firmware_not_found", "no image with this SHA-256");
-    sendBytes(req, res, imageSource(ctx, image, imageFilename(image)));
+    sendBytes(req, res, imageSource(ctx, image, imageFilename(image)), ctx.metrics.downloads);
   };
 }
 
 /** GET|HEAD /firmware/sha256/:hash/blocks — the SHA-256 of every block, 32 bytes each, in order. */
-export function blockHashesHandler(ctx: Pick<Context, "catalog">): RequestHandler {
+export function blockHashesHandler(ctx: Pick<Context, "catalog" | "metrics">): RequestHandler {
   return (req, res) => {
     const hash = String(req.params.hash).toLowerCase();
     if (!/^[0-9a-f]{64}$/.test(hash)) throw badRequest("invalid_hash", "use /firmware/sha256/<64 lowercase hex>/blocks");
     const image = ctx.catalog.image(hash);
     if (!image) throw notFound("firmware_not_found", "no image with this SHA-256");
-    sendBytes(req, res, {
-      size: image.blockHashes.length,
-      etag: `"${image.blockHashesSha256}"`,
-      filename: `${hash}.blocks`,
-      buffer: image.blockHashes,
-    });
+    sendBytes(
+      req,
+      res,
+      { kind: "block_hashes", size: image.blockHashes.length, etag: `"${image.blockHashesSha256}"`, filename: `${hash}.blocks`, buffer: image.blockHashes },
+      ctx.metrics.downloads,
+    );
   };
 }
 

@@ -114,6 +114,6 @@ export function offeredDownloadHandler(ctx: Context): RequestHandler {
     if (req.method === "GET" && !req.get("range")) {
       req.log.info({ device: caller.id, version: image.version, sha256: image.sha256, from: version }, "sending the offered image");
     }
-    sendBytes(req, res, imageSource(ctx, image, imageFilename(image)));
+    sendBytes(req, res, imageSource(ctx, image, imageFilename(image)), ctx.metrics.downloads);
   };
 }

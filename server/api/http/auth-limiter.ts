@@ -13,12 +13,19 @@
 // address's first counted failure. The count is a plain synchronous Map rather than express-rate-limit's
 // MemoryStore: a store's interface is asynchronous (made for shared stores such as Redis), so a failure counted
 // through it shows only after an await, by which time the rest of a pipelined burst has been let through.
+//
+// Every failure and every 429 is also counted in the metrics (ota_auth_failures_total by the refusal's code,
+// ota_auth_throttled_total), by the API it was tried on.
 import { ipKeyGenerator } from "express-rate-limit";
 import type { Request, RequestHandler } from "express";
+import type { AuthMetrics } from "../../infra/metrics/metrics";
 import { HttpError } from "./errors";
 
-/** Counts a failed authentication from the request's address, at once; gives the 429 to answer instead of the 401 when the address is over its limit. */
-export type RecordAuthFailure = (req: Request) => HttpError | null;
+/**
+ * Counts a failed authentication from the request's address, at once, and gives what to answer: `refusal` (the
+ * 401 the credential earned), or the 429 when the address is over its limit.
+ */
+export type RecordAuthFailure = (req: Request, refusal: HttpError) => HttpError;
 
 interface Count {
   failures: number;
@@ -34,6 +41,7 @@ export class AuthFailureLimiter {
   constructor(
     private readonly limit: number,
     private readonly windowMs: number,
+    private readonly metrics?: AuthMetrics,
   ) {}
 
   /**
@@ -45,11 +53,11 @@ export class AuthFailureLimiter {
     const key = keyOf(req);
     const count = this.counts.get(key);
     if (count && count.resetAt <= Date.now()) this.counts.delete(key);
-    else if (count && count.failures >= this.limit) throw this.refusal(count);
+    else if (count && count.failures >= this.limit) throw this.refusal(req, count);
     next();
   };
 
-  readonly recordFailure: RecordAuthFailure = (req) => {
+  readonly recordFailure: RecordAuthFailure = (req, refusal) => {
     const now = Date.now();
     this.sweep(now);
     const key = keyOf(req);
@@ -58,12 +66,14 @@ export class AuthFailureLimiter {
       count = { failures: 0, resetAt: now + this.windowMs };
       this.counts.set(key, count);
     }
-    if (count.failures >= this.limit) return this.refusal(count);
+    this.metrics?.failures.inc({ api: apiOf(req), code: refusal.code });
+    if (count.failures >= this.limit) return this.refusal(req, count);
     count.failures++;
-    return null;
+    return refusal;
   };
 
-  private refusal(count: Count): HttpError {
+  private refusal(req: Request, count: Count): HttpError {
+    this.metrics?.throttled.inc(apiOf(req) === "device" ? DEVICE : OPERATOR);
     const retryAfter = Math.max(1, Math.ceil((count.resetAt - Date.now()) / 1000));
     // Only Retry-After: devices parse every header byte in 1 KiB reads.
     return new HttpError(
@@ -83,3 +93,12 @@ export class AuthFailureLimiter {
 }
 
 const keyOf = (req: Request) => ipKeyGenerator(req.ip ?? "");
+
+const DEVICE = { api: "device" } as const;
+const OPERATOR = { api: "operator" } as const;
+
+/** The API a request was for, as the metrics name it: the operator API and /metrics are "operator", the rest "device". */
+function apiOf(req: Request): "device" | "operator" {
+  const url = req.originalUrl;
+  return url.startsWith("/api/v1") || url.startsWith("/metrics") ? "operator" : "device";
+}

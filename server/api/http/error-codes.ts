@@ -108,7 +108,7 @@ export const ERROR_CODES = {
     status: 401,
     api: "both",
     meaning:
-      "No credential was sent; send a device or fleet key on the device API, or an operator token as Authorization: Bearer on the operator API.",
+      "No credential was sent; send a device or fleet key on the device API, or an operator token as Authorization: Bearer on the operator API and /metrics (there the metrics token too).",
   },
   invalid_credential: {
     status: 401,
@@ -120,7 +120,7 @@ export const ERROR_CODES = {
     status: 403,
     api: "both",
     meaning:
-      "An operator token was sent to the device API, or a device or fleet key to the operator API; use the credential made for that API.",
+      "An operator token was sent to the device API, or a device or fleet key to the operator API or /metrics; use the credential made for that API.",
   },
   too_many_auth_failures: {
     status: 429,
@@ -273,7 +273,7 @@ export const ERROR_CODES = {
   invalid_token: {
     status: 401,
     api: "operator",
-    meaning: "The bearer token is not an operator token of this server; log in again with a valid one.",
+    meaning: "The bearer token is not an operator token of this server (nor, on /metrics, the metrics token); log in again with a valid one.",
   },
   token_expired: {
     status: 401,

@@ -26,7 +26,7 @@ export function operatorAuth(ctx: Pick<Context, "credentials">, recordFailure: R
       throw new HttpError(401, "missing_credential", "send an operator token as Authorization: Bearer <token>", WWW);
     }
     /** A wrong credential: counted now, and answered 429 instead once this address is over its limit. */
-    const failed = (e: HttpError) => recordFailure(req) ?? e;
+    const failed = (e: HttpError) => recordFailure(req, e);
     const m = /^Bearer\s+(\S{1,4096})$/i.exec(header);
     if (!m) throw failed(new HttpError(401, "invalid_credential", "the Authorization header must be: Bearer <operator token>", WWW));
     const token = m[1]!;

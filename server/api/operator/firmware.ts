@@ -101,7 +101,7 @@ export function uploadHandlers(ctx: Pick<Context, "config" | "catalog" | "watche
     if (read.kind !== "read" || read.data.length !== read.stat.size) throw new Error(`upload's temporary file is not what was received (${read.kind})`);
     const data = read.data;
     const fields = parseWith(uploadFields, req.body ?? {}, "form");
-    const analysis = ctx.catalog.analyze(data);
+    const analysis = ctx.catalog.analyzeUpload(data);
     if (!analysis.ok) {
       throw new HttpError(422, "invalid_image", analysis.message, {}, { reason: analysis.code });
     }

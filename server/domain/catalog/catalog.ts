@@ -3,11 +3,13 @@
 // Signatures are judged against the signing keys of the running server (OTA_SIGNING_KEYS): at ingestion, and
 // again at every start for every stored image, so an image the current keys do not verify is never offered,
 // whatever keys admitted it before. That judgement is not stored: start again with the keys that admitted it
-// and it is offered again.
+// and it is offered again. Every refusal (a file recorded as rejected, an upload refused) is counted in the
+// metrics (ota_images_rejected_total by reason and source).
 import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
+import type { Metrics } from "../../infra/metrics/metrics";
 import type { Database, FileStatus, FirmwareFileRow, ImageRow } from "../../infra/store/schema";
 import { analyzeImage, analyzeSignatures, blockHashes, type Analysis, type ImageFacts, type ImageSignature, type RejectCode, type SigningPolicy } from "./analyze";
 import type { BlobStore } from "./blob-store";
@@ -107,12 +109,20 @@ export class Catalog extends EventEmitter {
     readonly signingPolicy: SigningPolicy = null,
     /** Tells other server processes that the catalog changed (nothing to tell with one process). */
     private readonly noteChange: NoteChange = () => Promise.resolve(),
+    /** Counts refused files. */
+    private readonly rejected?: Metrics["imagesRejected"],
   ) {
     super();
   }
 
-  /** Judges a file as ingestion does (format, size, and the signing policy). */
-  analyze(data: Buffer): Analysis {
+  /** Judges an upload as ingestion judges a file (format, size, and the signing policy); a refusal is counted. */
+  analyzeUpload(data: Buffer): Analysis {
+    const analysis = this.analyze(data);
+    if (!analysis.ok) this.rejected?.inc({ reason: analysis.code, source: "upload" });
+    return analysis;
+  }
+
+  private analyze(data: Buffer): Analysis {
     return analyzeImage(data, this.maxImageSize, this.signingPolicy);
   }
 
@@ -344,6 +354,7 @@ export class Catalog extends EventEmitter {
       await this.upsertFile(trx, file);
       await this.noteChange(trx, "catalog");
     });
+    if (file.status === "rejected") this.rejected?.inc({ reason: file.reasonCode ?? "unknown", source: file.source });
     const wasValid = this.files.get(file.name)?.status === "valid";
     this.files.set(file.name, file);
     this.offeredCache = null;

@@ -7,6 +7,7 @@ import type SqliteDatabase from "better-sqlite3";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { MaybePromise } from "../../infra/maybe-promise";
+import type { Metrics } from "../../infra/metrics/metrics";
 import type { Database, DeviceRow, ReportRow } from "../../infra/store/schema";
 import { DeviceStore, type DeviceFilter, type DevicePatch, type DeviceView } from "./device-store";
 import { ReportLog, type ReportEffect, type ReportInput } from "./reports";
@@ -28,9 +29,11 @@ export class DeviceRegistry {
     flushMs = 1000,
     /** On SQLite, its raw connections (Store.sqlite and Store.reader); without them, everything goes through Kysely. */
     sqlite?: { writer: SqliteDatabase.Database; reader: SqliteDatabase.Database },
+    /** Counts the reports stored. */
+    reportsCounted?: Metrics["reports"],
   ) {
     this.sightings = new Sightings(db, log, flushMs, sqlite?.writer);
-    this.reportLog = new ReportLog(db, log, this.sightings);
+    this.reportLog = new ReportLog(db, log, this.sightings, reportsCounted);
     this.store = new DeviceStore(db, this.sightings, onlineWindowMs, sqlite?.reader);
   }
 
@@ -83,6 +86,11 @@ export class DeviceRegistry {
 
   list(opts: { limit: number; after?: string | undefined } & DeviceFilter): Promise<DeviceView[]> {
     return this.store.list(opts);
+  }
+
+  /** How many devices are online (seen within the online window), counted through the last-seen index. */
+  countOnline(): Promise<number> {
+    return this.store.countOnline();
   }
 
   /**

@@ -2,10 +2,12 @@
 // reports that arrive while a commit is on its way to the disk go together in the next one (group commit), so
 // durable reports cost one disk flush per batch rather than one each. What a report does beyond the device's
 // own row (moving the device along in a rollout: ReportEffect) is written in the same transaction, so a report
-// and its effect are stored together or not at all.
+// and its effect are stored together or not at all. Once committed, each new report is counted in the metrics
+// (ota_reports_total by status and reason); a retry is not counted again.
 import { createHash } from "node:crypto";
 import type { Kysely, Transaction } from "kysely";
 import type { Logger } from "pino";
+import { reportReasonLabel, type Metrics } from "../../infra/metrics/metrics";
 import { preparedQuery } from "../../infra/store/prepared";
 import type { Database, ReportRow } from "../../infra/store/schema";
 import type { Sightings } from "./sightings";
@@ -86,6 +88,8 @@ export class ReportLog {
     private readonly log: Logger,
     /** Told when a report says a device's version, which is newer than any sighting still to be written. */
     private readonly sightings: Pick<Sightings, "versionReported">,
+    /** Counts each new report once it is committed. */
+    private readonly counted?: Metrics["reports"],
   ) {
     const reportFields = ["device_id", "report_id", "status", "version", "target_version", "error", "reason", "bytes", "total", "sha256", "remote_ip", "received_at"] as const;
     this.insertReportQuery = preparedQuery(reportFields, (p) =>
@@ -182,6 +186,7 @@ export class ReportLog {
     this.committing = true;
     const batch = this.queue;
     this.queue = [];
+    /** For each report of the batch: whether it was stored before (a retry). */
     let results: boolean[];
     let committed: (() => Promise<void>) | null = null;
     try {
@@ -203,6 +208,11 @@ export class ReportLog {
     } finally {
       this.committing = false;
       if (this.queue.length) setImmediate(() => void this.commit());
+    }
+    if (this.counted) {
+      batch.forEach((q, i) => {
+        if (!results[i]) this.counted!.inc({ status: q.r.status, reason: reportReasonLabel(q.r.reason) });
+      });
     }
     // Stored: whatever follows is acknowledged anyway (the effect is on disk; its follow-up can be taken again).
     try {

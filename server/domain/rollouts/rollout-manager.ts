@@ -15,6 +15,10 @@
 // those another changed (reload(), from the change feed); every state change is written over the version it was
 // decided on, so of two processes taking the same decision at once (a pause, an advance) one writes it, and the
 // other finds the rollout changed: the policy decides again on what was written, an operator is told.
+//
+// Once a report's move is committed, a device that finished is counted in the metrics of the process that stored
+// it (ota_updates_total by release and outcome; for a success, the time since it was offered the release in
+// ota_update_duration_seconds).
 import { createHmac } from "node:crypto";
 import type SqliteDatabase from "better-sqlite3";
 import { EventEmitter } from "node:events";
@@ -24,6 +28,7 @@ import type { AuditEntry, AuditLog } from "../audit/audit-log";
 import type { StoredReport } from "../devices/reports";
 import type { CompiledRelease, ReleaseStore } from "../releases/release-store";
 import type { MaybePromise } from "../../infra/maybe-promise";
+import type { RolloutMetrics } from "../../infra/metrics/metrics";
 import type { Database, RolloutState } from "../../infra/store/schema";
 import { bucketOf, stageLimit } from "./bucket";
 import {
@@ -37,6 +42,7 @@ import {
   type Enrolment,
   type Member,
   type MemberStatus,
+  type StatusCounts,
 } from "./member-status";
 import { finished, type RolloutPolicy } from "./policy";
 import { allows, isLastStage, offersTo, verdict, type Rollout, type RolloutAction } from "./rollout-state";
@@ -52,6 +58,8 @@ interface Live {
 /** A device's member record after a report moved it, and its record in the database before. */
 interface MemberMove extends MemberWrite {
   live: Live;
+  /** Its status before this batch of reports moved it. */
+  previous: MemberStatus;
 }
 
 /**
@@ -83,6 +91,7 @@ export class RolloutManager extends EventEmitter {
   private readonly store: RolloutStore;
   private lock: Promise<unknown> = Promise.resolve();
   private readonly releaseNamed = (name: string) => this.releases.get(name);
+  private readonly metrics: RolloutMetrics | undefined;
 
   constructor(
     db: Kysely<Database>,
@@ -96,10 +105,13 @@ export class RolloutManager extends EventEmitter {
       flushMs?: number;
       /** On SQLite, the read-only connection (Store.reader) for the poll path's membership lookups. */
       reader?: SqliteDatabase.Database | undefined;
+      /** Counts devices that finish an update, and times those that succeed. */
+      metrics?: RolloutMetrics | undefined;
     } = {},
   ) {
     super();
     this.store = new RolloutStore(db, opts.noteChange ?? (() => Promise.resolve()), log, opts.flushMs ?? 1000, opts.reader);
+    this.metrics = opts.metrics;
   }
 
   /** Loads the rollouts; their members and counts stay in the database. */
@@ -247,6 +259,7 @@ export class RolloutManager extends EventEmitter {
         rolloutId: live.rollout.id,
         deviceId: r.deviceId,
         before: stored?.stored ? stored.member : null,
+        previous: moved.get(k)?.previous ?? move.from,
         member: moveMember(memberIn(live)!, move.to, now),
       });
     }
@@ -256,11 +269,24 @@ export class RolloutManager extends EventEmitter {
     return () => this.followMoves(changes);
   }
 
-  /** Once moves are on disk: each running rollout a device finished in applies its policy. */
+  /** Once moves are on disk: the finished devices are counted, and each running rollout one finished in applies its policy. */
   private followMoves(changes: readonly MemberMove[]): Promise<void> {
     const finishedIn = new Set<Live>();
     for (const { live, member } of changes) if (isFinished(member.status)) finishedIn.add(live);
+    this.countFinished(changes);
     return Promise.all([...finishedIn].map((live) => this.judge(live))).then(() => undefined);
+  }
+
+  /** Counts the devices these moves finished (a status they did not have before), and times the successes. */
+  private countFinished(changes: readonly MemberMove[]): void {
+    if (!this.metrics) return;
+    for (const { live, member, previous } of changes) {
+      if (!isFinished(member.status) || member.status === previous) continue;
+      this.metrics.updates.inc({ release: live.rollout.releaseName, outcome: member.status });
+      if (member.status === "succeeded" && member.finishedAt !== null) {
+        this.metrics.updateSeconds.observe(Math.max(0, (member.finishedAt - Date.parse(member.joinedAt)) / 1000));
+      }
+    }
   }
 
   /**
@@ -500,6 +526,22 @@ export class RolloutManager extends EventEmitter {
       stages,
       window: open ? { since: r.windowStartedAt, finished: finished(window), ...window } : null,
     };
+  }
+
+  /**
+   * Every rollout as this process holds it, with its members by status (the stored counts, after pending new
+   * members are written): one query for all of them, for the metrics.
+   */
+  async memberCounts(): Promise<{ rollout: Rollout; members: StatusCounts }[]> {
+    await this.flush();
+    const rows = await this.store.allCounts();
+    return this.list().map((rollout) => {
+      const { total: _total, ...members } = summarizeStatuses(
+        rollout.policy.stages,
+        rows.filter((row) => row.rollout_id === rollout.id),
+      ).devices;
+      return { rollout, members };
+    });
   }
 
   async close(): Promise<void> {

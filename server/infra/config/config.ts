@@ -4,6 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 import { SignatureKeyError, trustedKeyFromPem, type TrustedKey } from "../../esp";
+import { DEVICE_KEY_PREFIX, FLEET_KEY_PREFIX } from "../auth/keys";
 import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "./server-url";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -123,10 +124,17 @@ const envSchema = z.object({
     .optional(),
   OTA_DATABASE_POOL: int(1, 1000).default(10),
   OTA_SYNC_INTERVAL_MS: int(100, 600_000).default(5000),
+  OTA_METRICS_TOKEN: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9._~+/-]{32,256}$/, "must be 32-256 characters of A-Z a-z 0-9 . _ ~ + / - (for example from: openssl rand -hex 32)")
+    .refine((t) => !/^eyJ/.test(t), "must not look like an operator token (a JWT); choose a random string")
+    .refine((t) => !t.startsWith(DEVICE_KEY_PREFIX) && !t.startsWith(FLEET_KEY_PREFIX), "must not look like a device or fleet key; choose a random string")
+    .optional(),
 });
 
 /** Variables whose value is a secret (or holds one): never repeated in an error. */
-const SECRET_VARIABLES = new Set(["OTA_DATABASE_URL"]);
+const SECRET_VARIABLES = new Set(["OTA_DATABASE_URL", "OTA_METRICS_TOKEN"]);
 
 export interface Config {
   port: number;
@@ -169,6 +177,8 @@ export interface Config {
    * it missed, and tries to take over the leader's work when no process holds it.
    */
   syncIntervalMs: number;
+  /** OTA_METRICS_TOKEN: a bearer token that may read /metrics (and nothing else) besides operator tokens; null: none. */
+  metricsToken: string | null;
 }
 
 export class ConfigError extends Error {
@@ -240,5 +250,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     signingKeys: keys ? keys.data : null,
     database: e.OTA_DATABASE_URL ? { url: e.OTA_DATABASE_URL, poolSize: e.OTA_DATABASE_POOL } : null,
     syncIntervalMs: e.OTA_SYNC_INTERVAL_MS,
+    metricsToken: e.OTA_METRICS_TOKEN ?? null,
   };
 }
