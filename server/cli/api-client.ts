@@ -40,7 +40,7 @@ export class ApiClient {
   }
 
   /** T is what the caller expects the server to answer; the JSON is not checked against it. */
-  async call<T>(method: "GET" | "POST" | "PATCH", p: string, body?: unknown): Promise<T> {
+  async call<T>(method: "GET" | "POST" | "PATCH" | "DELETE", p: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = { Authorization: `Bearer ${this.token}`, Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     return this.send<T>(method, p, headers, body === undefined ? undefined : JSON.stringify(body));

@@ -172,6 +172,56 @@ export function addRemoteCommands(program: Command): void {
       }),
     );
 
+  const firmware = program.command("firmware").description("images and files on the server: delete what is no longer needed");
+  firmware
+    .command("delete")
+    .description("delete an image no release uses: its files in the firmware folder, its record and its stored copy")
+    .argument("<sha256|file>", "the image's SHA-256, or the name of a file that holds it")
+    .action((ref: string) =>
+      withApi(async (api) => {
+        let sha = /^[0-9a-fA-F]{64}$/.test(ref) ? ref.toLowerCase() : null;
+        if (!sha) {
+          const files = await api.call<{ files: { name: string; status: string; sha256: string | null }[] }>("GET", "/firmware/files");
+          const f = files.files.find((x) => x.name === ref);
+          if (!f?.sha256 || f.status !== "valid") throw new UsageError(`${ref} is not a file that holds an image on the server (see ota firmware files); give the image's SHA-256`);
+          sha = f.sha256;
+        }
+        const r = await api.call<{ deleted: { sha256: string; files: string[] } }>("DELETE", `/firmware/${sha}`);
+        out(`deleted image ${r.deleted.sha256}${r.deleted.files.length ? ` and its files ${r.deleted.files.join(", ")}` : ""}`);
+      }),
+    );
+  firmware
+    .command("files")
+    .description("every file seen in the folder or uploaded, with its status and reason")
+    .option("--json", "JSON output")
+    .action((o: { json?: boolean }) =>
+      withApi(async (api) => {
+        const r = await api.call<{ files: { name: string; status: string; sha256: string | null; reason: string | null }[] }>("GET", "/firmware/files");
+        if (o.json) return out(JSON.stringify(r, null, 2));
+        out(table(r.files.map((f) => [f.name, f.status, f.sha256 ? `${f.sha256.slice(0, 12)}…` : null, f.reason]), ["NAME", "STATUS", "SHA256", "REASON"]));
+      }),
+    );
+  firmware
+    .command("forget")
+    .description("forget a rejected, incomplete or removed file, and delete it from the firmware folder if it is there")
+    .argument("<file>", "the file's name")
+    .action((name: string) =>
+      withApi(async (api) => {
+        await api.call("DELETE", `/firmware/files/${enc(name)}`);
+        out(`forgot ${name}`);
+      }),
+    );
+  firmware
+    .command("gc")
+    .description("delete stored copies of images that no image record names (admin)")
+    .option("--older-than-minutes <n>", "only those last written longer ago (default 60)", integer)
+    .action((o: { olderThanMinutes?: number }) =>
+      withApi(async (api) => {
+        const r = await api.call<{ removed: number; bytes: number }>("POST", "/firmware/gc", o.olderThanMinutes === undefined ? {} : { older_than_minutes: o.olderThanMinutes });
+        out(`removed ${r.removed} stored ${r.removed === 1 ? "copy" : "copies"} (${r.bytes} bytes)`);
+      }),
+    );
+
   const release = program.command("release").description("releases: an image promoted to a channel, for a target");
   release
     .command("create")
@@ -222,6 +272,16 @@ export function addRemoteCommands(program: Command): void {
             ["NAME", "CHANNEL", "VERSION", "CHIP", "ROLLOUT", "CREATED"],
           ),
         );
+      }),
+    );
+  release
+    .command("delete")
+    .argument("<name>")
+    .description("delete a release with its finished rollout (refused while the rollout runs or is paused, or while devices are pinned to it)")
+    .action((name: string) =>
+      withApi(async (api) => {
+        await api.call("DELETE", `/releases/${enc(name)}`);
+        out(`deleted release ${name}`);
       }),
     );
   release

@@ -132,6 +132,18 @@ describe("two server processes on one PostgreSQL database", () => {
     expect((await poll(b, mac(7), asV1)).status).toBe(200);
   });
 
+  it("what one process deletes (a release with its rollout, an image) the other stops serving", async () => {
+    await start(600_000);
+    await opA.ok("POST", "/releases", { name: "r1", image: "app-v1.bin" });
+    const id = (await opA.ok("POST", "/releases/r1/rollout", { stages: [100] })).rollout.id as string;
+    await opA.ok("POST", "/rollouts/r1/advance");
+    await eventually(() => b.running.ctx.rollouts.get(id)?.state === "completed");
+    await opB.ok("DELETE", "/releases/r1");
+    await eventually(() => !a.running.ctx.releases.get("r1") && !a.running.ctx.rollouts.get(id));
+    await opB.ok("DELETE", `/firmware/${SHA2}`);
+    await eventually(() => !a.running.ctx.catalog.image(SHA2) && !a.running.ctx.catalog.file("app-v2.bin"));
+  });
+
   it("when the leader stops, the other process takes over indexing the folder", async () => {
     await start(300);
     expect([a, b].filter(leads)).toEqual([a]);

@@ -350,6 +350,26 @@ export const ERROR_CODES = {
     api: "operator",
     meaning: "No release has this name; list the releases for the right one.",
   },
+  release_in_use: {
+    status: 409,
+    api: "operator",
+    meaning: "The release cannot be deleted while its rollout is running or paused, a release leads through it (via) or devices are pinned to it; the message says which: abort, delete or unpin those first.",
+  },
+  image_in_use: {
+    status: 409,
+    api: "operator",
+    meaning: "Releases use this image, so it cannot be deleted; delete those releases first (the message names them).",
+  },
+  file_holds_image: {
+    status: 409,
+    api: "operator",
+    meaning: "The file holds an ingested image; delete the image (DELETE /api/v1/firmware/{sha256}) or remove the file from the folder.",
+  },
+  file_not_found: {
+    status: 404,
+    api: "operator",
+    meaning: "No firmware file has this name; list the files (GET /api/v1/firmware/files).",
+  },
   release_exists: {
     status: 409,
     api: "operator",

@@ -11,7 +11,7 @@ import { readRegularFile } from "../../infra/store/regular-file";
 import { badRequest, HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { actorOf } from "./actor";
-import { params, uploadFields } from "./schemas";
+import { collectBlobsBody, params, uploadFields } from "./schemas";
 import { fileView, imageView } from "./views";
 
 export function listImages(ctx: Pick<Context, "catalog">): RequestHandler {
@@ -33,6 +33,46 @@ export function getImage(ctx: Pick<Context, "catalog">): RequestHandler {
     if (!image) throw notFound("firmware_not_found", "no image with this SHA-256");
     const offered = ctx.catalog.offered().some((i) => i.sha256 === sha);
     res.json({ image: imageView(image, ctx.catalog.namesFor(sha), offered) });
+  };
+}
+
+/** DELETE /firmware/:sha256: an image no release uses, its files in the folder, its blob. */
+export function deleteImage(ctx: Pick<Context, "catalog" | "releases" | "watcher" | "audit">): RequestHandler {
+  return async (req, res) => {
+    const sha = parseWith(params.sha256, req.params, "path").sha256.toLowerCase();
+    const users = ctx.releases.list().filter((r) => r.imageSha256 === sha).map((r) => r.name);
+    if (users.length > 0) {
+      throw new HttpError(409, "image_in_use", `releases ${users.join(", ")} use this image: delete them first (a release whose rollout is unfinished cannot be deleted)`);
+    }
+    const done = await ctx.catalog.deleteImage(sha, ctx.watcher.dir);
+    if (!done) throw notFound("firmware_not_found", "no image with this SHA-256");
+    await ctx.audit.record({ ...actorOf(req), action: "image.delete", target: sha, details: { files: done.files } });
+    req.log.info({ sha256: sha, files: done.files, operator: req.operator?.subject }, "firmware image deleted");
+    res.json({ deleted: { sha256: sha, files: done.files } });
+  };
+}
+
+/** DELETE /firmware/files/:name: a file that holds no image (rejected, incomplete, removed), and its copy in the folder. */
+export function forgetFile(ctx: Pick<Context, "catalog" | "watcher" | "audit">): RequestHandler {
+  return async (req, res) => {
+    const { name } = parseWith(params.file, req.params, "path");
+    const outcome = await ctx.catalog.forgetFile(name, ctx.watcher.dir);
+    if (outcome === "not_found") throw notFound("file_not_found", `no firmware file named ${name}`);
+    if (outcome === "valid") {
+      throw new HttpError(409, "file_holds_image", `${name} holds an ingested image: delete the image (DELETE /api/v1/firmware/{sha256}), or remove the file from the folder`);
+    }
+    await ctx.audit.record({ ...actorOf(req), action: "file.delete", target: name, details: {} });
+    res.json({ deleted: { name } });
+  };
+}
+
+/** POST /firmware/gc: deletes stored blobs that no image names. */
+export function collectBlobs(ctx: Pick<Context, "catalog" | "audit">): RequestHandler {
+  return async (req, res) => {
+    const b = parseWith(collectBlobsBody, req.body ?? {}, "body");
+    const r = await ctx.catalog.collectBlobs(b.older_than_minutes * 60_000);
+    await ctx.audit.record({ ...actorOf(req), action: "blobs.collect", target: "blobs", details: { ...r, older_than_minutes: b.older_than_minutes } });
+    res.json(r);
   };
 }
 

@@ -32,6 +32,23 @@ export function getRelease(ctx: Pick<Context, "releases" | "rollouts">): Request
   };
 }
 
+/** DELETE /releases/:name: a release nothing needs any more, with its finished rollout. */
+export function deleteRelease(ctx: Pick<Context, "releases" | "rollouts" | "devices" | "audit">): RequestHandler {
+  return async (req, res) => {
+    const { name } = parseWith(params.release, req.params, "path");
+    if (!ctx.releases.get(name)) throw notFound("release_not_found", `no release named ${name}`);
+    const why =
+      ctx.rollouts.keepsRelease(name) ??
+      ((via) => (via.length ? `releases ${via.join(", ")} lead through it (via): delete them first` : null))(ctx.releases.list().filter((r) => r.via === name).map((r) => r.name)) ??
+      ((pinned) => (pinned.length ? `devices ${pinned.join(", ")} are pinned to it: unpin them first` : null))(await ctx.devices.pinnedTo(name, 5));
+    if (why) throw new HttpError(409, "release_in_use", `release ${name} cannot be deleted: ${why}`);
+    if (!(await ctx.releases.delete(name, (trx) => ctx.rollouts.deleteFor(trx, name)))) throw notFound("release_not_found", `no release named ${name}`);
+    await ctx.audit.record({ ...actorOf(req), action: "release.delete", target: name, details: {} });
+    req.log.info({ release: name, operator: req.operator?.subject }, "release deleted");
+    res.json({ deleted: { name } });
+  };
+}
+
 export function createRelease(ctx: Pick<Context, "catalog" | "releases" | "audit">): RequestHandler {
   return async (req, res) => {
     const b = parseWith(createReleaseBody, req.body ?? {}, "body");

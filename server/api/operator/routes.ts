@@ -9,13 +9,13 @@ import { signingPolicyInfo } from "../../domain/catalog/signing-policy";
 import { listAudit } from "./audit";
 import { listApiKeys, listTokens, revokeApiKey, revokeToken } from "./credentials";
 import { deviceReports, getDevice, listDevices, patchDevice, provision, revokeDevice } from "./devices";
-import { getImage, listFiles, listImages, uploadHandlers } from "./firmware";
-import { createRelease, getRelease, listReleases } from "./releases";
+import { collectBlobs, deleteImage, forgetFile, getImage, listFiles, listImages, uploadHandlers } from "./firmware";
+import { createRelease, deleteRelease, getRelease, listReleases } from "./releases";
 import { getRollout, listRollouts, rolloutAction, startRollout } from "./rollouts";
 import * as s from "./schemas";
 
 export interface RouteDef {
-  method: "get" | "post" | "patch";
+  method: "get" | "post" | "patch" | "delete";
   /** Express path under /api/v1. */
   path: string;
   role: Role;
@@ -119,6 +119,36 @@ export const ROUTES: readonly RouteDef[] = [
     handlers: one(getImage),
   },
   {
+    method: "delete",
+    path: "/firmware/files/:name",
+    role: "releaser",
+    tag: "firmware",
+    summary: "Forget a file that holds no image (rejected, incomplete or removed), and delete it from the folder if it is there",
+    params: s.params.file,
+    responses: { 200: "`{deleted: {name}}`", 404: "`file_not_found`", 409: "`file_holds_image`: delete its image instead" },
+    handlers: one(forgetFile),
+  },
+  {
+    method: "delete",
+    path: "/firmware/:sha256",
+    role: "releaser",
+    tag: "firmware",
+    summary: "Delete an image no release uses: its files in the folder, its record and its stored blob",
+    params: s.params.sha256,
+    responses: { 200: "`{deleted: {sha256, files}}`", 404: "`firmware_not_found`", 409: "`image_in_use`: releases use it" },
+    handlers: one(deleteImage),
+  },
+  {
+    method: "post",
+    path: "/firmware/gc",
+    role: "admin",
+    tag: "firmware",
+    summary: "Delete stored blobs that no image names (left by a crash, or by images deleted while a blob was being written)",
+    body: s.collectBlobsBody,
+    responses: { 200: "`{removed, bytes}`" },
+    handlers: one(collectBlobs),
+  },
+  {
     method: "get",
     path: "/devices",
     role: "viewer",
@@ -216,6 +246,16 @@ export const ROUTES: readonly RouteDef[] = [
     params: s.params.release,
     responses: { 200: "`{release}`", 404: "`release_not_found`" },
     handlers: one(getRelease),
+  },
+  {
+    method: "delete",
+    path: "/releases/:name",
+    role: "releaser",
+    tag: "releases",
+    summary: "Delete a release nothing needs any more (its rollout finished or never started), with its rollout and members",
+    params: s.params.release,
+    responses: { 200: "`{deleted: {name}}`", 404: "`release_not_found`", 409: "`release_in_use`: its rollout is unfinished, a release leads through it (via), or devices are pinned to it" },
+    handlers: one(deleteRelease),
   },
   {
     method: "post",

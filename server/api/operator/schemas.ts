@@ -47,6 +47,7 @@ export const params = {
   deviceId: z.object({ id: deviceId }),
   sha256: z.object({ sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, "sha256 must be 64 hex characters") }),
   release: z.object({ name: releaseName }),
+  file: z.object({ name: z.string().regex(FIRMWARE_NAME_RE, `a firmware file name: ${FIRMWARE_NAME_RULE}`) }),
   rollout: z.object({ ref: z.string().min(1).max(64).describe("a rollout id (ro_…) or the name of its release") }),
   tokenId: z.object({ id: tokenIdSchema }),
   apiKeyId: z.object({ id: fleetKeyIdSchema }),
@@ -89,6 +90,12 @@ export const devicePatchBody = z
     chip_rev: z.number().int().min(0).max(65535).nullable().optional().describe("full chip revision, major * 100 + minor"),
     add_tags: z.array(label).max(50).default([]),
     remove_tags: z.array(label).max(50).default([]),
+  })
+  .strict();
+
+export const collectBlobsBody = z
+  .object({
+    older_than_minutes: z.number().int().min(0).max(525_600).default(60).describe("only blobs last written longer ago than this (an ingestion may be under way)"),
   })
   .strict();
 

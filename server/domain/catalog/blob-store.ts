@@ -60,6 +60,43 @@ export class BlobStore {
     await writeFileDurably(file, data, { mode: 0o400 });
   }
 
+  /** Deletes a blob (its image was deleted); true if there was one. */
+  async remove(sha256: string): Promise<boolean> {
+    const kept = this.memory.get(sha256);
+    if (kept) {
+      this.memory.delete(sha256);
+      this.memoryBytes -= kept.length;
+    }
+    try {
+      await fs.promises.unlink(this.path(sha256));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Deletes the blobs no image names (`keep` says which are named), last written more than `olderThanMs` ago: a
+   * younger one may be an image whose ingestion (blob first, then its row) is still under way.
+   */
+  async collect(keep: (sha256: string) => boolean, olderThanMs: number): Promise<{ removed: number; bytes: number }> {
+    const before = Date.now() - olderThanMs;
+    let removed = 0;
+    let bytes = 0;
+    for (const f of await fs.promises.readdir(this.dir)) {
+      const m = /^([0-9a-f]{64})\.bin$/.exec(f);
+      if (!m || keep(m[1]!)) continue;
+      const st = await fs.promises.lstat(path.join(this.dir, f)).catch(() => null);
+      if (!st || !st.isFile() || st.mtimeMs > before) continue;
+      if (await this.remove(m[1]!)) {
+        removed++;
+        bytes += st.size;
+      }
+    }
+    return { removed, bytes };
+  }
+
   /** Reads a blob back and checks it still hashes to its name; null when missing or damaged. */
   async readVerified(sha256: string): Promise<Buffer | null> {
     let data: Buffer;

@@ -7,6 +7,8 @@
 // metrics (ota_images_rejected_total by reason and source).
 import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
+import fs from "node:fs";
+import path from "node:path";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Metrics } from "../../infra/metrics/metrics";
@@ -87,6 +89,18 @@ function factsFromRow(r: ImageRow, sig: { signatures: ImageSignature[]; signedBy
   };
 }
 
+/** Deletes a catalog file's name from the firmware folder, if it is there (a link is removed, not followed). */
+async function removeFromFolder(folder: string, name: string): Promise<void> {
+  const file = path.join(folder, name);
+  // Names come from the catalog, which holds only plain names; never let one reach outside the folder.
+  if (path.dirname(file) !== path.resolve(folder)) throw new Error(`not a name in the firmware folder: ${name}`);
+  try {
+    await fs.promises.unlink(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+}
+
 export class Catalog extends EventEmitter {
   private readonly images = new Map<string, CatalogImage>();
   private readonly files = new Map<string, CatalogFile>();
@@ -154,7 +168,14 @@ export class Catalog extends EventEmitter {
   reload(): Promise<void> {
     return this.serially(async () => {
       let changed = false;
-      for (const row of await this.db.selectFrom("images").selectAll().execute()) {
+      const imageRows = await this.db.selectFrom("images").selectAll().execute();
+      const stored = new Set(imageRows.map((r) => r.sha256));
+      for (const sha of [...this.images.keys()]) {
+        if (stored.has(sha)) continue;
+        this.images.delete(sha); // deleted by another process
+        changed = true;
+      }
+      for (const row of imageRows) {
         const have = this.images.get(row.sha256);
         if (have) {
           if (have.lastIngestedAt < row.last_ingested_at) {
@@ -169,7 +190,14 @@ export class Catalog extends EventEmitter {
         this.images.set(row.sha256, image);
         changed = true;
       }
-      for (const row of await this.db.selectFrom("firmware_files").selectAll().execute()) {
+      const fileRows = await this.db.selectFrom("firmware_files").selectAll().execute();
+      const named = new Set(fileRows.map((r) => r.name));
+      for (const name of [...this.files.keys()]) {
+        if (named.has(name)) continue;
+        this.files.delete(name);
+        changed = true;
+      }
+      for (const row of fileRows) {
         const f = this.fileAsLoaded(row);
         const prev = this.files.get(f.name);
         if (prev && prev.updatedAt === f.updatedAt && prev.status === f.status && prev.sha256 === f.sha256) continue;
@@ -386,6 +414,61 @@ export class Catalog extends EventEmitter {
     };
     const { name: _name, ...update } = row;
     await db.insertInto("firmware_files").values(row).onConflict((oc) => oc.column("name").doUpdateSet(update)).execute();
+  }
+
+  /**
+   * Deletes an image (the caller has checked that no release uses it): the files in `folder` that hold it (so the
+   * folder watcher does not ingest them again), their rows and the image's, then its blob. Undefined when there is
+   * no such image.
+   */
+  deleteImage(sha256: string, folder: string): Promise<{ files: string[] } | undefined> {
+    return this.serially(async () => {
+      const names = (await this.db.selectFrom("firmware_files").select("name").where("sha256", "=", sha256).execute()).map((r) => r.name);
+      for (const name of names) await removeFromFolder(folder, name);
+      const deleted = await this.db.transaction().execute(async (trx) => {
+        await trx.deleteFrom("firmware_files").where("sha256", "=", sha256).execute();
+        const r = await trx.deleteFrom("images").where("sha256", "=", sha256).executeTakeFirst();
+        if (Number(r.numDeletedRows) === 0) return false;
+        await this.noteChange(trx, "catalog");
+        return true;
+      });
+      if (!deleted) return undefined;
+      for (const name of names) this.files.delete(name);
+      this.images.delete(sha256);
+      this.refusedAtLoad.delete(sha256);
+      this.unreadable.delete(sha256);
+      this.offeredCache = null;
+      await this.blobs.remove(sha256);
+      this.log.info({ sha256, files: names }, "firmware image deleted");
+      this.emit("changed");
+      return { files: names };
+    });
+  }
+
+  /**
+   * Forgets a file that holds no image (rejected, incomplete or removed), and deletes it from `folder` if it is
+   * still there. "valid": it holds an image (delete the image instead); "not_found": no such file.
+   */
+  forgetFile(name: string, folder: string): Promise<"forgotten" | "valid" | "not_found"> {
+    return this.serially(async () => {
+      const row = await this.db.selectFrom("firmware_files").select(["status"]).where("name", "=", name).executeTakeFirst();
+      if (!row) return "not_found";
+      if (row.status === "valid") return "valid";
+      await removeFromFolder(folder, name);
+      await this.db.transaction().execute(async (trx) => {
+        await trx.deleteFrom("firmware_files").where("name", "=", name).execute();
+        await this.noteChange(trx, "catalog");
+      });
+      this.files.delete(name);
+      this.log.info({ file: name }, "firmware file forgotten");
+      return "forgotten";
+    });
+  }
+
+  /** Deletes the blobs that no stored image names (see BlobStore.collect for `olderThanMs`). */
+  async collectBlobs(olderThanMs: number): Promise<{ removed: number; bytes: number }> {
+    const named = new Set((await this.db.selectFrom("images").select("sha256").execute()).map((r) => r.sha256));
+    return this.blobs.collect((sha) => named.has(sha), olderThanMs);
   }
 
   image(sha256: string): CatalogImage | undefined {

@@ -238,6 +238,12 @@ export class DeviceStore {
     return this.get(id);
   }
 
+  /** Up to `limit` devices pinned to a release (a scan of the registry: asked only when a release is deleted). */
+  async pinnedTo(release: string, limit: number): Promise<string[]> {
+    const rows = await this.db.selectFrom("devices").select("id").where("pinned_release", "=", release).orderBy("id").limit(limit).execute();
+    return rows.map((r) => r.id);
+  }
+
   async tags(id: string): Promise<string[]> {
     const rows = await this.db.selectFrom("device_tags").select("tag").where("device_id", "=", id).orderBy("tag").execute();
     return rows.map((r) => r.tag);

@@ -111,6 +111,11 @@ export class DeviceRegistry {
     return this.store.update(id, p);
   }
 
+  /** Up to `limit` devices pinned to a release (what keeps it from being deleted). */
+  pinnedTo(release: string, limit: number): Promise<string[]> {
+    return this.store.pinnedTo(release, limit);
+  }
+
   tags(id: string): Promise<string[]> {
     return this.store.tags(id);
   }

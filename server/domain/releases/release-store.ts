@@ -2,7 +2,7 @@
 // and whether it may replace a newer version. Immutable once created (a changed plan is a new release), so
 // what a rollout promised never changes under it. All of them are held in memory for the poll path.
 import { EventEmitter } from "node:events";
-import type { Kysely } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import type { SignatureScheme } from "../../esp";
 import type { CatalogImage } from "../catalog/catalog";
 import type { Database, ReleaseRow } from "../../infra/store/schema";
@@ -112,6 +112,8 @@ function fromRow(row: ReleaseRow, image: { minChipRev: number; maxChipRev: numbe
 
 export class ReleaseStore extends EventEmitter {
   private readonly byName = new Map<string, CompiledRelease>();
+  /** Creations, deletions and reloads, one at a time: a reload never undoes a change made here meanwhile. */
+  private lock: Promise<unknown> = Promise.resolve();
   /** Per channel, newest first. */
   private byChannel = new Map<string, CompiledRelease[]>();
   private tagTargeting = new Set<string>();
@@ -131,21 +133,54 @@ export class ReleaseStore extends EventEmitter {
     this.reindex();
   }
 
+  private serially<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Takes the releases other processes made or deleted (a release never changes once made). */
+  reload(): Promise<void> {
+    return this.serially(async () => {
+      const rows = await this.db.selectFrom("releases").selectAll().orderBy("id").execute();
+      let changed = 0;
+      const names = new Set(rows.map((r) => r.name));
+      for (const name of [...this.byName.keys()]) {
+        if (names.has(name)) continue;
+        this.byName.delete(name);
+        changed++;
+      }
+      for (const row of rows) {
+        if (this.byName.has(row.name)) continue;
+        this.byName.set(row.name, compileRelease(fromRow(row, this.imageFacts(row.image_sha256))));
+        changed++;
+      }
+      if (changed === 0) return;
+      this.reindex();
+      this.emit("changed");
+    });
+  }
+
   /**
-   * Takes the releases other processes made (releases never change once made, so only new ones). All rows are
-   * read: ids are handed out before their transactions commit, so a smaller id may commit after a larger one.
+   * Deletes a release (the caller has checked that nothing needs it), with what `also` deletes in the same
+   * transaction (its rollout); `also` returns what to do once that has committed. False: no such release.
    */
-  async reload(): Promise<void> {
-    const rows = await this.db.selectFrom("releases").selectAll().orderBy("id").execute();
-    let added = 0;
-    for (const row of rows) {
-      if (this.byName.has(row.name)) continue;
-      this.byName.set(row.name, compileRelease(fromRow(row, this.imageFacts(row.image_sha256))));
-      added++;
-    }
-    if (added === 0) return;
-    this.reindex();
-    this.emit("changed");
+  delete(name: string, also: (trx: Transaction<Database>) => Promise<() => void>): Promise<boolean> {
+    return this.serially(async () => {
+      const after = await this.db.transaction().execute(async (trx) => {
+        const r = await trx.deleteFrom("releases").where("name", "=", name).executeTakeFirst();
+        if (Number(r.numDeletedRows) === 0) return null;
+        const then = await also(trx);
+        await this.noteChange(trx, "releases");
+        return then;
+      });
+      if (!after) return false;
+      this.byName.delete(name);
+      this.reindex();
+      after();
+      this.emit("changed");
+      return true;
+    });
   }
 
   private reindex(): void {
@@ -186,7 +221,11 @@ export class ReleaseStore extends EventEmitter {
   }
 
   /** Stores a new release; the caller has validated it. Throws on a duplicate name (unique index). */
-  async create(n: NewRelease): Promise<CompiledRelease> {
+  create(n: NewRelease): Promise<CompiledRelease> {
+    return this.serially(() => this.createNow(n));
+  }
+
+  private async createNow(n: NewRelease): Promise<CompiledRelease> {
     const at = new Date().toISOString();
     const signer = signerOf(n.image);
     const inserted = await this.db.transaction().execute(async (trx) => {

@@ -89,6 +89,7 @@ export class RolloutManager extends EventEmitter {
   private readonly byId = new Map<string, Live>();
   private readonly byRelease = new Map<string, Live>();
   private readonly store: RolloutStore;
+  private readonly noteChange: NoteChange;
   private lock: Promise<unknown> = Promise.resolve();
   private readonly releaseNamed = (name: string) => this.releases.get(name);
   private readonly metrics: RolloutMetrics | undefined;
@@ -110,7 +111,8 @@ export class RolloutManager extends EventEmitter {
     } = {},
   ) {
     super();
-    this.store = new RolloutStore(db, opts.noteChange ?? (() => Promise.resolve()), log, opts.flushMs ?? 1000, opts.reader);
+    this.noteChange = opts.noteChange ?? (() => Promise.resolve());
+    this.store = new RolloutStore(db, this.noteChange, log, opts.flushMs ?? 1000, opts.reader);
     this.metrics = opts.metrics;
   }
 
@@ -125,10 +127,47 @@ export class RolloutManager extends EventEmitter {
    * Takes what other processes changed: rollouts they started, and newer versions of those known here (a version
    * never goes back, so a reload that read before a change of this process was written cannot undo it).
    */
-  async reload(): Promise<void> {
+  reload(): Promise<void> {
+    return this.serially(() => this.reloadNow());
+  }
+
+  private async reloadNow(): Promise<void> {
+    const rows = await this.store.load();
     let changed = false;
-    for (const rollout of await this.store.load()) changed = this.adopt(rollout) || changed;
+    const ids = new Set(rows.map((r) => r.id));
+    for (const [id, live] of [...this.byId]) {
+      if (ids.has(id)) continue;
+      this.untrack(live); // its release was deleted by another process
+      changed = true;
+    }
+    for (const rollout of rows) changed = this.adopt(rollout) || changed;
     if (changed) this.emit("changed");
+  }
+
+  private untrack(live: Live): void {
+    this.byId.delete(live.rollout.id);
+    this.byRelease.delete(live.rollout.releaseName);
+  }
+
+  /** Why a release's rollout keeps the release from being deleted: it is running or paused. */
+  keepsRelease(releaseName: string): string | null {
+    const r = this.byRelease.get(releaseName)?.rollout;
+    return r && (r.state === "running" || r.state === "paused") ? `its rollout ${r.id} is ${r.state}: abort it first` : null;
+  }
+
+  /**
+   * Deletes a release's rollout (a finished one: the caller checked with keepsRelease) with its members and counts,
+   * in `trx`, the transaction that deletes the release; returns what to do once that has committed.
+   */
+  async deleteFor(trx: Transaction<Database>, releaseName: string): Promise<() => void> {
+    const live = this.byRelease.get(releaseName);
+    const id = live?.rollout.id ?? (await trx.selectFrom("rollouts").select("id").where("release_name", "=", releaseName).executeTakeFirst())?.id;
+    if (!id) return () => undefined;
+    await this.store.delete(trx, id, this.noteChange);
+    return () => {
+      if (live) this.untrack(live);
+      this.emit("changed");
+    };
   }
 
   /** Keeps a rollout read from the database, if it is new here or newer than what is here. */
@@ -372,7 +411,7 @@ export class RolloutManager extends EventEmitter {
         version: 0,
       };
       if (!(await this.store.insert(rollout))) {
-        await this.reload();
+        await this.reloadNow();
         throw new RolloutError("rollout_exists", `release ${releaseName} already has a rollout, started by another server process just now`);
       }
       this.track(rollout);
@@ -407,7 +446,7 @@ export class RolloutManager extends EventEmitter {
   /** Reads one rollout (by id or release name) from the database, if another process changed or started it. */
   private async refresh(idOrRelease: string): Promise<void> {
     const live = this.byId.get(idOrRelease) ?? this.byRelease.get(idOrRelease);
-    if (!live) return this.reload();
+    if (!live) return this.reloadNow();
     const now = await this.store.get(live.rollout.id);
     if (now && this.adopt(now)) this.emit("changed");
   }

@@ -211,6 +211,15 @@ export class RolloutStore {
     });
   }
 
+  /** Deletes a rollout, its members and its counts, in `trx` (its release is being deleted). */
+  async delete(trx: Transaction<Database>, rolloutId: string, noteChange: NoteChange): Promise<void> {
+    this.pending.drop((k) => k.startsWith(`${rolloutId}\u0000`));
+    await trx.deleteFrom("rollout_devices").where("rollout_id", "=", rolloutId).execute();
+    await trx.deleteFrom("rollout_counts").where("rollout_id", "=", rolloutId).execute();
+    await trx.deleteFrom("rollouts").where("id", "=", rolloutId).execute();
+    await noteChange(trx, "rollouts");
+  }
+
   /** Queues a new member's row; written within flushMs, unless a move (writeMembers) wrote the member first. */
   queueOffer(rolloutId: string, deviceId: string, m: Member, at: string): void {
     this.pending.set(key(rolloutId, deviceId), memberRow(rolloutId, deviceId, m, at));

@@ -35,6 +35,11 @@ export class WriteBehind<K, V> {
     }
   }
 
+  /** Forgets queued rows whose key matches (what they belong to is being deleted). */
+  drop(matches: (key: K) => boolean): void {
+    for (const k of [...this.pending.keys()]) if (matches(k)) this.pending.delete(k);
+  }
+
   /** Writes what is queued now; resolves once written (or logged as failed, to be retried with the next batch). */
   flush(): Promise<void> {
     this.flushing = this.flushing.then(async () => {
