@@ -120,6 +120,24 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
   return { ctx, close };
 }
 
+/**
+ * The one-time work of a start, without serving: checks the partition table, makes the development certificate,
+ * the master secret, the database's tables and the first-start credentials when they are missing. The primary
+ * process does it once before it starts OTA_WORKERS server processes, so that processes starting together never
+ * make two certificates or two admin tokens. Returns the dev-credentials.json written, if this was the first start.
+ */
+export async function prepareFirstStart(config: Config, log: Logger): Promise<string | null> {
+  loadPartitions(config.partitionsFile);
+  ensureCertificates(config, log);
+  const { store, credentials, devices } = await openContextParts(config, log);
+  try {
+    return await ensureFirstStartCredentials(config.dataDir, credentials, log, config.firstStartTokenDays);
+  } finally {
+    await devices.close();
+    await store.close();
+  }
+}
+
 export async function startServer(config: Config, opts: { log?: Logger } = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(config.logLevel);
   loadPartitions(config.partitionsFile); // a bad table stops the start before anything is created

@@ -23,6 +23,9 @@ const int = (min: number, max: number) =>
     .transform(Number)
     .refine((n) => n >= min && n <= max, `must be between ${min} and ${max}`);
 
+/** OTA_WORKERS: server processes on one machine at most (one per core is the point; more only cost memory). */
+export const MAX_WORKERS = 64;
+
 const nonEmpty = z.string().trim().min(1, "must not be empty");
 
 /** A URL path the server answers on besides its own; it must not shadow /firmware, /api/v1 or /healthz. */
@@ -122,6 +125,7 @@ const envSchema = z.object({
     })
     .optional(),
   OTA_DATABASE_POOL: int(1, 1000).default(10),
+  OTA_WORKERS: int(1, MAX_WORKERS).default(1),
 });
 
 /** Variables whose value is a secret (or holds one): never repeated in an error. */
@@ -163,6 +167,8 @@ export interface Config {
   signingKeys: readonly TrustedKey[] | null;
   /** OTA_DATABASE_URL and OTA_DATABASE_POOL: PostgreSQL; null: SQLite in the data folder. */
   database: { url: string; poolSize: number } | null;
+  /** OTA_WORKERS: server processes sharing the port (node:cluster); 1: the server runs in this process alone. */
+  workers: number;
 }
 
 export class ConfigError extends Error {
@@ -197,6 +203,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const keys = e.OTA_SIGNING_KEYS === undefined ? null : signingKeys(cwd).safeParse(e.OTA_SIGNING_KEYS);
   if (keys && !keys.success) {
     throw new ConfigError(keys.error.issues.map((i) => `OTA_SIGNING_KEYS: ${i.message} (got ${JSON.stringify(e.OTA_SIGNING_KEYS)})`));
+  }
+  if (e.OTA_WORKERS > 1 && !e.OTA_DATABASE_URL) {
+    throw new ConfigError([
+      `OTA_WORKERS: ${e.OTA_WORKERS} server processes need PostgreSQL, and the database is SQLite in the data folder, ` +
+        "which only one process may serve from: set OTA_DATABASE_URL, or OTA_WORKERS=1",
+    ]);
   }
   const abs = (p: string) => path.resolve(cwd, p);
   const certDir = abs(e.OTA_CERT_DIR);
@@ -233,5 +245,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     firstStartTokenDays: e.OTA_FIRST_START_TOKEN_DAYS,
     signingKeys: keys ? keys.data : null,
     database: e.OTA_DATABASE_URL ? { url: e.OTA_DATABASE_URL, poolSize: e.OTA_DATABASE_POOL } : null,
+    workers: e.OTA_WORKERS,
   };
 }
