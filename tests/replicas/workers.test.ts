@@ -1,14 +1,15 @@
 // OTA_WORKERS: several server processes (node:cluster) on one port, the built server run as `npm start` runs it.
 // Needs PostgreSQL (the processes share its database): the cluster's own tests run in the "postgres" project and
 // are skipped in the "sqlite" one, where the refusal of OTA_WORKERS > 1 is checked instead.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { Agent, request } from "undici";
 import { ConfigError, loadConfig } from "../../server/infra/config/config";
 import { mac, nonce, type Bundle } from "../helpers/device-keys";
-import { dropDatabase, onPostgres, withTestDb } from "../helpers/database";
+import { dropDatabase, ensureDatabase, onPostgres, withTestDb } from "../helpers/database";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process";
 import { eventually, ROOT, tempDirs, testEnv, type Dirs } from "../helpers/server";
@@ -178,5 +179,55 @@ const childrenOf = (pid: number): number[] =>
     const out = lines(p);
     expect(out.filter((l) => l.msg === "server process stopped").map((l) => l.workerPid).sort()).toEqual([...workers].sort());
     expect(out.find((l) => l.msg === "stopped")).toMatchObject({ pid: p.child.pid, exitCode: 0 });
+  });
+});
+
+(onPostgres() ? describe : describe.skip)("OTA_WORKERS=2 on PostgreSQL, going wrong (runs in the postgres project)", () => {
+  const dirs: Dirs[] = [];
+  const folder = () => {
+    const d = tempDirs("ota-workers-");
+    dirs.push(d);
+    return d;
+  };
+  afterAll(async () => {
+    for (const d of dirs) {
+      fs.rmSync(d.root, { recursive: true, force: true });
+      await dropDatabase(d);
+    }
+  });
+
+  it("a server process that cannot start stops the start: the primary stops the other and exits 1", async () => {
+    const d = folder();
+    await ensureDatabase(d);
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      const child = spawn(process.execPath, [path.join(ROOT, "dist/server/main.js")], {
+        cwd: d.root,
+        env: { ...process.env, ...testEnv(d), OTA_WORKERS: "2", PORT: String(port) },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+      child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+      const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+      expect(code).toBe(1);
+      expect(out).toContain("EADDRINUSE");
+      expect(out).toContain("a server process stopped before all were listening; stopping the others");
+      expect(out).not.toContain('"msg":"OTA server listening"');
+    } finally {
+      taken.close();
+    }
+  });
+
+  it("the primary killed with SIGKILL: its server processes exit", async () => {
+    const d = folder();
+    const p = await startServerProcess(d, { env: { OTA_WORKERS: "2" } });
+    await eventually(() => lines(p).some((l) => l.msg === "all server processes listening"), 30_000);
+    const workers = childrenOf(p.child.pid!);
+    expect(workers).toHaveLength(2);
+    await p.kill("SIGKILL");
+    await eventually(() => workers.every((w) => !alive(w)), 10_000);
   });
 });
