@@ -43,17 +43,17 @@ function adminCommand(socket: string, command: string): Promise<string> {
   });
 }
 
-/** Each OTA server's state as HAProxy's checks see it: { ota1: "UP", ota2: "DOWN" }. */
-async function serverStates(socket: string): Promise<Record<string, string>> {
+/** HAProxy's statistics of each OTA server ("show stat" on the admin socket): { ota1: { status: "UP", ... } }. */
+async function serverStats(socket: string): Promise<Record<string, Record<string, string>>> {
   const [header, ...rows] = (await adminCommand(socket, "show stat")).trim().split("\n");
   const cols = header!.replace(/^# /, "").split(",");
-  const at = (name: string) => cols.indexOf(name);
-  return Object.fromEntries(
-    rows
-      .map((r) => r.split(","))
-      .filter((r) => r[at("pxname")] === "ota_servers" && r[at("svname")]!.startsWith("ota"))
-      .map((r) => [r[at("svname")]!, r[at("status")]!]),
-  );
+  const records = rows.map((r) => Object.fromEntries(r.split(",").map((v, i) => [cols[i]!, v])));
+  return Object.fromEntries(records.filter((r) => r.pxname === "ota_servers" && r.svname!.startsWith("ota")).map((r) => [r.svname!, r]));
+}
+
+/** Each OTA server's state as HAProxy's checks see it: { ota1: "UP", ota2: "DOWN" }. */
+async function serverStates(socket: string): Promise<Record<string, string>> {
+  return Object.fromEntries(Object.entries(await serverStats(socket)).map(([name, r]) => [name, r.status!]));
 }
 
 interface Lb {
@@ -218,6 +218,9 @@ interface Answer {
       expect(await serverStates(lb.stats)).toEqual({ ota1: "DOWN", ota2: "UP" });
       expect(lb.output()).toMatch(/Server ota_servers\/ota1 is DOWN/);
       expect(during.every((b) => b === 1)).toBe(true);
+      // Some of them were sent to the dead server first, refused, and sent again to the other.
+      expect(during.length).toBeGreaterThan(0);
+      expect(Number((await serverStats(lb.stats)).ota1!.wredis)).toBeGreaterThan(0);
       for (let i = 0; i < 6; i++) expect(await poll(lb, device)).toBe(1);
       expect((await via(lb, "GET", "/healthz")).status).toBe(200);
     } finally {
