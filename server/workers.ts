@@ -9,7 +9,7 @@ import type { Config } from "./infra/config/config";
 import { prepareFirstStart } from "./server";
 
 /** A worker that dies is started again after this, doubled for each quick death in a row, up to RESTART_MAX_MS. */
-export const RESTART_BASE_MS = 500;
+const RESTART_BASE_MS = 500;
 const RESTART_MAX_MS = 30_000;
 /** A worker that served this long before dying starts the count of quick deaths again. */
 const HEALTHY_AFTER_MS = 60_000;

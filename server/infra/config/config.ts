@@ -24,7 +24,7 @@ const int = (min: number, max: number) =>
     .refine((n) => n >= min && n <= max, `must be between ${min} and ${max}`);
 
 /** OTA_WORKERS: server processes on one machine at most (one per core is the point; more only cost memory). */
-export const MAX_WORKERS = 64;
+const MAX_WORKERS = 64;
 
 const nonEmpty = z.string().trim().min(1, "must not be empty");
 
