@@ -14,7 +14,7 @@ const RESTART_MAX_MS = 30_000;
 /** A worker that served this long before dying starts the count of quick deaths again. */
 const HEALTHY_AFTER_MS = 60_000;
 /** Workers still running this long after the stop signal are killed. */
-const STOP_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 15_000;
 
 interface Slot {
   index: number;
