@@ -17,7 +17,6 @@ const HEALTHY_AFTER_MS = 60_000;
 const STOP_TIMEOUT_MS = 15_000;
 
 interface Slot {
-  index: number;
   worker: Worker | null;
   /** When its worker started listening; null until it does. */
   listeningAt: number | null;
@@ -35,11 +34,13 @@ export async function runPrimary(config: Config, log: Logger, exit: (code: numbe
     exit(1);
   }
 
-  const slots: Slot[] = Array.from({ length: config.workers }, (_, index) => ({ index, worker: null, listeningAt: null, quickDeaths: 0, restart: null }));
+  const slots: Slot[] = Array.from({ length: config.workers }, () => ({ worker: null, listeningAt: null, quickDeaths: 0, restart: null }));
   const bySlot = new Map<Worker, Slot>();
   let serving = false;
   let stopping = false;
   let failed = false;
+  /** The signal passed on to the workers: one that ends a worker before it handles it (still starting) is a clean stop too. */
+  let stopSignal: NodeJS.Signals | null = null;
 
   const fork = (slot: Slot) => {
     slot.restart = null;
@@ -60,6 +61,7 @@ export async function runPrimary(config: Config, log: Logger, exit: (code: numbe
 
   const stopAll = (signal: NodeJS.Signals) => {
     stopping = true;
+    stopSignal = signal;
     for (const slot of slots) {
       if (slot.restart) clearTimeout(slot.restart);
       slot.restart = null;
@@ -91,7 +93,7 @@ export async function runPrimary(config: Config, log: Logger, exit: (code: numbe
     slot.worker = null;
     const fields = { worker: worker.id, workerPid: worker.process.pid, exitCode: code, signal };
     if (stopping) {
-      if (code !== 0) {
+      if (code !== 0 && signal !== stopSignal) {
         failed = true;
         log.error(fields, "server process did not stop cleanly");
       } else {
