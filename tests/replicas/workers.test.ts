@@ -221,6 +221,19 @@ const childrenOf = (pid: number): number[] =>
     }
   });
 
+  it("SIGINT to the primary and its server processes at once (Ctrl-C in a terminal): each stops once, the primary exits 0", async () => {
+    const p = await startServerProcess(folder(), { env: { OTA_WORKERS: "2" } });
+    await eventually(() => lines(p).some((l) => l.msg === "all server processes listening"), 30_000);
+    const workers = childrenOf(p.child.pid!);
+    const exited = new Promise<number | null>((resolve) => p.child.once("exit", (code) => resolve(code)));
+    for (const pid of [p.child.pid!, ...workers]) process.kill(pid, "SIGINT");
+    expect(await exited).toBe(0);
+    expect(workers.filter(alive)).toEqual([]);
+    const out = lines(p);
+    for (const w of workers) expect(out.filter((l) => l.pid === w && l.msg === "shutting down")).toHaveLength(1);
+    expect(out.filter((l) => l.msg === "server process stopped").map((l) => l.workerPid).sort()).toEqual([...workers].sort());
+  });
+
   it("the primary killed with SIGKILL: its server processes exit", async () => {
     const d = folder();
     const p = await startServerProcess(d, { env: { OTA_WORKERS: "2" } });
