@@ -26,6 +26,7 @@ import { createLogger } from "./infra/logging/logger";
 import { ThrottledWarning } from "./infra/logging/throttled-warning";
 import { ReleaseStore } from "./domain/releases/release-store";
 import { RolloutManager } from "./domain/rollouts/rollout-manager";
+import { exclusively } from "./infra/store/advisory-lock";
 import { openStore } from "./infra/store/db";
 import { ensureCertificates } from "./infra/tls/certificates";
 import { addFleetGauges, createMetrics, type Metrics } from "./infra/metrics/metrics";
@@ -173,12 +174,34 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
   return { ctx, close };
 }
 
+/** The first start's credentials, made by one server at a time: servers starting together on a new database make them once. */
+const firstStartCredentials = (config: Config, credentials: Credentials, log: Logger) =>
+  exclusively(config.database, "esp32-ota first start", () => ensureFirstStartCredentials(config.dataDir, credentials, log, config.firstStartTokenDays));
+
+/**
+ * The one-time work of a start, without serving: checks the partition table, makes the development certificate,
+ * the master secret, the database's tables and the first-start credentials when they are missing. The primary
+ * process does it once before it starts OTA_WORKERS server processes, so that processes starting together never
+ * make two certificates or two admin tokens. Returns the dev-credentials.json written, if this was the first start.
+ */
+export async function prepareFirstStart(config: Config, log: Logger): Promise<string | null> {
+  loadPartitions(config.partitionsFile);
+  ensureCertificates(config, log);
+  const { store, credentials, devices } = await openContextParts(config, log);
+  try {
+    return await firstStartCredentials(config, credentials, log);
+  } finally {
+    await devices.close();
+    await store.close();
+  }
+}
+
 export async function startServer(config: Config, opts: { log?: Logger } = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger(config.logLevel);
   loadPartitions(config.partitionsFile); // a bad table stops the start before anything is created
   const tls = ensureCertificates(config, log);
   const { ctx, close: closeContext } = await openContext(config, log, { serving: true });
-  const devCredentialsFile = await ensureFirstStartCredentials(config.dataDir, ctx.credentials, log, config.firstStartTokenDays);
+  const devCredentialsFile = await firstStartCredentials(config, ctx.credentials, log);
   const partitions = ctx.partitions;
   const server = https.createServer(
     {

@@ -24,6 +24,9 @@ const int = (min: number, max: number) =>
     .transform(Number)
     .refine((n) => n >= min && n <= max, `must be between ${min} and ${max}`);
 
+/** OTA_WORKERS: server processes on one machine at most (one per core is the point; more only cost memory). */
+const MAX_WORKERS = 64;
+
 const nonEmpty = z.string().trim().min(1, "must not be empty");
 
 /** A URL path the server answers on besides its own; it must not shadow /firmware, /api/v1 or /healthz. */
@@ -131,6 +134,7 @@ const envSchema = z.object({
     .refine((t) => !/^eyJ/.test(t), "must not look like an operator token (a JWT); choose a random string")
     .refine((t) => !t.startsWith(DEVICE_KEY_PREFIX) && !t.startsWith(FLEET_KEY_PREFIX), "must not look like a device or fleet key; choose a random string")
     .optional(),
+  OTA_WORKERS: int(1, MAX_WORKERS).default(1),
 });
 
 /** Variables whose value is a secret (or holds one): never repeated in an error. */
@@ -179,6 +183,8 @@ export interface Config {
   syncIntervalMs: number;
   /** OTA_METRICS_TOKEN: a bearer token that may read /metrics (and nothing else) besides operator tokens; null: none. */
   metricsToken: string | null;
+  /** OTA_WORKERS: server processes sharing the port (node:cluster); 1: the server runs in this process alone. */
+  workers: number;
 }
 
 export class ConfigError extends Error {
@@ -213,6 +219,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const keys = e.OTA_SIGNING_KEYS === undefined ? null : signingKeys(cwd).safeParse(e.OTA_SIGNING_KEYS);
   if (keys && !keys.success) {
     throw new ConfigError(keys.error.issues.map((i) => `OTA_SIGNING_KEYS: ${i.message} (got ${JSON.stringify(e.OTA_SIGNING_KEYS)})`));
+  }
+  if (e.OTA_WORKERS > 1 && !e.OTA_DATABASE_URL) {
+    throw new ConfigError([
+      `OTA_WORKERS: ${e.OTA_WORKERS} server processes need PostgreSQL, and the database is SQLite in the data folder, ` +
+        "which only one process may serve from: set OTA_DATABASE_URL, or OTA_WORKERS=1",
+    ]);
   }
   const abs = (p: string) => path.resolve(cwd, p);
   const certDir = abs(e.OTA_CERT_DIR);
@@ -251,5 +263,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     database: e.OTA_DATABASE_URL ? { url: e.OTA_DATABASE_URL, poolSize: e.OTA_DATABASE_POOL } : null,
     syncIntervalMs: e.OTA_SYNC_INTERVAL_MS,
     metricsToken: e.OTA_METRICS_TOKEN ?? null,
+    workers: e.OTA_WORKERS,
   };
 }
