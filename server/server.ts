@@ -27,6 +27,8 @@ import { RolloutManager } from "./domain/rollouts/rollout-manager";
 import { openStore } from "./infra/store/db";
 import { ensureCertificates } from "./infra/tls/certificates";
 import { signingPolicyInfo } from "./domain/catalog/signing-policy";
+import { UpdateNotifier } from "./domain/notify/notifier";
+import { MqttLink } from "./infra/mqtt/link";
 
 export interface RunningServer {
   ctx: Context;
@@ -35,6 +37,8 @@ export interface RunningServer {
   url: string;
   /** The dev-credentials.json written at this start, if this was the first. */
   devCredentialsFile: string | null;
+  /** MQTT update notices (OTA_MQTT_URL), started with the server; null when off. */
+  notifier: UpdateNotifier | null;
   close(): Promise<void>;
 }
 
@@ -197,6 +201,26 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   }
   log.info({ url, firmwareDir: config.firmwareDir, dataDir: config.dataDir, maxImageSize: partitions.maxImageSize }, "OTA server listening");
 
+  // Pushed update notices: one publisher per database. Started here: one server process serves a database.
+  const mqtt = config.mqtt;
+  const notifier = mqtt
+    ? new UpdateNotifier(
+        {
+          db: ctx.store.db,
+          catalog: ctx.catalog,
+          releases: ctx.releases,
+          rollouts: ctx.rollouts,
+          devices: ctx.devices,
+          credentials: ctx.credentials,
+          link: new MqttLink(mqtt, log.child({ component: "mqtt" })),
+          log: log.child({ component: "mqtt" }),
+          baseUrl: () => config.publicUrl ?? url,
+        },
+        { topic: mqtt.topic, compat: mqtt.compat, rate: mqtt.rate },
+      )
+    : null;
+  notifier?.start();
+
   let closing: Promise<void> | null = null;
   return {
     ctx,
@@ -204,6 +228,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
     port,
     url,
     devCredentialsFile,
+    notifier,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
@@ -213,6 +238,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
         });
         dropped.stop();
         handshakeTimeouts.stop();
+        await notifier?.stop();
         await closeContext();
       })();
       return closing;
