@@ -1,14 +1,14 @@
 // Real Mosquitto brokers for the MQTT tests: the machine's anonymous one (127.0.0.1:1883, or OTA_TEST_MQTT_URL),
 // or one of a test's own (/usr/sbin/mosquitto on a free port, with the configuration the test writes), which the
 // test can stop and start again on the same port and data folder.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 
-export const MOSQUITTO = "/usr/sbin/mosquitto";
+const MOSQUITTO = "/usr/sbin/mosquitto";
 export const MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd";
 
 /** The shared anonymous broker the machine runs. */
@@ -32,9 +32,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function accepts(port: number): Promise<boolean> {
+async function accepts(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1");
+    const s = net.connect(port, host);
     s.once("connect", () => {
       s.destroy();
       resolve(true);
@@ -85,13 +85,17 @@ export class OwnBroker {
   }
 }
 
-/** Writes a Mosquitto password file: user -> password, hashed by mosquitto_passwd. */
-export function writePasswordFile(file: string, users: Record<string, string>): void {
-  fs.writeFileSync(file, "");
-  for (const [user, password] of Object.entries(users)) {
-    const r = spawnSync(MOSQUITTO_PASSWD, ["-b", file, user, password], { encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`mosquitto_passwd ${user}: ${r.stderr}`);
-  }
+/**
+ * The machine's shared broker when it answers; otherwise (a machine that runs none) an anonymous one of the
+ * test's own, in `dir`.
+ */
+export async function sharedBroker(dir: string): Promise<{ url: string; stop(): Promise<void> }> {
+  const u = new URL(SHARED_BROKER);
+  if (await accepts(Number(u.port || 1883), u.hostname)) return { url: SHARED_BROKER, stop: () => Promise.resolve() };
+  const port = await freePort();
+  const own = new OwnBroker(dir, port, `listener ${port} 127.0.0.1\nallow_anonymous true\n`);
+  await own.start();
+  return { url: `mqtt://127.0.0.1:${port}`, stop: () => own.stop() };
 }
 
 /** A plain MQTT.js client, connected (rejects on a refused connection instead of retrying). */

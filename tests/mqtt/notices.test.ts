@@ -8,7 +8,7 @@ import path from "node:path";
 import type { MqttClient } from "mqtt";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
 import { bucketOracle, Operator, writeMasterKey } from "../helpers/fleet";
-import { collect, connectClient, haveMosquitto, SHARED_BROKER } from "../helpers/mosquitto";
+import { collect, connectClient, haveMosquitto, sharedBroker } from "../helpers/mosquitto";
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const sha = (f: string) => createHash("sha256").update(fs.readFileSync(f)).digest("hex");
@@ -44,6 +44,7 @@ d("MQTT update notices for a staged rollout", () => {
   let op: Operator;
   let sub: MqttClient;
   let seen: Map<string, string>;
+  let broker: { url: string; stop(): Promise<void> };
   const run = randomBytes(4).toString("hex");
   const prefix = `t${run}`;
   // MACs unique to this run: the shared broker keeps retained messages of other runs.
@@ -61,13 +62,15 @@ d("MQTT update notices for a staged rollout", () => {
   beforeAll(async () => {
     const dirs = tempDirs();
     writeMasterKey(dirs);
+    fs.mkdirSync(path.join(dirs.root, "broker"), { recursive: true });
+    broker = await sharedBroker(path.join(dirs.root, "broker"));
     s = await startTestServer(
-      { OTA_MQTT_URL: SHARED_BROKER, OTA_MQTT_TOPIC: `${prefix}/ota/{device}/desired`, OTA_MQTT_COMPAT: "true", OTA_MQTT_CLIENT_ID: `ota-test-${run}` },
+      { OTA_MQTT_URL: broker.url, OTA_MQTT_TOPIC: `${prefix}/ota/{device}/desired`, OTA_MQTT_COMPAT: "true", OTA_MQTT_CLIENT_ID: `ota-test-${run}` },
       dirs,
     );
     op = new Operator(s);
     bucket = bucketOracle(s.dirs.data);
-    sub = await connectClient(SHARED_BROKER);
+    sub = await connectClient(broker.url);
     seen = collect(sub);
     await sub.subscribeAsync([`${prefix}/ota/+/desired`], { qos: 1 });
     fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "app-v1.bin"));
@@ -97,6 +100,7 @@ d("MQTT update notices for a staged rollout", () => {
       await sub.endAsync();
     }
     await s?.close();
+    await broker?.stop();
   });
 
   it("sends nothing while nothing is offered", async () => {
@@ -182,7 +186,7 @@ d("MQTT update notices for a staged rollout", () => {
 
   it("a plain MQTT subscriber reads the existing clients' JSON on /firmware_update/<MAC-ID>", async () => {
     const id = macs[macs.length - 1]!; // pinned to r2 above
-    const arduino = await connectClient(SHARED_BROKER);
+    const arduino = await connectClient(broker.url);
     try {
       const got = new Promise<string>((resolve) => arduino.on("message", (_t, p) => resolve(p.toString("utf8"))));
       await arduino.subscribeAsync(`/firmware_update/${macId(id)}`, { qos: 1 });

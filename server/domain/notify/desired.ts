@@ -7,7 +7,7 @@ import { createHash, createHmac } from "node:crypto";
 const MAC_ID = /^([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})$/;
 
 /** The 12 upper-case hex digits of a MAC device id (`246F28AABBCC`, WiFi.macAddress() without colons); null for other ids. */
-export function macIdOf(deviceId: string): string | null {
+function macIdOf(deviceId: string): string | null {
   const m = MAC_ID.exec(deviceId);
   return m ? m.slice(1).join("").toUpperCase() : null;
 }
@@ -20,12 +20,12 @@ export function mqttNameOf(deviceId: string): string {
   return macIdOf(deviceId) ?? deviceId;
 }
 
-export function topicOf(template: string, deviceId: string): string {
+function topicOf(template: string, deviceId: string): string {
   return template.split("{device}").join(mqttNameOf(deviceId));
 }
 
 /** The existing clients' topic: /firmware_update/<MAC-ID>; none for a device whose id is not a MAC. */
-export function compatTopicOf(deviceId: string): string | null {
+function compatTopicOf(deviceId: string): string | null {
   const mac = macIdOf(deviceId);
   return mac && `/firmware_update/${mac}`;
 }
@@ -57,7 +57,7 @@ function offerLines(offer: NoticeOffer | null): string {
  * With no offer the last five lines are empty. No field can hold a newline (ids, versions, release names and
  * URLs are printable ASCII without one).
  */
-export function noticeMacInput(deviceId: string, seq: number, offer: NoticeOffer | null): string {
+function noticeMacInput(deviceId: string, seq: number, offer: NoticeOffer | null): string {
   return `${MAGIC}\n${deviceId}\n${seq}\n${offerLines(offer)}`;
 }
 

@@ -42,7 +42,7 @@ export function deviceMacKey(master: Buffer, deviceId: string, generation: numbe
   return derive(master, "device-mac-key", deviceId, generation);
 }
 
-export const DEVICE_MQTT_PASSWORD_PREFIX = "otamqtt_";
+const DEVICE_MQTT_PASSWORD_PREFIX = "otamqtt_";
 
 /**
  * The device's password at the MQTT broker: its own secret, not its API key, so a broker (often run by another
