@@ -12,7 +12,7 @@ const MOSQUITTO = "/usr/sbin/mosquitto";
 export const MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd";
 
 /** The shared anonymous broker the machine runs. */
-export const SHARED_BROKER = process.env.OTA_TEST_MQTT_URL ?? "mqtt://127.0.0.1:1883";
+const SHARED_BROKER = process.env.OTA_TEST_MQTT_URL ?? "mqtt://127.0.0.1:1883";
 
 /** Whether the MQTT tests can run here: under CI they must (a missing broker fails them, see .ci/run). */
 export function haveMosquitto(): boolean {
