@@ -184,6 +184,16 @@ d("MQTT update notices for a staged rollout", () => {
     expect(verifies(keys.get(id)!, notice(id)!)).toBe(true);
   });
 
+  it("a device given new keys gets its notice again, signed with the new key", async () => {
+    const id = macs[macs.length - 1]!;
+    const old = notice(id)!;
+    const b = await op.ok("POST", `/devices/${id}/provision`, { rotate: true });
+    await eventually(() => notice(id)!.seq === old.seq + 1, 10_000);
+    expect(notice(id)!.offer).toEqual(old.offer);
+    expect(verifies(b.hmacKey, notice(id)!)).toBe(true);
+    expect(verifies(keys.get(id)!, notice(id)!)).toBe(false);
+  });
+
   it("a plain MQTT subscriber reads the existing clients' JSON on /firmware_update/<MAC-ID>", async () => {
     const id = macs[macs.length - 1]!; // pinned to r2 above
     const arduino = await connectClient(broker.url);

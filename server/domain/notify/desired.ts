@@ -41,9 +41,12 @@ export interface NoticeOffer {
 
 const MAGIC = "esp32-ota-notice/1";
 
-/** Identifies an offer (not the notice): the notifier publishes again only when it changes. */
-export function offerDigest(offer: NoticeOffer | null): string {
-  return createHash("sha256").update(offerLines(offer)).digest("hex");
+/**
+ * Identifies an offer and the key a notice of it is signed with (not the notice): the notifier publishes again
+ * only when it changes, so a device given new keys gets a notice it can check.
+ */
+export function offerDigest(offer: NoticeOffer | null, keyGeneration: number): string {
+  return createHash("sha256").update(`${keyGeneration}\n${offerLines(offer)}`).digest("hex");
 }
 
 function offerLines(offer: NoticeOffer | null): string {

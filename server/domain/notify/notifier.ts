@@ -226,7 +226,7 @@ export class UpdateNotifier {
     const writes: Database["mqtt_notices"][] = [];
     for (const v of views) {
       const offer = this.offerFor(v, tags.get(v.id) ?? null, members, base);
-      const digest = offerDigest(offer);
+      const digest = offerDigest(offer, v.key_generation);
       const prev = last.get(v.id);
       if (prev ? prev.digest === digest : offer === null) continue;
       const seq = (prev?.seq ?? 0) + 1;
