@@ -27,6 +27,8 @@ import { buildNotice, offerDigest, type NoticeOffer } from "./desired";
 const DEFAULT_CHANNEL = "stable";
 /** Devices read and recomputed per step of a sweep. */
 const PAGE = 500;
+/** Devices recomputed, or notices published, between two turns of the event loop for polls. */
+const YIELD_EVERY = 25;
 /** Notices published and not yet acknowledged, at most. */
 const MAX_IN_FLIGHT = 1000;
 
@@ -70,6 +72,9 @@ interface PendingRow {
   compat_topic: string | null;
   compat_payload: string | null;
 }
+
+/** Lets pending I/O (polls) run before going on: never hold the event loop for a whole fleet. */
+const yieldToIo = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class UpdateNotifier {
   private started = false;
@@ -199,8 +204,7 @@ export class UpdateNotifier {
         rows = await db.selectFrom("devices").selectAll().where("id", "in", some).orderBy("id").execute();
       }
       made += await this.recompute(rows);
-      // Never hold the event loop for a whole fleet: polls are answered between pages.
-      await new Promise((r) => setImmediate(r));
+      await yieldToIo();
     }
     if (made > 0) {
       this.deps.log.info({ notices: made, scope: ids === null ? "all" : ids.length, ms: Date.now() - started }, "mqtt notices queued");
@@ -214,8 +218,8 @@ export class UpdateNotifier {
     const live = rows.filter((r) => r.revoked_at === null);
     if (live.length === 0) return 0;
     const ids = live.map((r) => r.id);
-    const views = live.map((r) => d.devices.view(r));
-    const needTags = views.filter((v) => d.releases.channelUsesTags(v.channel ?? DEFAULT_CHANNEL)).map((v) => v.id);
+    // The channel is the operator's, never a sighting's: the stored row says whether tags are needed.
+    const needTags = live.filter((r) => d.releases.channelUsesTags(r.channel ?? DEFAULT_CHANNEL)).map((r) => r.id);
     const tags = needTags.length > 0 ? await d.devices.tagsOf(needTags) : new Map<string, string[]>();
     const members = await this.memberships(ids);
     const last = new Map(
@@ -224,7 +228,11 @@ export class UpdateNotifier {
     const base = d.baseUrl();
     const at = new Date().toISOString();
     const writes: Database["mqtt_notices"][] = [];
-    for (const v of views) {
+    for (let k = 0; k < live.length; k++) {
+      // With the sightings not yet written laid over: the chip and version the device last told.
+      const v = d.devices.view(live[k]!);
+      // Polls get their turn every YIELD_EVERY devices.
+      if (k % YIELD_EVERY === YIELD_EVERY - 1) await yieldToIo();
       const offer = this.offerFor(v, tags.get(v.id) ?? null, members, base);
       const digest = offerDigest(offer, v.key_generation);
       const prev = last.get(v.id);
@@ -250,26 +258,23 @@ export class UpdateNotifier {
       });
     }
     if (writes.length === 0) return 0;
-    await d.db.transaction().execute(async (trx) => {
-      for (const w of writes) {
-        await trx
-          .insertInto("mqtt_notices")
-          .values(w)
-          .onConflict((oc) =>
-            oc.column("device_id").doUpdateSet({
-              seq: w.seq,
-              digest: w.digest,
-              topic: w.topic,
-              payload: w.payload,
-              compat_topic: w.compat_topic,
-              compat_payload: w.compat_payload,
-              pending: 1,
-              updated_at: w.updated_at,
-            }),
-          )
-          .execute();
-      }
-    });
+    // One statement per page: the newest notice of each device, and pending until the broker acknowledges it.
+    await d.db
+      .insertInto("mqtt_notices")
+      .values(writes)
+      .onConflict((oc) =>
+        oc.column("device_id").doUpdateSet((eb) => ({
+          seq: eb.ref("excluded.seq"),
+          digest: eb.ref("excluded.digest"),
+          topic: eb.ref("excluded.topic"),
+          payload: eb.ref("excluded.payload"),
+          compat_topic: eb.ref("excluded.compat_topic"),
+          compat_payload: eb.ref("excluded.compat_payload"),
+          pending: eb.ref("excluded.pending"),
+          updated_at: eb.ref("excluded.updated_at"),
+        })),
+      )
+      .execute();
     return writes.length;
   }
 
@@ -381,6 +386,7 @@ export class UpdateNotifier {
         continue;
       }
       after = rows[rows.length - 1]!.device_id;
+      let sent = 0;
       for (const row of rows) {
         if (!this.started || !this.deps.link.connected) break;
         if (this.inFlight.get(row.device_id) === row.seq) continue;
@@ -389,6 +395,7 @@ export class UpdateNotifier {
         if (!this.started || !this.deps.link.connected) break;
         this.publish(row);
         published = true;
+        if (++sent % YIELD_EVERY === 0) await yieldToIo();
       }
     }
   }
