@@ -109,10 +109,6 @@ export class UpdateNotifier {
     private readonly opts: NotifierOptions,
   ) {}
 
-  get running(): boolean {
-    return this.started;
-  }
-
   /** Connects, recomputes every device's offer (changes made while stopped included) and publishes what is pending. */
   start(): void {
     if (this.started) return;
