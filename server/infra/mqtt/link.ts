@@ -6,11 +6,14 @@ import fs from "node:fs";
 import mqtt, { type MqttClient } from "mqtt";
 import type { Logger } from "pino";
 import type { MqttConfig } from "../config/config";
+import { ThrottledWarning } from "../logging/throttled-warning";
 
 /** Emits "up" on each (re)connection and "down" when a connection is lost. */
 export class MqttLink extends EventEmitter {
   private client: MqttClient | null = null;
   private wasUp = false;
+  /** A broker that stays away fails every reconnection: one line a minute, with the count. */
+  private failures: ThrottledWarning | null = null;
 
   constructor(
     private readonly config: MqttConfig,
@@ -40,7 +43,10 @@ export class MqttLink extends EventEmitter {
       keepalive: 30,
     });
     this.client = client;
+    const failures = new ThrottledWarning(this.log, "mqtt connection failed", { broker }, 60_000);
+    this.failures = failures;
     client.on("connect", () => {
+      failures.stop();
       this.wasUp = true;
       this.log.info({ broker, clientId: c.clientId }, "mqtt connected");
       this.emit("up");
@@ -52,7 +58,7 @@ export class MqttLink extends EventEmitter {
       this.emit("down");
     });
     client.on("error", (err: Error & { code?: string | number }) => {
-      this.log.warn({ broker, error: err.message, code: err.code }, "mqtt connection failed");
+      failures.note({ error: err.message, code: err.code });
     });
   }
 
@@ -69,9 +75,12 @@ export class MqttLink extends EventEmitter {
     const client = this.client;
     if (!client) return;
     this.client = null;
+    this.failures?.stop();
+    this.failures = null;
+    const wasUp = this.wasUp;
+    this.wasUp = false; // the close that follows is ours, not a lost connection
     // Forced: what the broker has not acknowledged stays pending in the database and is published at the next start.
     await client.endAsync(true);
-    if (this.wasUp) this.log.info({ broker: this.config.url }, "mqtt disconnected");
-    this.wasUp = false;
+    if (wasUp) this.log.info({ broker: this.config.url }, "mqtt disconnected");
   }
 }
