@@ -22,6 +22,7 @@ const STORAGE_FREE = [
   "<rootDir>/tests/server/npm-start\\.test\\.ts$",
   "<rootDir>/tests/rollouts/(member-status|policy-assign|rollout-state)\\.test\\.ts$",
   "<rootDir>/tests/server/(error-codes|manifest-body)\\.test\\.ts$",
+  "<rootDir>/tests/mqtt/config\\.test\\.ts$",
 ];
 
 /** @type {import('jest').Config} */

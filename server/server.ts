@@ -18,7 +18,7 @@ import type { Config } from "./infra/config/config";
 import type { Context } from "./context";
 import { NonceCache, SharedNonces, type Nonces } from "./api/device/nonce-cache";
 import { localChangeFeed, PostgresChangeFeed, type ChangeFeed } from "./infra/replicas/change-feed";
-import { PostgresLeadership, soleProcess, type Leadership } from "./infra/replicas/leadership";
+import { LeaderWork, PostgresLeadership, soleProcess, type Leadership } from "./infra/replicas/leadership";
 import { DeviceRegistry } from "./domain/devices/registry";
 import type { ErrorCode } from "./api/http/error-codes";
 import { parsePartitionsCsv, PartitionTableError, requireOtaLayout, type PartitionTable } from "./esp";
@@ -32,6 +32,8 @@ import { ensureCertificates } from "./infra/tls/certificates";
 import { addFleetGauges, createMetrics, type Metrics } from "./infra/metrics/metrics";
 import { packageVersion } from "./paths";
 import { signingPolicyInfo } from "./domain/catalog/signing-policy";
+import { UpdateNotifier } from "./domain/notify/notifier";
+import { MqttLink } from "./infra/mqtt/link";
 
 export interface RunningServer {
   ctx: Context;
@@ -40,6 +42,8 @@ export interface RunningServer {
   url: string;
   /** The dev-credentials.json written at this start, if this was the first. */
   devCredentialsFile: string | null;
+  /** MQTT update notices (OTA_MQTT_URL), started with the server; null when off. */
+  notifier: UpdateNotifier | null;
   close(): Promise<void>;
 }
 
@@ -122,7 +126,12 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
     await releases.reload();
   });
   feed.onChange("rollouts", () => rollouts.reload());
-  if (opts.serving) await leadership.start((leader) => (leader ? watcher.start() : watcher.stop()));
+  // The leader's work: the folder now, the MQTT notices once the server knows its address (startServer).
+  const leaderWork = new LeaderWork(log);
+  await leaderWork.add(watcher);
+  if (opts.serving) await leadership.start(leaderWork.onChange);
+  // A device changed here (pin, tags, keys...): the leader, which may be another process, tells it over MQTT.
+  devices.on("changed", (id: string) => feed.announce("device", id));
   // Every recorded report, from whichever endpoint, moves its device along in its rollout, in the same transaction.
   devices.setReportEffect({ write: (trx, reports) => rollouts.applyReports(trx, reports) });
   // Decisions the stored reports called for but a crash kept from being written. Only the server takes them: the
@@ -171,7 +180,7 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
     await rollouts.close();
     await store.close();
   };
-  return { ctx, close };
+  return { ctx, close, feed, leaderWork };
 }
 
 /** The first start's credentials, made by one server at a time: servers starting together on a new database make them once. */
@@ -200,7 +209,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   const log = opts.log ?? createLogger(config.logLevel);
   loadPartitions(config.partitionsFile); // a bad table stops the start before anything is created
   const tls = ensureCertificates(config, log);
-  const { ctx, close: closeContext } = await openContext(config, log, { serving: true });
+  const { ctx, close: closeContext, feed, leaderWork } = await openContext(config, log, { serving: true });
   const devCredentialsFile = await firstStartCredentials(config, ctx.credentials, log);
   const partitions = ctx.partitions;
   const server = https.createServer(
@@ -273,6 +282,29 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
   }
   log.info({ url, firmwareDir: config.firmwareDir, dataDir: config.dataDir, maxImageSize: partitions.maxImageSize }, "OTA server listening");
 
+  // Pushed update notices: one publisher per database, in the leader (the only process on SQLite).
+  const mqtt = config.mqtt;
+  const notifier = mqtt
+    ? new UpdateNotifier(
+        {
+          db: ctx.store.db,
+          catalog: ctx.catalog,
+          releases: ctx.releases,
+          rollouts: ctx.rollouts,
+          devices: ctx.devices,
+          credentials: ctx.credentials,
+          link: new MqttLink(mqtt, log.child({ component: "mqtt" })),
+          log: log.child({ component: "mqtt" }),
+          baseUrl: () => config.publicUrl ?? url,
+        },
+        { topic: mqtt.topic, compat: mqtt.compat, rate: mqtt.rate },
+      )
+    : null;
+  if (notifier) {
+    feed.onAnnouncement("device", (id) => notifier.deviceChanged(id));
+    await leaderWork.add(notifier);
+  }
+
   let closing: Promise<void> | null = null;
   return {
     ctx,
@@ -280,6 +312,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
     port,
     url,
     devCredentialsFile,
+    notifier,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
@@ -289,6 +322,7 @@ export async function startServer(config: Config, opts: { log?: Logger } = {}): 
         });
         dropped.stop();
         handshakeTimeouts.stop();
+        await notifier?.stop();
         await closeContext();
       })();
       return closing;

@@ -16,6 +16,7 @@ import { ConfigError, loadConfig } from "../infra/config/config";
 import type { Context } from "../context";
 import { deviceIdSchema, DEVICE_ID_RULE } from "../domain/devices/device-id";
 import { MAX_SERVER_URL_LENGTH, provisionDevice, SERVER_URL_TOO_LONG } from "../domain/devices/provisioning";
+import { mqttNameOf } from "../domain/notify/desired";
 import { normalizeChip, CHIP_NAMES } from "../esp";
 import { ExportError, exportStatic } from "../export/static-export";
 import { createLogger } from "../infra/logging/logger";
@@ -298,6 +299,37 @@ export function buildProgram(): Command {
       const text = key.toString("hex") + "\n";
       if (opts.out) writeSecretFile(opts.out, text);
       else process.stdout.write(text);
+    });
+
+  program
+    .command("mqtt-passwords")
+    .description(
+      "write the MQTT user name and password of every provisioned device that is not revoked, one user:password a line, for mosquitto_passwd -U (which hashes the file in place)",
+    )
+    .requiredOption("-o, --out <file>", "the file to write (mode 0600); hash it with mosquitto_passwd -U before the broker reads it")
+    .action(async (opts: { out: string }) => {
+      const lines = await withParts(async (parts) => {
+        const rows = await parts.store.db
+          .selectFrom("devices")
+          .select(["id", "key_generation"])
+          .where("provisioned_at", "is not", null)
+          .where("revoked_at", "is", null)
+          .orderBy("id")
+          .execute();
+        const out: string[] = [];
+        for (const r of rows) {
+          const user = mqttNameOf(r.id);
+          // A Mosquitto password file ends the user name at the first colon.
+          if (user.includes(":")) {
+            process.stderr.write(`ota: skipped ${r.id}: an MQTT user name cannot contain ':'\n`);
+            continue;
+          }
+          out.push(`${user}:${parts.credentials.deviceMqttPassword(r.id, r.key_generation)}`);
+        }
+        return out;
+      });
+      writeSecretFile(opts.out, lines.map((l) => l + "\n").join(""));
+      process.stderr.write(`ota: ${lines.length} devices; now run: mosquitto_passwd -U ${opts.out}, then append the server's own user (mosquitto_passwd -b FILE USER PASSWORD)\n`);
     });
 
   program

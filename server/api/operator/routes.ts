@@ -198,7 +198,7 @@ export const ROUTES: readonly RouteDef[] = [
     summary: "Register a device for its own keys and answer its provisioning bundle (secrets: shown once)",
     params: s.params.deviceId,
     body: s.provisionBody,
-    responses: { 201: "the bundle: `{deviceId, apiKey, hmacKey, keyGeneration, serverUrl, ca, pollInterval}`" },
+    responses: { 201: "the bundle: `{deviceId, apiKey, hmacKey, keyGeneration, mqttUser, mqttPassword, serverUrl, ca, pollInterval}`" },
     handlers: one(provision),
   },
   {

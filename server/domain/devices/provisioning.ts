@@ -4,6 +4,7 @@ import fs from "node:fs";
 import type { Credentials } from "../../infra/auth/credentials";
 import type { Config } from "../../infra/config/config";
 import type { DeviceRegistry } from "./registry";
+import { mqttNameOf } from "../notify/desired";
 import { MAX_SERVER_URL_LENGTH, SERVER_URL_TOO_LONG } from "../../infra/config/server-url";
 
 // Also offered from here, beside provisionDevice, for the callers that check a URL before they provision.
@@ -15,6 +16,9 @@ export interface ProvisioningBundle {
   /** Hex. Verifies manifests: X-Manifest-HMAC = HMAC-SHA256(hmacKey, body). Never sent over the network. */
   hmacKey: string;
   keyGeneration: number;
+  /** The device's user name and password at the MQTT broker (docs/operations.md#pushed-update-notices-mqtt). */
+  mqttUser: string;
+  mqttPassword: string;
   serverUrl: string;
   /** PEM of the CA that signed the server certificate (null when the server uses a public CA). */
   ca: string | null;
@@ -26,7 +30,7 @@ function defaultServerUrl(config: Config): string {
 }
 
 export async function provisionDevice(
-  deps: { config: Config; devices: Pick<DeviceRegistry, "provision">; credentials: Pick<Credentials, "deviceApiKey" | "deviceMacKey"> },
+  deps: { config: Config; devices: Pick<DeviceRegistry, "provision">; credentials: Pick<Credentials, "deviceApiKey" | "deviceMacKey" | "deviceMqttPassword"> },
   deviceId: string,
   opts: { rotate?: boolean; serverUrl?: string | undefined; chip?: string | undefined } = {},
 ): Promise<ProvisioningBundle> {
@@ -41,6 +45,8 @@ export async function provisionDevice(
     apiKey: deps.credentials.deviceApiKey(deviceId, generation),
     hmacKey: deps.credentials.deviceMacKey(deviceId, generation).toString("hex"),
     keyGeneration: generation,
+    mqttUser: mqttNameOf(deviceId),
+    mqttPassword: deps.credentials.deviceMqttPassword(deviceId, generation),
     serverUrl,
     ca,
     pollInterval: deps.config.pollInterval,

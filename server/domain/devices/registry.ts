@@ -3,6 +3,7 @@
 //   sightings.ts     poll sightings, written behind (batched once a second) so the poll path never waits on the disk
 //   reports.ts       reports, committed with their effect (ReportEffect) before they are acknowledged, many to one commit
 //   device-store.ts  lookups, lists, provisioning, operator changes and tags
+import { EventEmitter } from "node:events";
 import type SqliteDatabase from "better-sqlite3";
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
@@ -17,7 +18,11 @@ export type { DeviceFilter, DevicePatch, DeviceView } from "./device-store";
 export type { ReportInput } from "./reports";
 export type { Sighting } from "./sightings";
 
-export class DeviceRegistry {
+/**
+ * Emits "changed" (device id) after an operator change that can change what the device is offered or how it is
+ * addressed: group, channel, pin, chip, tags, provisioning, revocation.
+ */
+export class DeviceRegistry extends EventEmitter {
   private readonly sightings: Sightings;
   private readonly reportLog: ReportLog;
   private readonly store: DeviceStore;
@@ -32,6 +37,7 @@ export class DeviceRegistry {
     /** Counts the reports stored. */
     reportsCounted?: Metrics["reports"],
   ) {
+    super();
     this.sightings = new Sightings(db, log, flushMs, sqlite?.writer);
     this.reportLog = new ReportLog(db, log, this.sightings, reportsCounted);
     this.store = new DeviceStore(db, this.sightings, onlineWindowMs, sqlite?.reader);
@@ -97,18 +103,24 @@ export class DeviceRegistry {
    * Registers a device for its own key; rotate=true invalidates the previous key, and so does provisioning a revoked
    * device. Returns the key generation.
    */
-  provision(id: string, opts: { rotate?: boolean; chip?: string } = {}): Promise<number> {
-    return this.store.provision(id, opts);
+  async provision(id: string, opts: { rotate?: boolean; chip?: string } = {}): Promise<number> {
+    const generation = await this.store.provision(id, opts);
+    this.emit("changed", id);
+    return generation;
   }
 
   /** Ends the device's key and bars fleet keys from its id until it is provisioned again; undefined for an unknown device. */
-  revoke(id: string): Promise<{ row: DeviceRow; alreadyRevoked: boolean } | undefined> {
-    return this.store.revoke(id);
+  async revoke(id: string): Promise<{ row: DeviceRow; alreadyRevoked: boolean } | undefined> {
+    const r = await this.store.revoke(id);
+    if (r && !r.alreadyRevoked) this.emit("changed", id);
+    return r;
   }
 
   /** Applies an operator's change; returns the updated row, or undefined for an unknown device. */
-  update(id: string, p: DevicePatch): Promise<DeviceRow | undefined> {
-    return this.store.update(id, p);
+  async update(id: string, p: DevicePatch): Promise<DeviceRow | undefined> {
+    const row = await this.store.update(id, p);
+    if (row) this.emit("changed", id);
+    return row;
   }
 
   /** Up to `limit` devices pinned to a release (what keeps it from being deleted). */
@@ -126,8 +138,10 @@ export class DeviceRegistry {
   }
 
   /** Adds and removes tags (removals first); returns the device's tags afterwards. */
-  changeTags(id: string, add: readonly string[], remove: readonly string[]): Promise<string[]> {
-    return this.store.changeTags(id, add, remove);
+  async changeTags(id: string, add: readonly string[], remove: readonly string[]): Promise<string[]> {
+    const tags = await this.store.changeTags(id, add, remove);
+    if (add.length > 0 || remove.length > 0) this.emit("changed", id);
+    return tags;
   }
 
   /** Writes pending sightings, then commits every queued report. */

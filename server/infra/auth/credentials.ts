@@ -7,7 +7,7 @@ import jwt from "jsonwebtoken";
 import type { Kysely } from "kysely";
 import { z } from "zod";
 import type { Database, Role } from "../store/schema";
-import { deviceApiKey, deviceMacKey, fleetManifestMacKey, newFleetKey, operatorSigningKey, rolloutBucketKey, safeEqual, sha256Hex } from "./keys";
+import { deviceApiKey, deviceMacKey, deviceMqttPassword, fleetManifestMacKey, newFleetKey, operatorSigningKey, rolloutBucketKey, safeEqual, sha256Hex } from "./keys";
 
 export const ROLES: readonly Role[] = ["viewer", "releaser", "admin"];
 const ISSUER = "esp32-ota";
@@ -209,6 +209,11 @@ export class Credentials {
 
   deviceMacKey(deviceId: string, generation: number): Buffer {
     return deviceMacKey(this.master, deviceId, generation);
+  }
+
+  /** The device's password at the MQTT broker (docs/operations.md#pushed-update-notices-mqtt). */
+  deviceMqttPassword(deviceId: string, generation: number): string {
+    return deviceMqttPassword(this.master, deviceId, generation);
   }
 
   fleetManifestMacKey(generation: number): Buffer {

@@ -1,6 +1,7 @@
 // Key hierarchy (docs/security.md):
 //   master secret ──HKDF──► per-device API key   (sent by the device in X-API-Key)
 //                 ──HKDF──► per-device MAC key   (never sent: authenticates manifests to that device only)
+//                 ──HKDF──► per-device MQTT password (the device's password at the broker, docs/mosquitto/)
 //                 ──HKDF──► operator JWT signing key
 //                 ──HKDF──► fleet manifest MAC key (optional, one for the whole fleet: weaker, off by default)
 //                 ──HKDF──► rollout bucket key     (places devices in rollout stages)
@@ -39,6 +40,16 @@ export function deviceApiKey(master: Buffer, deviceId: string, generation: numbe
 
 export function deviceMacKey(master: Buffer, deviceId: string, generation: number): Buffer {
   return derive(master, "device-mac-key", deviceId, generation);
+}
+
+const DEVICE_MQTT_PASSWORD_PREFIX = "otamqtt_";
+
+/**
+ * The device's password at the MQTT broker: its own secret, not its API key, so a broker (often run by another
+ * team, and which sees every password in clear at each connect) learns nothing that opens the HTTPS API.
+ */
+export function deviceMqttPassword(master: Buffer, deviceId: string, generation: number): string {
+  return DEVICE_MQTT_PASSWORD_PREFIX + derive(master, "device-mqtt-password", deviceId, generation).toString("base64url");
 }
 
 /** One key for every device: anyone who extracts it from one device can sign manifests for all of them. */

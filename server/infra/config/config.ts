@@ -135,10 +135,34 @@ const envSchema = z.object({
     .refine((t) => !t.startsWith(DEVICE_KEY_PREFIX) && !t.startsWith(FLEET_KEY_PREFIX), "must not look like a device or fleet key; choose a random string")
     .optional(),
   OTA_WORKERS: int(1, MAX_WORKERS).default(1),
+  OTA_MQTT_URL: z
+    .string()
+    .trim()
+    .refine((u) => URL.canParse(u) && /^mqtts?:$/.test(new URL(u).protocol) && new URL(u).hostname !== "", {
+      message: "must be an MQTT broker URL such as mqtts://ota-server:PASSWORD@broker.example.com:8883 or mqtt://127.0.0.1:1883",
+    })
+    .optional(),
+  OTA_MQTT_USERNAME: nonEmpty.optional(),
+  OTA_MQTT_PASSWORD: nonEmpty.optional(),
+  OTA_MQTT_CA: nonEmpty.optional(),
+  OTA_MQTT_CLIENT_ID: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, "must be 1-64 letters, digits, '.', '_' or '-'")
+    .optional(),
+  OTA_MQTT_TOPIC: z
+    .string()
+    .trim()
+    .refine((t) => t.includes("{device}"), "must contain {device}, e.g. ota/{device}/desired")
+    .refine((t) => !/[+#\0]/.test(t), "must not contain the MQTT wildcards + or #")
+    .refine((t) => Buffer.byteLength(t) <= 256, "must be at most 256 bytes")
+    .default("ota/{device}/desired"),
+  OTA_MQTT_COMPAT: bool.default(false),
+  OTA_MQTT_RATE: int(1, 100_000).default(200),
 });
 
 /** Variables whose value is a secret (or holds one): never repeated in an error. */
-const SECRET_VARIABLES = new Set(["OTA_DATABASE_URL", "OTA_METRICS_TOKEN"]);
+const SECRET_VARIABLES = new Set(["OTA_DATABASE_URL", "OTA_METRICS_TOKEN", "OTA_MQTT_URL", "OTA_MQTT_PASSWORD"]);
 
 export interface Config {
   port: number;
@@ -176,6 +200,8 @@ export interface Config {
   signingKeys: readonly TrustedKey[] | null;
   /** OTA_DATABASE_URL and OTA_DATABASE_POOL: PostgreSQL; null: SQLite in the data folder. */
   database: { url: string; poolSize: number } | null;
+  /** OTA_MQTT_*: pushed update notices over MQTT; null: off (devices learn of updates by polling only). */
+  mqtt: MqttConfig | null;
   /**
    * OTA_SYNC_INTERVAL_MS: with several processes on PostgreSQL, how often each checks for changes whose notification
    * it missed, and tries to take over the leader's work when no process holds it.
@@ -185,6 +211,22 @@ export interface Config {
   metricsToken: string | null;
   /** OTA_WORKERS: server processes sharing the port (node:cluster); 1: the server runs in this process alone. */
   workers: number;
+}
+
+export interface MqttConfig {
+  /** The broker URL without credentials (mqtt:// or mqtts://). */
+  url: string;
+  username: string | null;
+  password: string | null;
+  /** For mqtts: the CA file the broker's certificate is checked against (null: the system's CAs). */
+  ca: string | null;
+  clientId: string;
+  /** Topic template; {device} is the device's MQTT name (docs/protocol.md). */
+  topic: string;
+  /** Also publish the /firmware_update/<MAC-ID> JSON that existing clients read. */
+  compat: boolean;
+  /** Messages per second, at most. */
+  rate: number;
 }
 
 export class ConfigError extends Error {
@@ -261,8 +303,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     firstStartTokenDays: e.OTA_FIRST_START_TOKEN_DAYS,
     signingKeys: keys ? keys.data : null,
     database: e.OTA_DATABASE_URL ? { url: e.OTA_DATABASE_URL, poolSize: e.OTA_DATABASE_POOL } : null,
+    mqtt: e.OTA_MQTT_URL ? mqttConfig(e, abs, generated ? path.join(certDir, "ca.crt") : e.OTA_TLS_CA ? abs(e.OTA_TLS_CA) : null) : null,
     syncIntervalMs: e.OTA_SYNC_INTERVAL_MS,
     metricsToken: e.OTA_METRICS_TOKEN ?? null,
     workers: e.OTA_WORKERS,
+  };
+}
+
+/** OTA_MQTT_URL and the variables beside it; credentials in the URL are taken out of it (separate variables win). */
+function mqttConfig(e: z.infer<typeof envSchema>, abs: (p: string) => string, serverCa: string | null): MqttConfig {
+  const u = new URL(e.OTA_MQTT_URL!);
+  const fromUrl = { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+  u.username = "";
+  u.password = "";
+  const secure = u.protocol === "mqtts:";
+  return {
+    url: u.toString().replace(/\/$/, ""),
+    username: e.OTA_MQTT_USERNAME ?? (fromUrl.username || null),
+    password: e.OTA_MQTT_PASSWORD ?? (fromUrl.password || null),
+    ca: !secure ? null : e.OTA_MQTT_CA ? abs(e.OTA_MQTT_CA) : serverCa,
+    clientId: e.OTA_MQTT_CLIENT_ID ?? "esp32-ota-server",
+    topic: e.OTA_MQTT_TOPIC,
+    compat: e.OTA_MQTT_COMPAT,
+    rate: e.OTA_MQTT_RATE,
   };
 }

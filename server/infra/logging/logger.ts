@@ -10,6 +10,7 @@ const REDACT_PATHS = [
   "headers['x-api-key']",
   "*.apiKey",
   "*.hmacKey",
+  "*.mqttPassword",
   "*.token",
   "*.operatorToken",
   "*.deviceApiKey",

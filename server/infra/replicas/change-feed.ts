@@ -17,10 +17,17 @@ const CHANNEL = "ota_changes";
 /** Records, in the caller's transaction, that a topic changed: other processes reload it once that commits. */
 export type NoteChange = (db: Kysely<Database>, topic: CacheTopic) => Promise<void>;
 
+/** Changes told to the others without a version to check against: a lost one is not made up for. */
+export type Announcement = "device";
+
 export interface ChangeFeed {
   readonly note: NoteChange;
   /** Reloads a topic when another process changed it. */
   onChange(topic: CacheTopic, reload: () => Promise<void>): void;
+  /** Tells the other processes that something changed (a device: its id), at once and at most once. */
+  announce(what: Announcement, detail: string): void;
+  /** Hears what other processes announce. */
+  onAnnouncement(what: Announcement, listener: (detail: string) => void): void;
   start(): Promise<void>;
   close(): Promise<void>;
 }
@@ -29,6 +36,8 @@ export interface ChangeFeed {
 export const localChangeFeed = (): ChangeFeed => ({
   note: () => Promise.resolve(),
   onChange: () => undefined,
+  announce: () => undefined,
+  onAnnouncement: () => undefined,
   start: () => Promise.resolve(),
   close: () => Promise.resolve(),
 });
@@ -37,6 +46,7 @@ export class PostgresChangeFeed implements ChangeFeed {
   /** Names this process in its notifications, so it does not reload what it changed itself. */
   private readonly self = randomBytes(8).toString("hex");
   private readonly reloads = new Map<CacheTopic, () => Promise<void>>();
+  private readonly listeners = new Map<Announcement, (detail: string) => void>();
   private readonly seen = new Map<CacheTopic, number>();
   private readonly running = new Map<CacheTopic, Promise<void>>();
   private readonly again = new Set<CacheTopic>();
@@ -62,6 +72,16 @@ export class PostgresChangeFeed implements ChangeFeed {
 
   onChange(topic: CacheTopic, reload: () => Promise<void>): void {
     this.reloads.set(topic, reload);
+  }
+
+  announce(what: Announcement, detail: string): void {
+    sql`SELECT pg_notify(${CHANNEL}, ${`${what}:${this.self}:${detail}`})`
+      .execute(this.db)
+      .catch((err: unknown) => this.failing.note({ reason: (err as Error).message }));
+  }
+
+  onAnnouncement(what: Announcement, listener: (detail: string) => void): void {
+    this.listeners.set(what, listener);
   }
 
   /** Reads the versions now (what is loaded after this is current), then listens and checks on the interval. */
@@ -105,8 +125,11 @@ export class PostgresChangeFeed implements ChangeFeed {
     client.on("error", retry);
     client.on("end", retry);
     client.on("notification", (msg) => {
-      const [topic, from] = (msg.payload ?? "").split(":");
-      if (from !== this.self && TOPICS.includes(topic as CacheTopic)) this.trigger(topic as CacheTopic);
+      // topic:sender, or announcement:sender:detail (a detail may hold colons itself: a device id that is a MAC).
+      const m = /^([a-z]+):([0-9a-f]+)(?::(.*))?$/s.exec(msg.payload ?? "");
+      if (!m || m[2] === this.self) return;
+      if (m[3] !== undefined) this.listeners.get(m[1] as Announcement)?.(m[3]);
+      else if (TOPICS.includes(m[1] as CacheTopic)) this.trigger(m[1] as CacheTopic);
     });
     this.listener = client;
     try {

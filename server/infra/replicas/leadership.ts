@@ -121,3 +121,33 @@ export class PostgresLeadership implements Leadership {
     await this.stepDown(); // another process takes over at its next try
   }
 }
+
+/** What the leader runs: started when this process becomes the leader (or at once if it is), stopped when it stops. */
+export interface LeaderTask {
+  start(): void | Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The leader's tasks, some known only later in the start (the MQTT notices need the server's address). */
+export class LeaderWork {
+  private readonly tasks: LeaderTask[] = [];
+  private leading = false;
+
+  constructor(private readonly log: Logger) {}
+
+  /** For Leadership.start. */
+  readonly onChange: LeaderChange = async (leader) => {
+    this.leading = leader;
+    for (const t of this.tasks) await (leader ? t.start() : t.stop());
+  };
+
+  async add(task: LeaderTask): Promise<void> {
+    this.tasks.push(task);
+    if (!this.leading) return;
+    try {
+      await task.start();
+    } catch (err) {
+      this.log.error({ err }, "starting the leader's work failed");
+    }
+  }
+}

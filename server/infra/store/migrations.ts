@@ -292,6 +292,26 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         if (dialect === "postgres") await sql`ALTER TABLE nonces SET UNLOGGED`.execute(db);
       },
     },
+    // MQTT update notices: per device, the last notice made (its sequence number only grows, across restarts),
+    // the digest of the offer it names (a notice is made again only when that changes), the retained messages
+    // as published, and whether the broker has yet to acknowledge them (pending: published again on reconnect).
+    "0007_mqtt_notices": {
+      async up(db: AnyDb) {
+        await db.schema
+          .createTable("mqtt_notices")
+          .addColumn("device_id", text, (c) => c.primaryKey())
+          .addColumn("seq", "integer", (c) => c.notNull())
+          .addColumn("digest", text, (c) => c.notNull())
+          .addColumn("topic", text, (c) => c.notNull())
+          .addColumn("payload", text, (c) => c.notNull())
+          .addColumn("compat_topic", text)
+          .addColumn("compat_payload", text)
+          .addColumn("pending", "integer", (c) => c.notNull())
+          .addColumn("updated_at", text, (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex("mqtt_notices_pending").on("mqtt_notices").columns(["pending", "device_id"]).execute();
+      },
+    },
   };
 }
 

@@ -191,6 +191,22 @@ export interface OperatorTokensTable {
   revoked_at: string | null;
 }
 
+/** The last MQTT update notice made for a device (server/domain/notify/). */
+export interface MqttNoticesTable {
+  device_id: string;
+  /** Grows by one with every notice for the device. */
+  seq: number;
+  /** offerDigest() of the offer the notice names. */
+  digest: string;
+  topic: string;
+  payload: string;
+  compat_topic: string | null;
+  compat_payload: string | null;
+  /** 1: not yet acknowledged by the broker (PUBACK); 0: delivered. */
+  pending: number;
+  updated_at: string;
+}
+
 export interface Database {
   images: ImagesTable;
   firmware_files: FirmwareFilesTable;
@@ -200,6 +216,7 @@ export interface Database {
   operator_tokens: OperatorTokensTable;
   device_tags: DeviceTagsTable;
   releases: ReleasesTable;
+  mqtt_notices: MqttNoticesTable;
   rollouts: RolloutsTable;
   rollout_devices: RolloutDevicesTable;
   rollout_counts: RolloutCountsTable;
