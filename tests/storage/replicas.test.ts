@@ -4,10 +4,12 @@
 // "postgres" project only (tests/storage/).
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
 import { mac, offered, Operator, poll, writeMasterKey } from "../helpers/fleet";
 import { withTestDb } from "../helpers/database";
+import { connectClient, sharedBroker } from "../helpers/mosquitto";
 import { eventually, startTestServer, tempDirs, type Dirs, type TestServer } from "../helpers/server";
 
 const sha = (f: string) => createHash("sha256").update(fs.readFileSync(f)).digest("hex");
@@ -26,10 +28,10 @@ describe("two server processes on one PostgreSQL database", () => {
   let opB: Operator;
 
   /** A and B; `interval` is OTA_SYNC_INTERVAL_MS (long: only notifications can tell B in time). */
-  async function start(interval: number) {
+  async function start(interval: number, extra: Record<string, string> = {}) {
     dirs = tempDirs();
     writeMasterKey(dirs);
-    const env = { OTA_SYNC_INTERVAL_MS: String(interval) };
+    const env = { OTA_SYNC_INTERVAL_MS: String(interval), ...extra };
     a = await startTestServer(env, dirs);
     b = await startTestServer(env, dirs);
     opA = new Operator(a);
@@ -142,6 +144,48 @@ describe("two server processes on one PostgreSQL database", () => {
     await eventually(() => !a.running.ctx.releases.get("r1") && !a.running.ctx.rollouts.get(id));
     await opB.ok("DELETE", `/firmware/${SHA2}`);
     await eventually(() => !a.running.ctx.catalog.image(SHA2) && !a.running.ctx.catalog.file("app-v2.bin"));
+  });
+
+  it("MQTT notices come from the leader alone, for changes made in either process, and from the other once it leads", async () => {
+    const run = randomBytes(4).toString("hex");
+    const broker = await sharedBroker(fs.mkdtempSync(path.join(os.tmpdir(), "ota-mqtt-")));
+    const sub = await connectClient(broker.url);
+    const dev = `02:${run.slice(0, 2)}:${run.slice(2, 4)}:${run.slice(4, 6)}:${run.slice(6, 8)}:01`;
+    const topic = `t${run}/${dev.replace(/:/g, "").toUpperCase()}/desired`;
+    try {
+      const received: { topic: string; seq: number; release: string | null }[] = [];
+      sub.on("message", (topic, payload) => {
+        if (payload.length === 0) return; // the clearing at the end
+        const n = JSON.parse(payload.toString()) as { seq: number; offer: { release: string | null } | null };
+        received.push({ topic, seq: n.seq, release: n.offer?.release ?? null });
+      });
+      await sub.subscribeAsync(`t${run}/#`);
+      await start(300, { OTA_MQTT_URL: broker.url, OTA_MQTT_TOPIC: `t${run}/{device}/desired`, OTA_MQTT_CLIENT_ID: `ota-${run}` });
+      expect(a.logs.some((l) => l.includes("mqtt connected"))).toBe(true);
+      expect(b.logs.some((l) => l.includes("mqtt connected"))).toBe(false);
+      await opB.ok("POST", `/devices/${encodeURIComponent(dev)}/provision`, {});
+      await opB.ok("PATCH", `/devices/${encodeURIComponent(dev)}`, { chip: "esp32" });
+      // Made through B: A, the leader, hears of it and publishes, once.
+      await opB.ok("POST", "/releases", { name: "r1", image: "app-v2.bin" });
+      await opB.ok("POST", "/releases/r1/rollout", { stages: [100] });
+      await eventually(() => received.some((m) => m.topic === topic && m.release === "r1"), 10_000);
+      // A pin set through B (a device change, which B announces) moves the notice to the pinned release.
+      await opB.ok("POST", "/releases", { name: "r0", image: "app-v1.bin", allow_downgrade: true });
+      await opB.ok("PATCH", `/devices/${encodeURIComponent(dev)}`, { pinned_release: "r0" });
+      await eventually(() => received.some((m) => m.topic === topic && m.release === "r0"), 10_000);
+      const mine = received.filter((m) => m.topic === topic);
+      expect(mine.map((m) => m.seq)).toEqual(mine.map((_, i) => i + 1)); // one publisher: seq 1, 2, ... without repeats
+
+      // A stops; B takes over the notices.
+      await a.running.close();
+      await eventually(() => b.logs.some((l) => l.includes("mqtt connected")), 10_000);
+      await opB.ok("PATCH", `/devices/${encodeURIComponent(dev)}`, { pinned_release: null });
+      await eventually(() => received.some((m) => m.topic === topic && m.release === "r1" && m.seq > mine.length), 10_000);
+    } finally {
+      await sub.publishAsync(topic, "", { retain: true }); // leaves the shared broker as it was
+      await sub.endAsync();
+      await broker.stop();
+    }
   });
 
   it("when the leader stops, the other process takes over indexing the folder", async () => {
