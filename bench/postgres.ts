@@ -43,7 +43,7 @@ function freePort(): Promise<number> {
 }
 
 /** Runs a PostgreSQL program of the cluster, as its user when it has one (through runuser: we are root). */
-export function pgRun(cluster: Pick<Cluster, "bin" | "dir" | "asUser">, program: string, args: string[]): string {
+function pgRun(cluster: Pick<Cluster, "bin" | "dir" | "asUser">, program: string, args: string[]): string {
   const exe = path.join(cluster.bin, program);
   const [cmd, argv] = cluster.asUser ? ["runuser", ["-u", cluster.asUser, "--", exe, ...args]] : [exe, args];
   return execFileSync(cmd, argv, { stdio: ["ignore", "pipe", "pipe"], cwd: cluster.dir, encoding: "utf8" });
@@ -88,7 +88,7 @@ export function stopCluster(cluster: Pick<Cluster, "bin" | "dir" | "asUser">): v
 }
 
 /** The same server and user as `adminUrl`, another database. */
-export function databaseUrl(adminUrl: string, database: string): string {
+function databaseUrl(adminUrl: string, database: string): string {
   const u = new URL(adminUrl);
   u.pathname = `/${database}`;
   return u.toString();
