@@ -37,6 +37,7 @@ function backendTable(r: TableInput): string[] {
     rows.push(["7 durable reports (acknowledged = committed, /s)", fmt(d.sqlite.reports_per_s), fmt(d.postgres.reports_per_s), d.postgres_vs_sqlite.toFixed(2)]);
     rows.push(["  fsyncs/s of a small file in the data folder", fmt(d.sqlite.fsyncs_per_s), fmt(d.postgres.fsyncs_per_s), ""]);
     rows.push(["  reports per fsync (> 1: group commit)", d.sqlite.reports_per_fsync.toFixed(2), d.postgres.reports_per_fsync.toFixed(2), ""]);
+    rows.push(["  busy: share of its core the server used", num(d.sqlite.server_busy, 2), num(d.postgres.server_busy, 2), ""]);
     const t = d.postgres.pg_test_fsync;
     if (t) rows.push([`  pg_test_fsync ${t.method} (ops/s), reports per op`, "", `${fmt(t.ops_per_s)}, ${num(d.postgres.reports_per_pg_test_fsync, 2)}`, ""]);
   }

@@ -17,10 +17,14 @@ interface Backend {
   errors: number;
   /** Every acknowledged report must be stored (wrk may count a reply it cut off at the end: stored >= acknowledged). */
   stored_check: { acknowledged: number; stored: number };
-  /** Our fsync loop in this backend's data folder: appends of 512 bytes, each flushed. */
+  /** Our fsync loop in this backend's data folder (appends of 512 bytes, each flushed): the better of two samples. */
   fsyncs_per_s: number;
+  /** The two samples: before the report rounds and after them. */
+  fsync_samples: number[];
   /** reports_per_s / fsyncs_per_s: above 1 when commits carry several reports (group commit). */
   reports_per_fsync: number;
+  /** Share of its core the server process used in the best round (near 1: its CPU, not the disk, set the pace). */
+  server_busy: number | null;
 }
 
 export interface DurableReportFigures {
@@ -41,10 +45,17 @@ const good = (r: WrkResult) => r.requests - r.errors.status;
 
 export async function measureDurableReports(b: BenchContext, pg: PostgresSide, quick: boolean): Promise<DurableReportFigures> {
   const probeSeconds = quick ? 0.5 : 3;
-  b.say(`  fsync loop in the SQLite data folder${pg.dataDir ? " and in PostgreSQL's" : ""} (${probeSeconds} s each)`);
-  const sqliteFsyncs = fsyncsPerSecond(b.fleet.dataDir, probeSeconds);
   const pgFolder = pg.dataDir;
-  const pgFsyncs = pgFolder ? fsyncsPerSecond(pgFolder, probeSeconds) : null;
+  // Sampled before the report rounds and again after them; each keeps its better sample (a neighbour on the
+  // machine only ever slows a flush down).
+  const sqliteFsyncs: number[] = [];
+  const pgFsyncs: number[] = [];
+  const probe = () => {
+    b.say(`  fsync loop in the SQLite data folder${pgFolder ? " and in PostgreSQL's" : ""} (${probeSeconds} s each)`);
+    sqliteFsyncs.push(fsyncsPerSecond(b.fleet.dataDir, probeSeconds));
+    if (pgFolder) pgFsyncs.push(fsyncsPerSecond(pgFolder, probeSeconds));
+  };
+  probe();
   let pgTest: PgTestFsync | null = null;
   if (!quick && pgFolder && pg.bin) {
     b.say("  pg_test_fsync on PostgreSQL's data folder (1 s per test)");
@@ -68,21 +79,25 @@ export async function measureDurableReports(b: BenchContext, pg: PostgresSide, q
       });
   };
   const r = await alternate(b.opts.rounds, { sqlite: load(b.server, "s"), postgres: load(pg.servers[0]!, "p") });
-  const backend = (runs: WrkResult[], stored: number, fsyncs: number): Backend => {
+  probe();
+  const backend = (runs: WrkResult[], stored: number, samples: number[]): Backend => {
     const rates = runs.map((x) => good(x) / x.seconds);
+    const fsyncs = best(samples);
     return {
       reports_per_s: round(best(rates)),
       rounds: rates.map((x) => round(x)),
       errors: runs.reduce((a, x) => a + x.errors.status + x.errors.timeout + x.errors.read, 0),
       stored_check: { acknowledged: runs.reduce((a, x) => a + good(x), 0), stored },
       fsyncs_per_s: round(fsyncs),
+      fsync_samples: samples.map((x) => round(x)),
       reports_per_fsync: round(best(rates) / fsyncs, 2),
+      server_busy: runs[rates.indexOf(best(rates))]?.serverBusy ?? null,
     };
   };
   const sqlite = { ...backend(r.sqlite, countReports(b.fleet.dataDir, `${prefix}s`).size, sqliteFsyncs), folder: b.fleet.dataDir };
   const pgStored = (await countPostgresReports(pg.url, `${prefix}p`)).size;
   // Without a folder of the cluster's to write in, the SQLite folder's flushes stand for the disk (same machine).
-  const pgBackend = backend(r.postgres, pgStored, pgFsyncs ?? sqliteFsyncs);
+  const pgBackend = backend(r.postgres, pgStored, pgFolder ? pgFsyncs : sqliteFsyncs);
   return {
     connections: b.opts.reportConnections,
     sqlite,
