@@ -339,7 +339,11 @@ async function main() {
       const given = process.env.OTA_BENCH_DATABASE_URL;
       if (!given) {
         say("starting a throwaway PostgreSQL cluster (initdb, settings as installed)");
-        cluster = await startCluster({});
+        const started = await startCluster({});
+        cluster = started;
+        // Interrupted, the run must not leave the cluster running (pg_ctl stop is synchronous: it runs at exit).
+        process.once("exit", () => stopCluster(started));
+        for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
       }
       database = { admin: given ?? cluster!.adminUrl, name: `ota_scale_${randomBytes(4).toString("hex")}` };
       e.env.OTA_DATABASE_URL = await createDatabase(database.admin, database.name);
