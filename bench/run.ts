@@ -282,7 +282,7 @@ async function main(): Promise<void> {
 
     let pgSide: PostgresSide | null = null;
     if (want("pg-polls") || want("durable-reports")) {
-      pgSide = await startPostgresSide({ dir: args.dir, fleet, serverEnv, cpu, processes: 2, say });
+      pgSide = await startPostgresSide({ dir: args.dir, fleet, serverEnv, cpu, processes: 2, serverRoot: args.serverRoot, say });
       stops.push(() => pgSide!.stop());
     }
     if (want("pg-polls")) say(`6/7 manifest polls per CPU-second: two server processes on PostgreSQL against one on SQLite (${opts.rounds} x ${opts.seconds} s each side)`);

@@ -39,6 +39,8 @@ export async function startPostgresSide(o: {
   serverEnv: Record<string, string>;
   cpu: CpuPlan;
   processes: number;
+  /** The build to run (--server-root), as for the SQLite side; default: this one. */
+  serverRoot: string | undefined;
   say(msg: string): void;
 }): Promise<PostgresSide> {
   const given = process.env.OTA_BENCH_DATABASE_URL;
@@ -71,7 +73,7 @@ export async function startPostgresSide(o: {
     if (added.some((d, i) => d.apiKey !== o.fleet.devices[i]!.apiKey)) throw new Error("the PostgreSQL side derived other device keys than the SQLite side");
     for (let i = 0; i < o.processes; i++) {
       o.say(`starting server process ${i + 1} of ${o.processes} on PostgreSQL`);
-      const s = await startServerProcess({ env: env(i), cpu: o.cpu.server, logFile: path.join(o.dir, "postgres", `server-${i}.log`) });
+      const s = await startServerProcess({ env: env(i), cpu: o.cpu.server, logFile: path.join(o.dir, "postgres", `server-${i}.log`), serverRoot: o.serverRoot });
       servers.push(s);
       await verifiedManifest(s.port, o.fleet.ca, o.fleet.devices[i % o.fleet.devices.length]!);
     }
