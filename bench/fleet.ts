@@ -84,20 +84,18 @@ export function benchFolders(dir: string, publicUrl: string): { dataDir: string;
   return { dataDir, firmwareDir, certDir, env };
 }
 
-export async function prepareFleet(dir: string, deviceCount: number): Promise<Fleet> {
-  const images = fixtureImages(); // before anything is made: a missing image stops the run at once
-  const { dataDir, firmwareDir, certDir, env: serverEnv } = benchFolders(dir, "https://ota.bench.example");
-  // The large image first, so the small one is the newest and is what manifests offer.
-  fs.copyFileSync(images.large, path.join(firmwareDir, path.basename(images.large)));
-  fs.copyFileSync(images.small, path.join(firmwareDir, path.basename(images.small)));
-
-  const config = loadConfig({ ...serverEnv, PORT: "0" }, dir);
+/**
+ * Provisions devices 1..count in the database the environment names (the data folder's SQLite, or PostgreSQL with
+ * OTA_DATABASE_URL), with keys derived from that data folder's master secret (made when absent).
+ */
+export async function addDevices(env: Record<string, string>, dir: string, count: number): Promise<BenchDevice[]> {
+  const config = loadConfig({ ...env, PORT: "0" }, dir);
   const parts = await openContextParts(config, createLogger("warn", process.stderr));
   const devices: BenchDevice[] = [];
   try {
     const at = new Date().toISOString();
     const rows: NewDevice[] = [];
-    for (let i = 1; i <= deviceCount; i++) {
+    for (let i = 1; i <= count; i++) {
       const id = deviceId(i);
       rows.push({ id, chip: "esp32", provisioned_at: at, key_generation: 0, created_at: at });
       devices.push({ id, apiKey: parts.credentials.deviceApiKey(id, 0), hmacKey: parts.credentials.deviceMacKey(id, 0) });
@@ -109,6 +107,17 @@ export async function prepareFleet(dir: string, deviceCount: number): Promise<Fl
     await parts.devices.close();
     await parts.store.close();
   }
+  return devices;
+}
+
+export async function prepareFleet(dir: string, deviceCount: number): Promise<Fleet> {
+  const images = fixtureImages(); // before anything is made: a missing image stops the run at once
+  const { dataDir, firmwareDir, certDir, env: serverEnv } = benchFolders(dir, "https://ota.bench.example");
+  // The large image first, so the small one is the newest and is what manifests offer.
+  fs.copyFileSync(images.large, path.join(firmwareDir, path.basename(images.large)));
+  fs.copyFileSync(images.small, path.join(firmwareDir, path.basename(images.small)));
+
+  const devices = await addDevices(serverEnv, dir, deviceCount);
   const luaDevices = path.join(dir, "devices.lua");
   fs.writeFileSync(luaDevices, `return {\n${devices.map((d) => `{"${d.id}","${d.apiKey}"},`).join("\n")}\n}\n`);
   return {

@@ -88,7 +88,7 @@ export function stopCluster(cluster: Pick<Cluster, "bin" | "dir" | "asUser">): v
 }
 
 /** The same server and user as `adminUrl`, another database. */
-export function databaseUrl(adminUrl: string, database: string): string {
+function databaseUrl(adminUrl: string, database: string): string {
   const u = new URL(adminUrl);
   u.pathname = `/${database}`;
   return u.toString();

@@ -19,6 +19,9 @@ import type { Baseline, BenchContext, BenchOptions } from "./phases/context";
 import { measureDownloads, measureSlowDownloads } from "./phases/downloads";
 import { measurePipeline } from "./phases/pipeline";
 import { measurePolls, POLL_INTERVAL_S } from "./phases/polls";
+import { measureDurableReports } from "./phases/durable-reports";
+import { measurePgPolls } from "./phases/pg-polls";
+import { postgresAvailable, startPostgresSide, type PostgresSide } from "./phases/postgres-side";
 import { crashCheck, measureReports } from "./phases/reports";
 import { cpuPlan, startBareHttps, startNginx, startServerProcess } from "./processes";
 import { printTable } from "./table";
@@ -51,7 +54,9 @@ const QUICK: BenchOptions = {
   killAfterMs: 800,
 };
 
-const PHASES = ["polls", "handshake", "downloads", "reports", "pipeline"] as const;
+const PHASES = ["polls", "handshake", "downloads", "reports", "pipeline", "pg-polls", "durable-reports"] as const;
+/** The figures that need PostgreSQL (OTA_BENCH_DATABASE_URL, or its server programs for a throwaway cluster). */
+const POSTGRES_PHASES: readonly Phase[] = ["pg-polls", "durable-reports"];
 type Phase = (typeof PHASES)[number];
 
 interface Args {
@@ -143,6 +148,13 @@ function cpuModel(): string {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const { opts } = args;
+  const pgWanted = POSTGRES_PHASES.filter((p) => args.only.has(p));
+  if (pgWanted.length && !postgresAvailable()) {
+    const why = "PostgreSQL is not installed and OTA_BENCH_DATABASE_URL is not set (an admin URL on which the bench may create a database)";
+    if (process.argv.includes("--only")) throw new UsageError(`${pgWanted.join(" and ")} need PostgreSQL: ${why}`);
+    say(`skipping ${pgWanted.join(" and ")}: ${why}`);
+    for (const p of pgWanted) args.only.delete(p);
+  }
   const started = Date.now();
   const tools = ensureTools(say);
   const cpu = cpuPlan(tools.taskset);
@@ -255,18 +267,28 @@ async function main(): Promise<void> {
     const want = (p: Phase) => args.only.has(p);
     await verifiedManifest(b.server.port, fleet.ca, fleet.devices[1 % fleet.devices.length]!);
     if (baseline) await verifiedManifest(baseline.server.port, fleet.ca, fleet.devices[1 % fleet.devices.length]!);
-    if (want("polls")) say(`1/5 manifest polls, keep-alive (${opts.rounds} x ${opts.seconds} s each side${baseline ? ", baseline included" : ""})`);
+    if (want("polls")) say(`1/7 manifest polls, keep-alive (${opts.rounds} x ${opts.seconds} s each side${baseline ? ", baseline included" : ""})`);
     const keepAlive = want("polls") ? await measurePolls(b, false) : null;
-    if (want("handshake")) say(`2/5 manifest polls, full TLS handshake per request`);
+    if (want("handshake")) say(`2/7 manifest polls, full TLS handshake per request`);
     const handshake = want("handshake") ? await measurePolls(b, true) : null;
-    if (want("downloads")) say(`3/5 downloads of the ${(large.length / 1e6).toFixed(2)} MB image, then ${opts.slowDownloads} slow downloads`);
+    if (want("downloads")) say(`3/7 downloads of the ${(large.length / 1e6).toFixed(2)} MB image, then ${opts.slowDownloads} slow downloads`);
     const downloads = want("downloads") ? await measureDownloads(b) : null;
     const slow = want("downloads") ? await measureSlowDownloads(b) : null;
-    if (want("reports")) say("4/5 durable reports, then SIGKILL mid-run");
+    if (want("reports")) say("4/7 durable reports, then SIGKILL mid-run");
     const reports = want("reports") ? await measureReports(b) : null;
     const crash = want("reports") ? await crashCheck(b) : null;
-    if (want("pipeline")) say("5/5 device pipeline in the DeviceScript VM");
+    if (want("pipeline")) say("5/7 device pipeline in the DeviceScript VM");
     const pipeline = want("pipeline") ? await measurePipeline(b, opts.rounds) : null;
+
+    let pgSide: PostgresSide | null = null;
+    if (want("pg-polls") || want("durable-reports")) {
+      pgSide = await startPostgresSide({ dir: args.dir, fleet, serverEnv, cpu, processes: 2, serverRoot: args.serverRoot, say });
+      stops.push(() => pgSide!.stop());
+    }
+    if (want("pg-polls")) say(`6/7 manifest polls per CPU-second: two server processes on PostgreSQL against one on SQLite (${opts.rounds} x ${opts.seconds} s each side)`);
+    const pgPolls = want("pg-polls") ? await measurePgPolls(b, pgSide!) : null;
+    if (want("durable-reports")) say("7/7 durable reports on each backend beside the disk's fsyncs per second");
+    const durable = want("durable-reports") ? await measureDurableReports(b, pgSide!, args.quick) : null;
 
     const result = {
       bench: "esp32-ota",
@@ -286,6 +308,9 @@ async function main(): Promise<void> {
       reports,
       reports_sigkill: crash,
       device_pipeline: pipeline,
+      postgres: pgSide && { source: pgSide.source, version: pgSide.version, server_processes: pgSide.servers.length, ...pgSide.settings },
+      pg_polls: pgPolls,
+      durable_reports: durable,
       seconds: Math.round((Date.now() - started) / 1000),
     };
     printTable(result);

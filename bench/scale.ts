@@ -5,17 +5,24 @@
 // rollout's status and its abort, every device-list filter and the audit log by target, each while a steady
 // poller asks for its manifest beside them, whose worst latency says whether operator requests hold polls up.
 // Progress on stderr, a table on stdout, then one JSON line.
+//
+// `--backend postgres` does the same on PostgreSQL: a database of its own on OTA_BENCH_DATABASE_URL (an admin URL
+// on which the bench may create databases) or else on a throwaway cluster started for the run, filled with
+// multi-row inserts (unnest of arrays, 50,000 rows a statement) and analyzed, then dropped after.
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import pg from "pg";
 import { Agent, request } from "undici";
 import { loadConfig } from "../server/infra/config/config";
 import { createLogger } from "../server/infra/logging/logger";
 import { projectRoot } from "../server/paths";
 import { openContextParts } from "../server/server";
+import type SqliteDatabase from "better-sqlite3";
 import { benchFolders } from "./fleet";
+import { createDatabase, dropDatabase, startCluster, stopCluster, type Cluster } from "./postgres";
 import { rssKiB, startServerProcess, type ServerProcess } from "./processes";
 
 const V1 = "v1.4.1-2-g0296947-dirty"; // esp32_hello_world_idf5.2.2.bin: what the fleet runs
@@ -40,15 +47,20 @@ const say = (msg: string) => process.stderr.write(`[scale] ${msg}\n`);
 function args(argv: string[]) {
   let devices = 1_000_000;
   let keep = false;
+  let backend: "sqlite" | "postgres" = "sqlite";
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--devices") {
       devices = Number(argv[++i]);
       if (!Number.isInteger(devices) || devices < 100) throw new Error("--devices needs a whole number of at least 100");
     } else if (a === "--keep") keep = true;
-    else throw new Error(`unknown option ${a} (known: --devices N, --keep)`);
+    else if (a === "--backend") {
+      const v = argv[++i];
+      if (v !== "sqlite" && v !== "postgres") throw new Error(`--backend takes sqlite or postgres, got ${v}`);
+      backend = v;
+    } else throw new Error(`unknown option ${a} (known: --devices N, --backend sqlite|postgres, --keep)`);
   }
-  return { devices, keep };
+  return { devices, keep, backend };
 }
 
 /** A MAC-style id, as ESP32 devices use (24:0a:c4 is an Espressif prefix); in id order as i grows. */
@@ -131,62 +143,28 @@ async function firstStart(e: Env): Promise<{ rolloutId: string; release: string 
   }
 }
 
+/** The poller's devices: members of the rollout on its channel (i % 100 === 0: stable, offered). */
+function pollerDevices(n: number): number[] {
+  return Array.from({ length: 50 }, (_, k) => Math.floor(((k * 100 * Math.max(1, Math.floor(n / 5000))) % n) / 100) * 100);
+}
+
 /** N provisioned devices, their tags, their membership in the rollout and its counts, and an audit log. */
 async function fill(e: Env, n: number, rolloutId: string): Promise<{ keys: { id: string; apiKey: string }[] }> {
   const config = loadConfig({ ...e.env, PORT: "0" }, e.dir);
   const parts = await openContextParts(config, createLogger("warn", process.stderr));
-  const db = parts.store.sqlite;
-  if (!db) throw new Error("npm run bench:scale fills its data folder through SQLite: run it without OTA_DATABASE_URL");
   try {
-    const windowStart = (db.prepare("SELECT window_started_at FROM rollouts WHERE id = ?").pluck().get(rolloutId) as string) ?? new Date().toISOString();
-    const seen = new Date(Date.now() - 3600_000).toISOString(); // an hour ago: offline
-    const finished = new Date(Date.parse(windowStart) + 1000).toISOString();
-    // The server's own statements' columns (sightings, provisioning, reports, tags, offers and moves, audit).
-    const device = db.prepare(
-      `INSERT INTO devices (id, chip, version, state, first_seen_at, last_seen_at, last_report_at, provisioned_at, key_generation, created_at, channel, group_name)
-       VALUES (?, 'esp32', ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)`,
-    );
-    const tag = db.prepare("INSERT INTO device_tags (device_id, tag) VALUES (?, ?)");
-    const member = db.prepare(
-      "INSERT INTO rollout_devices (rollout_id, device_id, stage, status, joined_at, updated_at, finished_at) VALUES (?, ?, 0, ?, ?, ?, ?)",
-    );
-    const audit = db.prepare(
-      `INSERT INTO audit_log (at, actor, role, token_id, source, ip, request_id, action, target, outcome, details)
-       VALUES (?, 'admin', 'admin', NULL, 'api', '127.0.0.1', NULL, 'device.update', ?, 'ok', '{"add_tags":["site-1"],"remove_tags":[]}')`,
-    );
-    const counts = new Map<string, number>();
-    const count = (stage: number, status: string) => counts.set(`${stage}\u0000${status}`, (counts.get(`${stage}\u0000${status}`) ?? 0) + 1);
-    const chunk = db.transaction((from: number, to: number) => {
-      for (let i = from; i < to; i++) {
-        const id = deviceId(i + 1);
-        const s = shape(i);
-        device.run(id, V1, s.state, seen, seen, s.state === "idle" ? null : seen, seen, seen, s.channel, s.group);
-        tag.run(id, s.tag);
-        if (s.rare) tag.run(id, "rare");
-        const done = s.status === "succeeded" || s.status === "failed";
-        member.run(rolloutId, id, s.status, windowStart, done ? finished : windowStart, done ? finished : null);
-        count(0, s.status);
-        if (done) count(-1, s.status);
-        if (i % 5 === 0) audit.run(seen, id);
-      }
-    });
-    db.pragma("synchronous = OFF"); // a bulk load that is thrown away on failure
-    const step = 50_000;
-    for (let i = 0; i < n; i += step) {
-      chunk(i, Math.min(n, i + step));
-      say(`rows: ${Math.min(n, i + step).toLocaleString("en-US")} of ${n.toLocaleString("en-US")} devices`);
-    }
-    const putCount = db.prepare("INSERT INTO rollout_counts (rollout_id, stage, status, n) VALUES (?, ?, ?, ?)");
-    db.transaction(() => {
+    const row = await parts.store.db.selectFrom("rollouts").select("window_started_at").where("id", "=", rolloutId).executeTakeFirst();
+    const windowStart = row?.window_started_at ?? new Date().toISOString();
+    const counts = parts.store.sqlite ? fillSqlite(parts.store.sqlite, n, rolloutId, windowStart) : await fillPostgres(e.env.OTA_DATABASE_URL!, n, rolloutId, windowStart);
+    await parts.store.db.transaction().execute(async (trx) => {
       for (const [k, v] of counts) {
         const [stage, status] = k.split("\u0000");
-        putCount.run(rolloutId, Number(stage), status, v);
+        await trx.insertInto("rollout_counts").values({ rollout_id: rolloutId, stage: Number(stage), status: status!, n: v }).execute();
       }
-    })();
-    db.pragma("wal_checkpoint(TRUNCATE)");
-    // The poller's devices: members of the rollout on its channel (i % 100 === 0: stable, offered), each with its own key.
-    const keys = Array.from({ length: 50 }, (_, k) => {
-      const i = Math.floor(((k * 100 * Math.max(1, Math.floor(n / 5000))) % n) / 100) * 100;
+    });
+    if (parts.store.sqlite) parts.store.sqlite.pragma("wal_checkpoint(TRUNCATE)");
+    // Each poller device with its own key.
+    const keys = pollerDevices(n).map((i) => {
       const id = deviceId(i + 1);
       return { id, apiKey: parts.credentials.deviceApiKey(id, 0) };
     });
@@ -195,6 +173,112 @@ async function fill(e: Env, n: number, rolloutId: string): Promise<{ keys: { id:
     await parts.devices.close();
     await parts.store.close();
   }
+}
+
+type Counts = Map<string, number>;
+const STEP = 50_000;
+
+/** Every device's rows, chunk by chunk, and the rollout's counts (stage and status -> members). */
+function* chunks(n: number, windowStart: string) {
+  const seen = new Date(Date.now() - 3600_000).toISOString(); // an hour ago: offline
+  const finished = new Date(Date.parse(windowStart) + 1000).toISOString();
+  for (let from = 0; from < n; from += STEP) {
+    const rows = [];
+    for (let i = from; i < Math.min(n, from + STEP); i++) {
+      const s = shape(i);
+      const done = s.status === "succeeded" || s.status === "failed";
+      rows.push({ i, id: deviceId(i + 1), s, done, seen, updated: done ? finished : windowStart, finished: done ? finished : null, audit: i % 5 === 0 });
+    }
+    yield rows;
+  }
+}
+
+type Chunk = ReturnType<typeof chunks> extends Iterable<infer R> ? R : never;
+
+function count(counts: Counts, status: string, done: boolean) {
+  const add = (k: string) => counts.set(k, (counts.get(k) ?? 0) + 1);
+  add(`0\u0000${status}`);
+  if (done) add(`-1\u0000${status}`);
+}
+
+function fillSqlite(db: SqliteDatabase.Database, n: number, rolloutId: string, windowStart: string): Counts {
+  // The server's own statements' columns (sightings, provisioning, reports, tags, offers and moves, audit).
+  const device = db.prepare(
+    `INSERT INTO devices (id, chip, version, state, first_seen_at, last_seen_at, last_report_at, provisioned_at, key_generation, created_at, channel, group_name)
+     VALUES (?, 'esp32', ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)`,
+  );
+  const tag = db.prepare("INSERT INTO device_tags (device_id, tag) VALUES (?, ?)");
+  const member = db.prepare(
+    "INSERT INTO rollout_devices (rollout_id, device_id, stage, status, joined_at, updated_at, finished_at) VALUES (?, ?, 0, ?, ?, ?, ?)",
+  );
+  const audit = db.prepare(
+    `INSERT INTO audit_log (at, actor, role, token_id, source, ip, request_id, action, target, outcome, details)
+     VALUES (?, 'admin', 'admin', NULL, 'api', '127.0.0.1', NULL, 'device.update', ?, 'ok', '{"add_tags":["site-1"],"remove_tags":[]}')`,
+  );
+  const counts: Counts = new Map();
+  const write = db.transaction((rows: Chunk) => {
+    for (const r of rows) {
+      device.run(r.id, V1, r.s.state, r.seen, r.seen, r.s.state === "idle" ? null : r.seen, r.seen, r.seen, r.s.channel, r.s.group);
+      tag.run(r.id, r.s.tag);
+      if (r.s.rare) tag.run(r.id, "rare");
+      member.run(rolloutId, r.id, r.s.status, windowStart, r.updated, r.finished);
+      count(counts, r.s.status, r.done);
+      if (r.audit) audit.run(r.seen, r.id);
+    }
+  });
+  db.pragma("synchronous = OFF"); // a bulk load that is thrown away on failure
+  let done = 0;
+  for (const rows of chunks(n, windowStart)) {
+    write(rows);
+    done += rows.length;
+    say(`rows: ${done.toLocaleString("en-US")} of ${n.toLocaleString("en-US")} devices`);
+  }
+  return counts;
+}
+
+/** The same rows as fillSqlite, 50,000 devices a statement (unnest of one array per column), then ANALYZE. */
+async function fillPostgres(url: string, n: number, rolloutId: string, windowStart: string): Promise<Counts> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  const counts: Counts = new Map();
+  try {
+    await c.query("SET synchronous_commit = off"); // a bulk load that is thrown away on failure
+    let done = 0;
+    for (const rows of chunks(n, windowStart)) {
+      const col = <T>(f: (r: (typeof rows)[number]) => T) => rows.map(f);
+      await c.query("BEGIN");
+      await c.query(
+        `INSERT INTO devices (id, chip, version, state, first_seen_at, last_seen_at, last_report_at, provisioned_at, key_generation, created_at, channel, group_name)
+         SELECT id, 'esp32', $1, state, seen, seen, last_report, seen, 0, seen, channel, grp
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(id, state, seen, last_report, channel, grp)`,
+        [V1, col((r) => r.id), col((r) => r.s.state), col((r) => r.seen), col((r) => (r.s.state === "idle" ? null : r.seen)), col((r) => r.s.channel), col((r) => r.s.group)],
+      );
+      const tagged = rows.flatMap((r) => (r.s.rare ? [[r.id, r.s.tag], [r.id, "rare"]] : [[r.id, r.s.tag]]));
+      await c.query("INSERT INTO device_tags (device_id, tag) SELECT * FROM unnest($1::text[], $2::text[])", [tagged.map((t) => t[0]), tagged.map((t) => t[1])]);
+      await c.query(
+        `INSERT INTO rollout_devices (rollout_id, device_id, stage, status, joined_at, updated_at, finished_at)
+         SELECT $1, id, 0, status, $2, updated, finished FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS t(id, status, updated, finished)`,
+        [rolloutId, windowStart, col((r) => r.id), col((r) => r.s.status), col((r) => r.updated), col((r) => r.finished)],
+      );
+      const audited = rows.filter((r) => r.audit);
+      await c.query(
+        `INSERT INTO audit_log (at, actor, role, token_id, source, ip, request_id, action, target, outcome, details)
+         SELECT at, 'admin', 'admin', NULL, 'api', '127.0.0.1', NULL, 'device.update', target, 'ok', '{"add_tags":["site-1"],"remove_tags":[]}'
+         FROM unnest($1::text[], $2::text[]) AS t(at, target)`,
+        [audited.map((r) => r.seen), audited.map((r) => r.id)],
+      );
+      await c.query("COMMIT");
+      for (const r of rows) count(counts, r.s.status, r.done);
+      done += rows.length;
+      say(`rows: ${done.toLocaleString("en-US")} of ${n.toLocaleString("en-US")} devices`);
+    }
+    // Planner statistics, as autovacuum would gather them soon after such a load.
+    say("ANALYZE");
+    await c.query("ANALYZE");
+  } finally {
+    await c.end();
+  }
+  return counts;
 }
 
 /** Polls the manifest one at a time, as the given devices in turn, every POLL_EVERY_MS, until stopped. */
@@ -248,7 +332,23 @@ async function main() {
   const opts = args(process.argv.slice(2));
   const dir = path.join(os.tmpdir(), `ota-scale-${process.pid}`);
   const e = prepareFolders(dir);
+  let cluster: Cluster | null = null;
+  let database: { admin: string; name: string } | null = null;
   try {
+    if (opts.backend === "postgres") {
+      const given = process.env.OTA_BENCH_DATABASE_URL;
+      if (!given) {
+        say("starting a throwaway PostgreSQL cluster (initdb, settings as installed)");
+        const started = await startCluster({});
+        cluster = started;
+        // Interrupted, the run must not leave the cluster running (pg_ctl stop is synchronous: it runs at exit).
+        process.once("exit", () => stopCluster(started));
+        for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
+      }
+      database = { admin: given ?? cluster!.adminUrl, name: `ota_scale_${randomBytes(4).toString("hex")}` };
+      e.env.OTA_DATABASE_URL = await createDatabase(database.admin, database.name);
+      say(`PostgreSQL database ${database.name}${given ? " on OTA_BENCH_DATABASE_URL" : ""}`);
+    }
     say(`work folder ${dir}; first start on the empty folder`);
     const { rolloutId, release } = await firstStart(e);
     say(`filling ${opts.devices.toLocaleString("en-US")} devices, members of rollout ${rolloutId}`);
@@ -347,6 +447,7 @@ async function main() {
     const slowest = Math.max(...requests.map((r) => r.ms));
     const result = {
       bench: "scale",
+      backend: opts.backend,
       devices: opts.devices,
       rollout_members: members,
       listen_s: +listenS.toFixed(2),
@@ -382,10 +483,12 @@ async function main() {
       [`worst poll, ${ALONE_S} s alone before (the machine's noise)`, `${result.worst_poll_alone_ms} ms`, "", ""],
     ];
     const widths = lines[0]!.map((_, c) => Math.max(...lines.map((l) => l[c]!.length)));
-    process.stdout.write(`scale: ${opts.devices.toLocaleString("en-US")} devices, all members of a running rollout\n`);
+    process.stdout.write(`scale: ${opts.devices.toLocaleString("en-US")} devices, all members of a running rollout, on ${opts.backend === "postgres" ? "PostgreSQL" : "SQLite"}\n`);
     for (const l of lines) process.stdout.write(l.map((x, c) => x.padEnd(widths[c]!)).join("  ").trimEnd() + "\n");
     process.stdout.write(JSON.stringify(result) + "\n");
   } finally {
+    if (database) await dropDatabase(database.admin, database.name).catch((err: unknown) => say(`could not drop ${database!.name}: ${String(err)}`));
+    if (cluster) stopCluster(cluster);
     if (opts.keep) say(`kept ${dir}`);
     else fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -3,6 +3,8 @@ import type { BaselineReports, CrashFigures, ReportFigures } from "./phases/repo
 import type { BaselineDownloads, BaselineSlowDownloads, DownloadFigures, SlowDownloadFigures } from "./phases/downloads";
 import type { BaselinePipeline, PipelineFigures } from "./phases/pipeline";
 import type { BaselineRates, PollFigures } from "./phases/polls";
+import type { PgPollFigures } from "./phases/pg-polls";
+import type { DurableReportFigures } from "./phases/durable-reports";
 
 export interface TableInput {
   pinning: string;
@@ -16,6 +18,33 @@ export interface TableInput {
   reports: (ReportFigures & Partial<BaselineReports>) | null;
   reports_sigkill: CrashFigures | null;
   device_pipeline: (PipelineFigures & Partial<BaselinePipeline>) | null;
+  pg_polls: PgPollFigures | null;
+  durable_reports: DurableReportFigures | null;
+}
+
+/** Figures 6 and 7: SQLite against PostgreSQL, a small table of their own. */
+function backendTable(r: TableInput): string[] {
+  const rows: string[][] = [["figure (SQLite vs PostgreSQL)", "SQLite", "PostgreSQL", "PG/SQLite"]];
+  const q = r.pg_polls;
+  if (q) {
+    rows.push([`6 manifest polls, keep-alive (req/s; 1 vs ${q.postgres.processes} processes)`, fmt(q.sqlite.polls_per_s), fmt(q.postgres.polls_per_s), q.rate_ratio.toFixed(2)]);
+    rows.push(["  per CPU-second, PostgreSQL's own CPU counted", fmt(q.sqlite.polls_per_cpu_s), q.postgres.polls_per_cpu_s === null ? "?" : fmt(q.postgres.polls_per_cpu_s), num(q.per_cpu_s_ratio, 2) || "?"]);
+    rows.push(["  per CPU-second, server processes only", fmt(q.sqlite.polls_per_cpu_s), fmt(q.postgres.polls_per_cpu_s_servers_only), q.per_cpu_s_ratio_servers_only.toFixed(2)]);
+    if (q.postgres.database_cpu_share !== null) rows.push(["  PostgreSQL's share of the CPU used", "", `${(q.postgres.database_cpu_share * 100).toFixed(0)}%`, ""]);
+  }
+  const d = r.durable_reports;
+  if (d) {
+    rows.push(["7 durable reports (acknowledged = committed, /s)", fmt(d.sqlite.reports_per_s), fmt(d.postgres.reports_per_s), d.postgres_vs_sqlite.toFixed(2)]);
+    rows.push(["  fsyncs/s of a small file in the data folder", fmt(d.sqlite.fsyncs_per_s), fmt(d.postgres.fsyncs_per_s), ""]);
+    rows.push(["  reports per fsync (> 1: group commit)", d.sqlite.reports_per_fsync.toFixed(2), d.postgres.reports_per_fsync.toFixed(2), ""]);
+    rows.push(["  busy: share of its core the server used", num(d.sqlite.server_busy, 2), num(d.postgres.server_busy, 2), ""]);
+    const t = d.postgres.pg_test_fsync;
+    if (t) rows.push([`  pg_test_fsync ${t.method} (ops/s), reports per op`, "", `${fmt(t.ops_per_s)}, ${num(d.postgres.reports_per_pg_test_fsync, 2)}`, ""]);
+  }
+  if (rows.length === 1) return [];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+  const line = (row: string[]) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  return ["", line(rows[0]!), widths.map((w) => "-".repeat(w)).join("  "), ...rows.slice(1).map(line)];
 }
 
 const fmt = (n: number) => n.toLocaleString("en-US");
@@ -101,5 +130,6 @@ export function printTable(r: TableInput): void {
   if (p?.status === "failed") out.push(`5 failed: ${p.reason}`);
   if (p && "baseline_reason" in p) out.push(`5 baseline failed: ${p.baseline_reason}`);
   if (p?.status === "measured") out.push("5: the agent in the VM (bulk writes); ratio and bare Node columns: Node.js doing the same Range requests and hashing, no VM");
+  out.push(...backendTable(r));
   process.stdout.write(out.join("\n") + "\n\n");
 }

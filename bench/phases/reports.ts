@@ -50,7 +50,7 @@ export interface CrashFigures {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function countReports(dataDir: string, prefix: string): Set<string> {
+export function countReports(dataDir: string, prefix: string): Set<string> {
   const db = new SqliteDatabase(path.join(dataDir, "ota.sqlite"), { readonly: true });
   try {
     const rows = db.prepare("SELECT report_id FROM reports WHERE report_id LIKE ?").all(`${prefix}%`) as { report_id: string }[];

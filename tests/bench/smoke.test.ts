@@ -1,11 +1,13 @@
 // A smoke run of the bench harness (`npm run bench -- --quick`): tiny loads through every phase, against the
 // real server, nginx and wrk. It checks the harness works end to end and that its figures are real
 // measurements; the speed targets themselves are only judged by the full `npm run bench`. A second, shorter
-// run (`--only` the load phases) exercises `--compare`, with this same build as the baseline.
+// run (`--only` the load phases) exercises `--compare`, with this same build as the baseline. A third runs the
+// PostgreSQL figures (6 and 7) on a throwaway cluster of the bench's own.
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { serverBinaries } from "../../bench/postgres";
 import { HAS_ESPHOME } from "../helpers/fixtures";
 import { ROOT } from "../helpers/server";
 
@@ -16,6 +18,9 @@ const why = !HAS_ESPHOME
   ? "../shared/fixtures/esp32-images/esp32_esphome-2021.12.0-dev_arduino.bin is absent"
   : "nginx and wrk are not installed (apt-get install nginx-light wrk; CI installs them)";
 const maybe = runnable ? it : (name: string) => it.skip(`${name} [skipped: ${why}]`, () => undefined);
+// CI installs PostgreSQL; elsewhere the PostgreSQL figures need its server programs or OTA_BENCH_DATABASE_URL.
+const withPostgres = runnable && (serverBinaries() !== null || Boolean(process.env.OTA_BENCH_DATABASE_URL) || process.env.CI === "true");
+const maybePg = withPostgres ? it : (name: string) => it.skip(`${name} [skipped: ${runnable ? "PostgreSQL is not installed" : why}]`, () => undefined);
 
 const harness = path.join(ROOT, "dist/bench/run.js");
 
@@ -31,7 +36,7 @@ describe("bench harness (quick run)", () => {
   maybe(
     "prints the table and, last, one JSON line with every figure; no acknowledged report is lost to SIGKILL",
     () => {
-      const { stdout, result } = quickRun([]);
+      const { stdout, result } = quickRun(["--only", "polls,handshake,downloads,reports,pipeline"]);
       expect(stdout).toContain("1 manifest polls, keep-alive (req/s)");
       expect(result.baseline_build).toBeNull();
       expect(result.bare_reference).toBe("node");
@@ -95,6 +100,39 @@ describe("bench harness (quick run)", () => {
       expect(result.device_pipeline).toBeNull(); // not in --only
     },
     300_000,
+  );
+
+  maybePg(
+    "pg-polls and durable-reports: two PostgreSQL server processes against SQLite per CPU-second, reports beside fsyncs",
+    () => {
+      const { stdout, result } = quickRun(["--only", "pg-polls,durable-reports"]);
+      expect(stdout).toContain("6 manifest polls, keep-alive");
+      expect(stdout).toContain("7 durable reports");
+      expect(result.polls_keepalive).toBeNull();
+      expect(result.postgres).toMatchObject({ source: "throwaway cluster", server_processes: 2, fsync: "on", synchronous_commit: "on" });
+      const q = result.pg_polls;
+      expect(q.sqlite.polls_per_s).toBeGreaterThan(0);
+      expect(q.postgres.polls_per_s).toBeGreaterThan(0);
+      expect(q.sqlite.errors).toBe(0);
+      expect(q.postgres.errors).toBe(0); // both processes answered verified 200s from the shared database
+      // PostgreSQL's own CPU was read from /proc and counted: fewer polls per CPU-second with it than without.
+      expect(q.postgres.database_cpu_share).toBeGreaterThan(0);
+      expect(q.postgres.polls_per_cpu_s).toBeLessThan(q.postgres.polls_per_cpu_s_servers_only);
+      expect(q.per_cpu_s_ratio).toBeCloseTo(q.postgres.polls_per_cpu_s / q.sqlite.polls_per_cpu_s, 1);
+      const d = result.durable_reports;
+      for (const side of [d.sqlite, d.postgres]) {
+        expect(side.reports_per_s).toBeGreaterThan(0);
+        expect(side.errors).toBe(0);
+        expect(side.stored_check.acknowledged).toBeGreaterThan(0);
+        expect(side.stored_check.stored).toBeGreaterThanOrEqual(side.stored_check.acknowledged);
+        expect(side.fsync_samples).toHaveLength(2); // before and after the report rounds; the better one counts
+        expect(side.fsyncs_per_s).toBe(Math.max(...side.fsync_samples));
+        expect(side.reports_per_fsync).toBeCloseTo(side.reports_per_s / side.fsyncs_per_s, 1);
+      }
+      expect(d.postgres.folder).toMatch(/data$/); // the fsync loop ran in the cluster's data folder
+      expect(d.postgres.pg_test_fsync).toBeNull(); // not run with --quick
+    },
+    120_000,
   );
 
   it("--compare refuses a folder that is not a build, saying what to do", () => {
