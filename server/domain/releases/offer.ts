@@ -10,10 +10,10 @@
 import type { Logger } from "pino";
 import type { Catalog, CatalogImage } from "../catalog/catalog";
 import type { DeviceRegistry } from "../devices/registry";
-import type { Membership, RolloutManager } from "../rollouts/rollout-manager";
+import type { Membership, Rollout, RolloutManager } from "../rollouts/rollout-manager";
 import type { DeviceRow } from "../../infra/store/schema";
 import type { MaybePromise } from "../../infra/maybe-promise";
-import { assign, type DeviceFacts } from "./assign";
+import { assign, awaitedRelease, type DeviceFacts } from "./assign";
 import type { ReleaseStore } from "./release-store";
 
 const DEFAULT_CHANNEL = "stable";
@@ -76,7 +76,8 @@ export function chooseImage(ctx: OfferServices, asker: Asker): MaybePromise<Offe
   return offerFor(ctx, facts, membership);
 }
 
-function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership): Offer | undefined {
+/** `note`: record the offer in the release's rollout (a poll does; the operator's look at a device does not). */
+function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership, note = true): Offer | undefined {
   const a = assign(facts, {
     channel: (c) => ctx.releases.channel(c),
     get: (n) => ctx.releases.get(n),
@@ -88,7 +89,7 @@ function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership
     ctx.log.error({ release: a.release.name, sha256: a.release.imageSha256 }, "a release's image is missing from the store; ingest its file again");
     return undefined;
   }
-  if (!a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id, membership);
+  if (note && !a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id, membership);
   return offerOf(image, a.release.name, a.release.allowDowngrade);
 }
 
@@ -125,4 +126,63 @@ export function noOfferMessage(ctx: Pick<OfferServices, "releases">, asker: Aske
     return "no release for this device: its chip is unknown, so hardware compatibility cannot be checked; send X-Device-Chip";
   }
   return "no release is assigned to this device now";
+}
+
+/** Why nothing is offered to a device now: a stable code, and words that say what to do. */
+export interface NoOffer {
+  code: "no_firmware" | "waiting_for_rollout_stage";
+  message: string;
+  /** waiting_for_rollout_stage: the release whose rollout has not reached the device yet. */
+  release: string | null;
+}
+
+/**
+ * Why chooseImage() found nothing for this device. Asked only then, so polls that get an offer never pay for it:
+ * it reads the device's facts and rollout membership again, and looks for a release that targets the device
+ * but whose running or paused rollout has not reached it (waiting_for_rollout_stage); else no_firmware.
+ */
+export function whyNoOffer(ctx: OfferServices, asker: Asker): MaybePromise<NoOffer> {
+  if (ctx.releases.size === 0 || asker.deviceId === null) return plainNoOffer(ctx, asker);
+  const facts = deviceFacts(ctx, asker);
+  const membership = ctx.rollouts.membership(asker.deviceId);
+  if (facts instanceof Promise || membership instanceof Promise) {
+    return Promise.all([facts, membership]).then(([f, m]) => noOfferFor(ctx, asker, f, m));
+  }
+  return noOfferFor(ctx, asker, facts, membership);
+}
+
+function plainNoOffer(ctx: Pick<OfferServices, "releases">, asker: Asker): NoOffer {
+  return { code: "no_firmware", message: noOfferMessage(ctx, asker), release: null };
+}
+
+function noOfferFor(ctx: OfferServices, asker: Asker, facts: DeviceFacts, membership: Membership): NoOffer {
+  const release = awaitedRelease(facts, {
+    channel: (c) => ctx.releases.channel(c),
+    get: (n) => ctx.releases.get(n),
+    waiting: (r, d) => d.id !== null && ctx.rollouts.awaiting(r, d.id, d.version, membership) !== undefined,
+  });
+  const rollout = release && ctx.rollouts.get(release.name);
+  if (!release || !rollout) return plainNoOffer(ctx, asker);
+  return { code: "waiting_for_rollout_stage", message: waitingMessage(release.name, rollout), release: release.name };
+}
+
+function waitingMessage(release: string, r: Rollout): string {
+  const percent = r.policy.stages[r.stage]!;
+  if (r.state === "paused") {
+    return `release ${release} is for this device, but its rollout is paused (at its stage of ${percent} %) before it reached this device: keep polling; the release is offered once the rollout is resumed and a stage includes this device`;
+  }
+  return `release ${release} is for this device, but its rollout's current stage (${percent} % of the devices it targets) does not include this device yet: keep polling; the release is offered when a later stage includes it`;
+}
+
+/** What a device would be told if it polled now, recording nothing: its offer, or why it has none. */
+export async function offerNow(ctx: OfferServices, asker: Asker): Promise<{ offer: Offer | undefined; none: NoOffer | null }> {
+  let offer: Offer | undefined;
+  if (ctx.releases.size === 0) {
+    const image = ctx.catalog.latest(asker.chip);
+    offer = image && offerOf(image, null, false);
+  } else {
+    const [facts, membership] = await Promise.all([deviceFacts(ctx, asker), ctx.rollouts.membership(asker.deviceId)]);
+    offer = offerFor(ctx, facts, membership, false);
+  }
+  return { offer, none: offer ? null : await whyNoOffer(ctx, asker) };
 }
