@@ -5,7 +5,8 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
-import { bucketOracle, mac, Operator, poll, writeMasterKey, type PollOpts } from "../helpers/fleet";
+import { bucketOracle, mac, Operator, poll, report, writeMasterKey, type PollOpts } from "../helpers/fleet";
+import { runOta } from "../helpers/ota-cli";
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 jest.setTimeout(60_000);
@@ -81,6 +82,16 @@ describe("a device outside its rollout's current stage", () => {
     expect(await offerOf(outside[0]!)).toMatchObject({ status: "waiting_for_rollout_stage", release: "r2", version: null, message: expect.stringMatching(/^release r2 is for this device.*\(10 %/) });
     expect(await offerOf(outside[2]!)).toMatchObject({ status: "no_firmware", release: null, message: "no release is assigned to this device now" });
     expect(await members()).toBe(before);
+  });
+
+  it("ota device list shows an idle device with the reason it last reported", async () => {
+    await report(s, { device_id: outside[0]!, status: "idle", version: V1, reason: "waiting_for_rollout_stage" });
+    const tokenFile = path.join(s.dirs.root, "admin.token");
+    fs.writeFileSync(tokenFile, s.creds.operatorToken + "\n", { mode: 0o600 });
+    const env = { PATH: process.env.PATH, HOME: s.dirs.root, OTA_CONFIG: path.join(s.dirs.root, "cli", "config.json") };
+    expect((await runOta(env, "login", "--server", s.url, "--ca", path.join(s.dirs.certs, "ca.crt"), "--token-file", tokenFile)).status).toBe(0);
+    const list = await runOta(env, "device", "list", "--search", outside[0]!);
+    expect(list.stdout).toMatch(new RegExp(`^${outside[0]!}\\s+online\\s+esp32\\s+${V1.replace(/\./g, "\\.")}\\s+idle \\(waiting_for_rollout_stage\\)\\s`, "m"));
   });
 
   it("a paused rollout says so, to devices outside its stage and to devices of the stage it has not offered the release yet", async () => {
