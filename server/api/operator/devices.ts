@@ -37,7 +37,7 @@ export function getDevice(ctx: Pick<Context, "devices" | "catalog" | "releases" 
     // What a poll would be answered now, from what the registry knows of the device; nothing is recorded.
     const now = await offerNow(ctx, { deviceId: id, chip: row.chip, chipRev: row.chip_rev, version: row.version, row });
     res.json({
-      device: { ...deviceView(ctx.devices.view(row), await ctx.devices.tags(id)), offer: offerView(now.offer, now.none) },
+      device: { ...deviceView(ctx.devices.view(row), await ctx.devices.tags(id)), offer: offerView(now) },
       reports: reports.map(reportView),
     });
   };

@@ -2,7 +2,7 @@
 import type { ImageSignature } from "../../domain/catalog/analyze";
 import type { CatalogFile, CatalogImage } from "../../domain/catalog/catalog";
 import type { DeviceView } from "../../domain/devices/registry";
-import type { NoOffer, Offer } from "../../domain/releases/offer";
+import { isOffer, type NoOffer, type Offer } from "../../domain/releases/offer";
 import type { CompiledRelease } from "../../domain/releases/release-store";
 import type { Rollout } from "../../domain/rollouts/rollout-manager";
 import type { FleetKeyInfo, OperatorTokenInfo } from "../../infra/auth/credentials";
@@ -79,9 +79,9 @@ export function deviceView(d: DeviceView, tags: string[] = []) {
  * What the device would be answered if it polled now: `offered` (the release, or null under the firmware folder,
  * and the image's version), or the code and message of the 404 it would get (no_firmware, waiting_for_rollout_stage).
  */
-export function offerView(offer: Offer | undefined, none: NoOffer | null) {
-  if (offer) return { status: "offered" as const, release: offer.release, version: offer.version, sha256: offer.sha256, message: null };
-  return { status: none?.code ?? ("no_firmware" as const), release: none?.release ?? null, version: null, sha256: null, message: none?.message ?? null };
+export function offerView(o: Offer | NoOffer) {
+  if (isOffer(o)) return { status: "offered" as const, release: o.release, version: o.version, sha256: o.sha256, message: null };
+  return { status: o.code, release: o.release, version: null, sha256: null, message: o.message };
 }
 
 /** What a device's update client told us about itself (null for clients that say nothing). */

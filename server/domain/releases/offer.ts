@@ -64,16 +64,45 @@ function offerOf(image: CatalogImage, release: string | null, allowDowngrade: bo
  * targets no tags (every poll of our agent): a promise only when a lookup is needed.
  */
 export function chooseImage(ctx: OfferServices, asker: Asker): MaybePromise<Offer | undefined> {
-  if (ctx.releases.size === 0) {
-    const image = ctx.catalog.latest(asker.chip);
-    return image && offerOf(image, null, false);
-  }
+  return decide(
+    ctx,
+    asker,
+    () => folderOffer(ctx, asker),
+    (f, m) => offerFor(ctx, f, m),
+  );
+}
+
+/**
+ * For the manifest: the offer, or only when there is none, why (NoOffer), from the same facts and membership, so a
+ * poll that gets an offer pays nothing for the reason and one that gets none reads nothing twice.
+ */
+export function chooseOrExplain(ctx: OfferServices, asker: Asker): MaybePromise<Offer | NoOffer> {
+  return decide<Offer | NoOffer>(
+    ctx,
+    asker,
+    () => folderOffer(ctx, asker) ?? plainNoOffer(ctx, asker),
+    (f, m) => offerFor(ctx, f, m) ?? noOfferFor(ctx, asker, f, m),
+  );
+}
+
+/** Whether chooseOrExplain found an offer. */
+export const isOffer = (x: Offer | NoOffer): x is Offer => "sha256" in x;
+
+/** Folder mode (no release yet): the newest image for the chip. */
+function folderOffer(ctx: Pick<OfferServices, "catalog">, asker: Asker): Offer | undefined {
+  const image = ctx.catalog.latest(asker.chip);
+  return image && offerOf(image, null, false);
+}
+
+/** `folder` before the first release; else `withFacts` on the device's facts and rollout membership. */
+function decide<T>(ctx: OfferServices, asker: Asker, folder: () => T, withFacts: (f: DeviceFacts, m: Membership) => T): MaybePromise<T> {
+  if (ctx.releases.size === 0) return folder();
   const facts = deviceFacts(ctx, asker);
   const membership = ctx.rollouts.membership(asker.deviceId);
   if (facts instanceof Promise || membership instanceof Promise) {
-    return Promise.all([facts, membership]).then(([f, m]) => offerFor(ctx, f, m));
+    return Promise.all([facts, membership]).then(([f, m]) => withFacts(f, m));
   }
-  return offerFor(ctx, facts, membership);
+  return withFacts(facts, membership);
 }
 
 /** `note`: record the offer in the release's rollout (a poll does; the operator's look at a device does not). */
@@ -136,21 +165,6 @@ export interface NoOffer {
   release: string | null;
 }
 
-/**
- * Why chooseImage() found nothing for this device. Asked only then, so polls that get an offer never pay for it:
- * it reads the device's facts and rollout membership again, and looks for a release that targets the device
- * but whose running or paused rollout has not reached it (waiting_for_rollout_stage); else no_firmware.
- */
-export function whyNoOffer(ctx: OfferServices, asker: Asker): MaybePromise<NoOffer> {
-  if (ctx.releases.size === 0 || asker.deviceId === null) return plainNoOffer(ctx, asker);
-  const facts = deviceFacts(ctx, asker);
-  const membership = ctx.rollouts.membership(asker.deviceId);
-  if (facts instanceof Promise || membership instanceof Promise) {
-    return Promise.all([facts, membership]).then(([f, m]) => noOfferFor(ctx, asker, f, m));
-  }
-  return noOfferFor(ctx, asker, facts, membership);
-}
-
 function plainNoOffer(ctx: Pick<OfferServices, "releases">, asker: Asker): NoOffer {
   return { code: "no_firmware", message: noOfferMessage(ctx, asker), release: null };
 }
@@ -175,14 +189,11 @@ function waitingMessage(release: string, r: Rollout): string {
 }
 
 /** What a device would be told if it polled now, recording nothing: its offer, or why it has none. */
-export async function offerNow(ctx: OfferServices, asker: Asker): Promise<{ offer: Offer | undefined; none: NoOffer | null }> {
-  let offer: Offer | undefined;
-  if (ctx.releases.size === 0) {
-    const image = ctx.catalog.latest(asker.chip);
-    offer = image && offerOf(image, null, false);
-  } else {
-    const [facts, membership] = await Promise.all([deviceFacts(ctx, asker), ctx.rollouts.membership(asker.deviceId)]);
-    offer = offerFor(ctx, facts, membership, false);
-  }
-  return { offer, none: offer ? null : await whyNoOffer(ctx, asker) };
+export function offerNow(ctx: OfferServices, asker: Asker): MaybePromise<Offer | NoOffer> {
+  return decide<Offer | NoOffer>(
+    ctx,
+    asker,
+    () => folderOffer(ctx, asker) ?? plainNoOffer(ctx, asker),
+    (f, m) => offerFor(ctx, f, m, false) ?? noOfferFor(ctx, asker, f, m),
+  );
 }
