@@ -179,6 +179,8 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
   }
 
   const finished = new Map<string, boolean>();
+  /** Devices idle now, with the reason the server gave (for the timeout message). */
+  const idle = new Map<string, string>();
   return new Promise<number>((resolve) => {
     let settled = false;
     const finish = async (code: number, why?: string) => {
@@ -190,7 +192,10 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
       resolve(code);
     };
     const timer = o.once
-      ? setTimeout(() => void finish(1, `timed out after ${o.timeout} s without every device confirmed`), o.timeout * 1000)
+      ? setTimeout(() => {
+          const why = [...idle].map(([id, reason]) => `${id} is idle: ${reason}`).join("; ");
+          void finish(1, `timed out after ${o.timeout} s without every device confirmed${why ? ` (${why})` : ""}`);
+        }, o.timeout * 1000)
       : undefined;
     opts.signal?.addEventListener("abort", () => void finish(0));
     for (const d of devices) {
@@ -204,6 +209,8 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
       d.on("agent", (e: AgentEvent) => {
         const { at: _at, boot: _boot, ...rest } = e;
         line({ device: d.deviceId, ...rest });
+        if (e.state === "idle") idle.set(d.deviceId, text(e.reason));
+        else idle.delete(d.deviceId);
         if (e.state === "idle") process.stderr.write(`device:sim: ${d.deviceId}: ${IDLE_WHY[text(e.reason)] ?? `nothing offered (${text(e.reason)})`}\n`);
         if (!o.once) return;
         if (FAILED.has(e.state)) void finish(1, `${d.deviceId}: ${e.state}${e.reason ? ` (${text(e.reason)})` : ""}${e.error ? `: ${text(e.error)}` : ""}`);

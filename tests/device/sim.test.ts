@@ -115,6 +115,10 @@ describe("npm run device:sim", () => {
       expect(view).toMatchObject({ state: "idle", state_detail: "waiting_for_rollout_stage" });
       expect(view.offer).toMatchObject({ status: "waiting_for_rollout_stage", release: "hello", message: expect.stringContaining("current stage (10 %") });
 
+      // --once waits for the device until --timeout, and then says why it did not finish.
+      expect(await runSim([...args, "--once", "--timeout", "3"])).toBe(1);
+      expect(err.join("")).toContain(`timed out after 3 s without every device confirmed (${id} is idle: waiting_for_rollout_stage)`);
+
       await op.ok("POST", `/rollouts/${rollout}/advance`);
       out.length = 0;
       expect(await runSim([...args, "--once", "--timeout", "45"])).toBe(0);
