@@ -6,7 +6,9 @@
 // rollout stage, its upgrade path and pins. The poll path reads memory plus a few keyed lookups (the device's
 // row, its tags when some release on its channel targets tags, and its membership in a rollout when the rule
 // needs it). The device API's endpoints and
-// `ota export` (server/export/) both ask here.
+// `ota export` (server/export/) both ask here. When nothing is offered, the manifest also says why
+// (chooseOrExplain), from the same reads: no_firmware, or waiting_for_rollout_stage when a release is for the
+// device but its running or paused rollout has not reached it.
 import type { Logger } from "pino";
 import type { Catalog, CatalogImage } from "../catalog/catalog";
 import type { DeviceRegistry } from "../devices/registry";
