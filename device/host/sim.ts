@@ -21,6 +21,13 @@ const provisioningSchema = z.object({
 const DONE = new Set(["confirmed", "up_to_date"]);
 const FAILED = new Set(["failed", "rejected", "rolled_back"]);
 
+/** What an idle device was told (the reason of the server's 404), in words, on stderr. */
+const IDLE_WHY: Record<string, string> = {
+  waiting_for_rollout_stage:
+    "waiting for its rollout stage: a release is for this device, but its rollout has not reached it yet (its current stage leaves it out, or the rollout is paused); it keeps polling (see: ota rollout status <release>)",
+  no_firmware: "no firmware offered to this device now (no image for its chip, or no release for it); it keeps polling",
+};
+
 export interface SimOptions {
   server?: string;
   ca?: string;
@@ -172,6 +179,8 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
   }
 
   const finished = new Map<string, boolean>();
+  /** Devices idle now, with the reason the server gave (for the timeout message). */
+  const idle = new Map<string, string>();
   return new Promise<number>((resolve) => {
     let settled = false;
     const finish = async (code: number, why?: string) => {
@@ -183,7 +192,10 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
       resolve(code);
     };
     const timer = o.once
-      ? setTimeout(() => void finish(1, `timed out after ${o.timeout} s without every device confirmed`), o.timeout * 1000)
+      ? setTimeout(() => {
+          const why = [...idle].map(([id, reason]) => `${id} is idle: ${reason}`).join("; ");
+          void finish(1, `timed out after ${o.timeout} s without every device confirmed${why ? ` (${why})` : ""}`);
+        }, o.timeout * 1000)
       : undefined;
     opts.signal?.addEventListener("abort", () => void finish(0));
     for (const d of devices) {
@@ -197,6 +209,9 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
       d.on("agent", (e: AgentEvent) => {
         const { at: _at, boot: _boot, ...rest } = e;
         line({ device: d.deviceId, ...rest });
+        if (e.state === "idle") idle.set(d.deviceId, text(e.reason));
+        else idle.delete(d.deviceId);
+        if (e.state === "idle") process.stderr.write(`device:sim: ${d.deviceId}: ${IDLE_WHY[text(e.reason)] ?? `nothing offered (${text(e.reason)})`}\n`);
         if (!o.once) return;
         if (FAILED.has(e.state)) void finish(1, `${d.deviceId}: ${e.state}${e.reason ? ` (${text(e.reason)})` : ""}${e.error ? `: ${text(e.error)}` : ""}`);
         // Done once the server has stored it: the device list then shows the device confirmed.

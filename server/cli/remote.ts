@@ -100,6 +100,11 @@ function rolloutLine(s: RolloutStatus): string {
   return `${r.release} ${r.id} ${r.state} ${stage} | ${counts}${r.reason ? ` | ${r.reason}` : ""}`;
 }
 
+/** A device's update state, with the reason when it is idle (what the 404 it last got said: no_firmware, waiting_for_rollout_stage). */
+function stateText(state: string | null, detail: string | null): string | null {
+  return state === "idle" && detail ? `idle (${detail})` : state;
+}
+
 export function addRemoteCommands(program: Command): void {
   program
     .command("login")
@@ -429,7 +434,7 @@ export function addRemoteDeviceCommands(device: Command): void {
           if (o.json) return out(JSON.stringify(r, null, 2));
           out(
             table(
-              r.devices.map((d) => [d.id, d.online ? "online" : "offline", d.chip, d.version, d.state, d.channel, d.group, d.tags.join(",") || null, d.last_seen_at]),
+              r.devices.map((d) => [d.id, d.online ? "online" : "offline", d.chip, d.version, stateText(d.state, d.state_detail), d.channel, d.group, d.tags.join(",") || null, d.last_seen_at]),
               ["ID", "ONLINE", "CHIP", "VERSION", "STATE", "CHANNEL", "GROUP", "TAGS", "LAST SEEN"],
             ),
           );

@@ -6,7 +6,8 @@ import { runSim } from "../../device/host/sim";
 import { provisionDevice } from "../../server/domain/devices/provisioning";
 import { HELLO_VERSION, offerHelloWorld, SERVER_ENV, serverView } from "../helpers/device";
 import { SIGNED_KEYS_DIR } from "../helpers/fixtures";
-import { startTestServer, type TestServer } from "../helpers/server";
+import { Operator } from "../helpers/fleet";
+import { eventually, startTestServer, type TestServer } from "../helpers/server";
 
 jest.setTimeout(60_000);
 
@@ -86,6 +87,45 @@ describe("npm run device:sim", () => {
     expect(await runSim([...base, "--trusted-key", path.join(s.dirs.root, "none.pem")])).toBe(2);
     expect(err.join("")).toMatch(/--trusted-key .*none\.pem/);
     expect(lines().filter((l) => l.event === "boot")).toEqual([]);
+  });
+
+  it("a device its release's rollout has not reached yet shows idle, waiting_for_rollout_stage, and takes the release once a stage includes it", async () => {
+    const t = await startTestServer(SERVER_ENV);
+    try {
+      const op = new Operator(t);
+      await offerHelloWorld(t);
+      await op.ok("POST", "/releases", { name: "hello", image: "hello_world.bin" });
+      const rollout = (await op.ok("POST", "/releases/hello/rollout", { stages: [10, 100] })).rollout.id as string;
+      const id = Array.from({ length: 50 }, (_, i) => `24:6f:28:00:01:${i.toString(16).padStart(2, "0")}`).find(
+        (x) => t.running.ctx.rollouts.bucket(rollout, x) >= 1000,
+      )!;
+      const file = path.join(t.dirs.root, "device.json");
+      fs.writeFileSync(file, JSON.stringify(await provisionDevice(t.running.ctx, id, { chip: "esp32" })));
+      fs.writeFileSync(path.join(t.dirs.root, "ca.crt"), t.ca);
+      const args = ["--server", t.url, "--ca", path.join(t.dirs.root, "ca.crt"), "--device", file, "--clock", "10"];
+
+      const ac = new AbortController();
+      const running = runSim(args, { signal: ac.signal });
+      await eventually(() => lines().some((l) => l.state === "idle" && l.reported === true), 30_000);
+      ac.abort();
+      expect(await running).toBe(0);
+      expect(lines().find((l) => l.state === "idle")).toMatchObject({ device: id, reason: "waiting_for_rollout_stage", version: "v1.0.0" });
+      expect(err.join("")).toContain(`device:sim: ${id}: waiting for its rollout stage: a release is for this device`);
+      const view = (await serverView(t, id)).device;
+      expect(view).toMatchObject({ state: "idle", state_detail: "waiting_for_rollout_stage" });
+      expect(view.offer).toMatchObject({ status: "waiting_for_rollout_stage", release: "hello", message: expect.stringContaining("current stage (10 %") });
+
+      // --once waits for the device until --timeout, and then says why it did not finish.
+      expect(await runSim([...args, "--once", "--timeout", "3"])).toBe(1);
+      expect(err.join("")).toContain(`timed out after 3 s without every device confirmed (${id} is idle: waiting_for_rollout_stage)`);
+
+      await op.ok("POST", `/rollouts/${rollout}/advance`);
+      out.length = 0;
+      expect(await runSim([...args, "--once", "--timeout", "45"])).toBe(0);
+      expect((await serverView(t, id)).device).toMatchObject({ state: "confirmed", version: HELLO_VERSION });
+    } finally {
+      await t.close();
+    }
   });
 
   it("explains a bad provisioning file or missing arguments (exit 2)", async () => {

@@ -10,8 +10,13 @@ export interface OtaRun {
 }
 
 export function runOta(env: NodeJS.ProcessEnv, ...args: string[]): Promise<OtaRun> {
+  return runOtaIn(undefined, env, ...args);
+}
+
+/** The same, in the folder `cwd` (relative paths in the arguments are taken from there). */
+export function runOtaIn(cwd: string | undefined, env: NodeJS.ProcessEnv, ...args: string[]): Promise<OtaRun> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], { env });
+    const p = spawn(process.execPath, [path.join(ROOT, "bin/ota.js"), ...args], { env, cwd });
     let stdout = "";
     let stderr = "";
     p.stdout.on("data", (d) => (stdout += d));

@@ -48,9 +48,12 @@ export class Agent {
             if (c.kind === CHECKIN_UNCHANGED) return pollDelay(this.cfg, p.sys, this.interval)
             if (c.kind === CHECKIN_NONE) {
                 if (c.retryAfter > 0) return c.retryAfter * 1000
-                if (this.last !== "idle") {
-                    await this.reporter.send("idle", { version: this.info.runningVersion, reason: "no_firmware" }, false)
-                    this.last = "idle"
+                // Reported once per reason: no_firmware, or waiting_for_rollout_stage (a release is for this
+                // device, its rollout has not reached it yet).
+                const idle = "idle:" + c.reason
+                if (this.last !== idle) {
+                    await this.reporter.send("idle", { version: this.info.runningVersion, reason: c.reason }, false)
+                    this.last = idle
                 }
                 return pollDelay(this.cfg, p.sys, this.interval)
             }

@@ -30,12 +30,18 @@ export interface Manifest {
 
 export const CHECKIN_OFFER = "offer"
 export const CHECKIN_UNCHANGED = "unchanged" // 304, authenticated: the offer has not changed
-export const CHECKIN_NONE = "none" // the server has no image for this chip
+export const CHECKIN_NONE = "none" // the server offers nothing now (404), or asks to wait (429)
+
+/** Why a 404 offers nothing (its error code): no image or release for this device, or its rollout has not reached it. */
+export const NONE_NO_FIRMWARE = "no_firmware"
+export const NONE_WAITING = "waiting_for_rollout_stage"
 
 export interface CheckIn {
     kind: string
     manifest: Manifest
     retryAfter: number
+    /** CHECKIN_NONE after a 404: NONE_NO_FIRMWARE or NONE_WAITING ("" otherwise). */
+    reason: string
 }
 
 const MAX_MANIFEST = 4096
@@ -104,6 +110,22 @@ export function parseManifest(m: any, etag: string): Manifest {
 }
 
 /**
+ * The error code of a 404 (`{"error":{"code":...}}`), as one of the reasons the agent knows: the body is not
+ * authenticated, so it only chooses between two words for the report, never anything the device acts on.
+ */
+function noneReason(body: Buffer): string {
+    if (!body || body.length === 0) return NONE_NO_FIRMWARE
+    let obj: any = null
+    try {
+        obj = JSON.parse(body.toString())
+    } catch (e) {
+        return NONE_NO_FIRMWARE
+    }
+    if (obj && obj.error && obj.error.code === NONE_WAITING) return NONE_WAITING
+    return NONE_NO_FIRMWARE
+}
+
+/**
  * Asks the server what to run. `etag`: the offer already judged (sent as If-None-Match), "" for none.
  * Throws hmac_mismatch, replayed_manifest, invalid_manifest, unauthorized or server_error; network errors
  * pass through.
@@ -129,12 +151,13 @@ export async function checkIn(cfg: Config, p: Platform, info: WriterInfo, etag: 
         const text = "not-modified\n" + cfg.deviceId + "\n" + nonce + "\n" + unquote(res.etag)
         if (!macMatches(res.manifestMac, p.sys.hmacSha256(cfg.macKey, Buffer.from(text))))
             fail("hmac_mismatch", "the 304 answer is not authenticated for this device and request")
-        return { kind: CHECKIN_UNCHANGED, manifest: null, retryAfter: 0 }
+        return { kind: CHECKIN_UNCHANGED, manifest: null, retryAfter: 0, reason: "" }
     }
-    if (res.status === 404) return { kind: CHECKIN_NONE, manifest: null, retryAfter: 0 }
+    if (res.status === 404) return { kind: CHECKIN_NONE, manifest: null, retryAfter: 0, reason: noneReason(res.body) }
     if (res.status === 401 || res.status === 403)
         fail("unauthorized", "the server refused this device's key (HTTP " + res.status + "): provision the device again")
-    if (res.status === 429) return { kind: CHECKIN_NONE, manifest: null, retryAfter: res.retryAfter > 0 ? res.retryAfter : 60 }
+    if (res.status === 429)
+        return { kind: CHECKIN_NONE, manifest: null, retryAfter: res.retryAfter > 0 ? res.retryAfter : 60, reason: "" }
     if (res.status !== 200) fail("server_error", "manifest request answered HTTP " + res.status)
 
     // The MAC covers the exact bytes received; nothing in them is trusted before it matches.
@@ -148,5 +171,5 @@ export async function checkIn(cfg: Config, p: Platform, info: WriterInfo, etag: 
     }
     if (!obj || obj.nonce !== nonce || obj.device_id !== cfg.deviceId)
         fail("replayed_manifest", "the manifest answers another request (nonce or device id differ)")
-    return { kind: CHECKIN_OFFER, manifest: parseManifest(obj, res.etag), retryAfter: 0 }
+    return { kind: CHECKIN_OFFER, manifest: parseManifest(obj, res.etag), retryAfter: 0, reason: "" }
 }

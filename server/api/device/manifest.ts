@@ -8,7 +8,7 @@ import type { Context } from "../../context";
 import { normalizeChip, CHIP_NAMES } from "../../esp";
 import { badRequest, HttpError } from "../http/errors";
 import type { DeviceIdentity } from "../http/express-types";
-import { chooseImage, noOfferMessage, type Asker, type Offer } from "../../domain/releases/offer";
+import { chooseOrExplain, isOffer, noOfferMessage, type Asker, type NoOffer, type Offer } from "../../domain/releases/offer";
 import type { MaybePromise } from "../../infra/maybe-promise";
 
 const NONCE_RE = /^[A-Za-z0-9_-]{16,64}$/;
@@ -188,14 +188,15 @@ function answerManifest(ctx: Context, r: ManifestRequest): MaybePromise<Manifest
   if (deviceId) ctx.devices.seen(deviceId, { chip: chip ?? undefined, chipRev: chipRev ?? undefined, version: version ?? undefined, ip: r.ip });
 
   const asker = { deviceId, chip, version, chipRev, row: caller.row };
-  const image = chooseImage(ctx, asker);
+  const image = chooseOrExplain(ctx, asker);
   return image instanceof Promise ? image.then((i) => answerWith(ctx, r, asker, nonce, i)) : answerWith(ctx, r, asker, nonce, image);
 }
 
-/** The answer once the offer is known (none: 404). */
-function answerWith(ctx: Context, r: ManifestRequest, asker: Asker, nonce: string | null, image: Offer | undefined): MaybePromise<ManifestAnswer> {
+/** The answer once the offer is known (none: 404 saying why, no_firmware or waiting_for_rollout_stage). */
+function answerWith(ctx: Context, r: ManifestRequest, asker: Asker, nonce: string | null, found: Offer | NoOffer): MaybePromise<ManifestAnswer> {
   const deviceId = asker.deviceId;
-  if (!image) throw noFirmware(ctx, asker);
+  if (!isOffer(found)) throw new HttpError(404, found.code, found.message);
+  const image = found;
   if (deviceId && nonce) {
     const fresh = ctx.nonces.use(deviceId, nonce);
     if (fresh instanceof Promise) return fresh.then((ok) => answerFresh(ctx, r, asker, nonce, image, ok));

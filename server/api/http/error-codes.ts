@@ -218,6 +218,12 @@ export const ERROR_CODES = {
     meaning:
       "Nothing is offered to this device now (no image for its chip yet, its chip is unknown, or no release is assigned to it); the message says which, so poll again later.",
   },
+  waiting_for_rollout_stage: {
+    status: 404,
+    api: "device",
+    meaning:
+      "A release is for this device, but its staged rollout has not reached it yet (its current stage leaves the device out, or the rollout is paused); the message names the release and the stage, so keep polling.",
+  },
   invalid_header: {
     status: 400,
     api: "device",

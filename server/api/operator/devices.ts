@@ -3,11 +3,12 @@
 import type { RequestHandler } from "express";
 import type { Context } from "../../context";
 import { provisionDevice } from "../../domain/devices/provisioning";
+import { offerNow } from "../../domain/releases/offer";
 import { HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { actorOf } from "./actor";
 import { deviceListQuery, devicePatchBody, params, provisionBody, reportsQuery, revokeBody } from "./schemas";
-import { deviceView, reportView } from "./views";
+import { deviceView, offerView, reportView } from "./views";
 
 function deviceParam(value: unknown): string {
   return parseWith(params.deviceId, { id: value }, "device id").id;
@@ -26,14 +27,19 @@ export function listDevices(ctx: Pick<Context, "devices">): RequestHandler {
   };
 }
 
-export function getDevice(ctx: Pick<Context, "devices">): RequestHandler {
+export function getDevice(ctx: Pick<Context, "devices" | "catalog" | "releases" | "rollouts" | "log">): RequestHandler {
   return async (req, res) => {
     const id = deviceParam(req.params.id);
     await ctx.devices.flush();
     const row = await ctx.devices.get(id);
     if (!row) throw notFound("device_not_found", `no device ${id}`);
     const reports = await ctx.devices.reports(id, { limit: 20 });
-    res.json({ device: deviceView(ctx.devices.view(row), await ctx.devices.tags(id)), reports: reports.map(reportView) });
+    // What a poll would be answered now, from what the registry knows of the device; nothing is recorded.
+    const now = await offerNow(ctx, { deviceId: id, chip: row.chip, chipRev: row.chip_rev, version: row.version, row });
+    res.json({
+      device: { ...deviceView(ctx.devices.view(row), await ctx.devices.tags(id)), offer: offerView(now) },
+      reports: reports.map(reportView),
+    });
   };
 }
 

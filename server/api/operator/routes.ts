@@ -163,7 +163,7 @@ export const ROUTES: readonly RouteDef[] = [
     path: "/devices/:id",
     role: "viewer",
     tag: "devices",
-    summary: "One device and its 20 latest reports",
+    summary: "One device, what a poll would be answered now (`device.offer`: offered, waiting_for_rollout_stage or no_firmware), and its 20 latest reports",
     params: s.params.deviceId,
     responses: { 200: "`{device, reports}`", 404: "`device_not_found`" },
     handlers: one(getDevice),

@@ -2,6 +2,7 @@
 import type { ImageSignature } from "../../domain/catalog/analyze";
 import type { CatalogFile, CatalogImage } from "../../domain/catalog/catalog";
 import type { DeviceView } from "../../domain/devices/registry";
+import { isOffer, type NoOffer, type Offer } from "../../domain/releases/offer";
 import type { CompiledRelease } from "../../domain/releases/release-store";
 import type { Rollout } from "../../domain/rollouts/rollout-manager";
 import type { FleetKeyInfo, OperatorTokenInfo } from "../../infra/auth/credentials";
@@ -72,6 +73,15 @@ export function deviceView(d: DeviceView, tags: string[] = []) {
     last_report_at: d.last_report_at,
     client: clientView(d),
   };
+}
+
+/**
+ * What the device would be answered if it polled now: `offered` (the release, or null under the firmware folder,
+ * and the image's version), or the code and message of the 404 it would get (no_firmware, waiting_for_rollout_stage).
+ */
+export function offerView(o: Offer | NoOffer) {
+  if (isOffer(o)) return { status: "offered" as const, release: o.release, version: o.version, sha256: o.sha256, message: null };
+  return { status: o.code, release: o.release, version: null, sha256: null, message: o.message };
 }
 
 /** What a device's update client told us about itself (null for clients that say nothing). */

@@ -81,3 +81,22 @@ export function assign(d: DeviceFacts, deps: AssignDeps): Assignment | null {
   }
   return null;
 }
+
+/**
+ * When assign() found nothing for a device that is not pinned: the newest release of its channel that targets it,
+ * fits its hardware and that it could install (upgrade path, downgrade rule; not the version it runs), but whose
+ * rollout has not reached it yet (`waiting`: running and its stage leaves the device out, or paused). Null when
+ * no release is merely waiting for its rollout.
+ */
+export function awaitedRelease(
+  d: DeviceFacts,
+  deps: Pick<AssignDeps, "channel" | "get"> & { waiting(release: CompiledRelease, device: DeviceFacts): boolean },
+): CompiledRelease | null {
+  if (d.pinned !== null || d.id === null) return null;
+  for (const r of deps.channel(d.channel)) {
+    if (!targets(r, d) || !fitsHardware(r, d) || d.version === r.version || !deps.waiting(r, d)) continue;
+    const release = throughPath(r, d, deps);
+    if (release && downgradeAllowed(release, d)) return r;
+  }
+  return null;
+}

@@ -6,14 +6,16 @@
 // rollout stage, its upgrade path and pins. The poll path reads memory plus a few keyed lookups (the device's
 // row, its tags when some release on its channel targets tags, and its membership in a rollout when the rule
 // needs it). The device API's endpoints and
-// `ota export` (server/export/) both ask here.
+// `ota export` (server/export/) both ask here. When nothing is offered, the manifest also says why
+// (chooseOrExplain), from the same reads: no_firmware, or waiting_for_rollout_stage when a release is for the
+// device but its running or paused rollout has not reached it.
 import type { Logger } from "pino";
 import type { Catalog, CatalogImage } from "../catalog/catalog";
 import type { DeviceRegistry } from "../devices/registry";
-import type { Membership, RolloutManager } from "../rollouts/rollout-manager";
+import type { Membership, Rollout, RolloutManager } from "../rollouts/rollout-manager";
 import type { DeviceRow } from "../../infra/store/schema";
 import type { MaybePromise } from "../../infra/maybe-promise";
-import { assign, type DeviceFacts } from "./assign";
+import { assign, awaitedRelease, type DeviceFacts } from "./assign";
 import type { ReleaseStore } from "./release-store";
 
 const DEFAULT_CHANNEL = "stable";
@@ -64,19 +66,49 @@ function offerOf(image: CatalogImage, release: string | null, allowDowngrade: bo
  * targets no tags (every poll of our agent): a promise only when a lookup is needed.
  */
 export function chooseImage(ctx: OfferServices, asker: Asker): MaybePromise<Offer | undefined> {
-  if (ctx.releases.size === 0) {
-    const image = ctx.catalog.latest(asker.chip);
-    return image && offerOf(image, null, false);
-  }
+  return decide(
+    ctx,
+    asker,
+    () => folderOffer(ctx, asker),
+    (f, m) => offerFor(ctx, f, m),
+  );
+}
+
+/**
+ * For the manifest: the offer, or only when there is none, why (NoOffer), from the same facts and membership, so a
+ * poll that gets an offer pays nothing for the reason and one that gets none reads nothing twice.
+ */
+export function chooseOrExplain(ctx: OfferServices, asker: Asker): MaybePromise<Offer | NoOffer> {
+  return decide<Offer | NoOffer>(
+    ctx,
+    asker,
+    () => folderOffer(ctx, asker) ?? plainNoOffer(ctx, asker),
+    (f, m) => offerFor(ctx, f, m) ?? noOfferFor(ctx, asker, f, m),
+  );
+}
+
+/** Whether chooseOrExplain found an offer. */
+export const isOffer = (x: Offer | NoOffer): x is Offer => "sha256" in x;
+
+/** Folder mode (no release yet): the newest image for the chip. */
+function folderOffer(ctx: Pick<OfferServices, "catalog">, asker: Asker): Offer | undefined {
+  const image = ctx.catalog.latest(asker.chip);
+  return image && offerOf(image, null, false);
+}
+
+/** `folder` before the first release; else `withFacts` on the device's facts and rollout membership. */
+function decide<T>(ctx: OfferServices, asker: Asker, folder: () => T, withFacts: (f: DeviceFacts, m: Membership) => T): MaybePromise<T> {
+  if (ctx.releases.size === 0) return folder();
   const facts = deviceFacts(ctx, asker);
   const membership = ctx.rollouts.membership(asker.deviceId);
   if (facts instanceof Promise || membership instanceof Promise) {
-    return Promise.all([facts, membership]).then(([f, m]) => offerFor(ctx, f, m));
+    return Promise.all([facts, membership]).then(([f, m]) => withFacts(f, m));
   }
-  return offerFor(ctx, facts, membership);
+  return withFacts(facts, membership);
 }
 
-function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership): Offer | undefined {
+/** `note`: record the offer in the release's rollout (a poll does; the operator's look at a device does not). */
+function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership, note = true): Offer | undefined {
   const a = assign(facts, {
     channel: (c) => ctx.releases.channel(c),
     get: (n) => ctx.releases.get(n),
@@ -88,7 +120,7 @@ function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership
     ctx.log.error({ release: a.release.name, sha256: a.release.imageSha256 }, "a release's image is missing from the store; ingest its file again");
     return undefined;
   }
-  if (!a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id, membership);
+  if (note && !a.pinned && facts.id) ctx.rollouts.noteOffer(a.target, facts.id, membership);
   return offerOf(image, a.release.name, a.release.allowDowngrade);
 }
 
@@ -125,4 +157,45 @@ export function noOfferMessage(ctx: Pick<OfferServices, "releases">, asker: Aske
     return "no release for this device: its chip is unknown, so hardware compatibility cannot be checked; send X-Device-Chip";
   }
   return "no release is assigned to this device now";
+}
+
+/** Why nothing is offered to a device now: a stable code, and words that say what to do. */
+export interface NoOffer {
+  code: "no_firmware" | "waiting_for_rollout_stage";
+  message: string;
+  /** waiting_for_rollout_stage: the release whose rollout has not reached the device yet. */
+  release: string | null;
+}
+
+function plainNoOffer(ctx: Pick<OfferServices, "releases">, asker: Asker): NoOffer {
+  return { code: "no_firmware", message: noOfferMessage(ctx, asker), release: null };
+}
+
+function noOfferFor(ctx: OfferServices, asker: Asker, facts: DeviceFacts, membership: Membership): NoOffer {
+  const release = awaitedRelease(facts, {
+    channel: (c) => ctx.releases.channel(c),
+    get: (n) => ctx.releases.get(n),
+    waiting: (r, d) => d.id !== null && ctx.rollouts.awaiting(r, d.id, d.version, membership) !== undefined,
+  });
+  const rollout = release && ctx.rollouts.get(release.name);
+  if (!release || !rollout) return plainNoOffer(ctx, asker);
+  return { code: "waiting_for_rollout_stage", message: waitingMessage(release.name, rollout), release: release.name };
+}
+
+function waitingMessage(release: string, r: Rollout): string {
+  const percent = r.policy.stages[r.stage]!;
+  if (r.state === "paused") {
+    return `release ${release} is for this device, but its rollout is paused (at its stage of ${percent} %) before it reached this device: keep polling; the release is offered once the rollout is resumed and a stage includes this device`;
+  }
+  return `release ${release} is for this device, but its rollout's current stage (${percent} % of the devices it targets) does not include this device yet: keep polling; the release is offered when a later stage includes it`;
+}
+
+/** What a device would be told if it polled now, recording nothing: its offer, or why it has none. */
+export function offerNow(ctx: OfferServices, asker: Asker): MaybePromise<Offer | NoOffer> {
+  return decide<Offer | NoOffer>(
+    ctx,
+    asker,
+    () => folderOffer(ctx, asker) ?? plainNoOffer(ctx, asker),
+    (f, m) => offerFor(ctx, f, m, false) ?? noOfferFor(ctx, asker, f, m),
+  );
 }

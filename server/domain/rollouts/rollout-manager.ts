@@ -236,6 +236,17 @@ export class RolloutManager extends EventEmitter {
     return offersTo(r.state, asker, () => this.bucket(r.id, deviceId!) < stageLimit(r.policy.stages[r.stage]!));
   }
 
+  /**
+   * The release's rollout when it has not reached this device yet: running with a current stage that leaves the
+   * device out, or paused before offering it the release. Undefined otherwise (no rollout, completed, aborted, or
+   * it offers the release to the device now).
+   */
+  awaiting(release: CompiledRelease, deviceId: string, runningVersion: string | null, membership: Membership): Rollout | undefined {
+    const r = this.byRelease.get(release.name)?.rollout;
+    if (!r || (r.state !== "running" && r.state !== "paused")) return undefined;
+    return this.includes(release, deviceId, runningVersion, membership) ? undefined : r;
+  }
+
   bucket(rolloutId: string, deviceId: string): number {
     return bucketOf(this.bucketKey, rolloutId, deviceId);
   }
