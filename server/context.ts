@@ -6,7 +6,7 @@ import type { BlobStore } from "./domain/catalog/blob-store";
 import type { Catalog } from "./domain/catalog/catalog";
 import type { FolderWatcher } from "./domain/catalog/folder-watcher";
 import type { Config } from "./infra/config/config";
-import type { NonceCache } from "./api/device/nonce-cache";
+import type { Nonces } from "./api/device/nonce-cache";
 import type { DeviceRegistry } from "./domain/devices/registry";
 import type { PartitionTable } from "./esp";
 import type { ReleaseStore } from "./domain/releases/release-store";
@@ -23,7 +23,7 @@ export interface Context {
   catalog: Catalog;
   watcher: FolderWatcher;
   partitions: PartitionTable;
-  nonces: NonceCache;
+  nonces: Nonces;
   audit: AuditLog;
   releases: ReleaseStore;
   rollouts: RolloutManager;

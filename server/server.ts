@@ -16,7 +16,9 @@ import { Catalog } from "./domain/catalog/catalog";
 import { FolderWatcher } from "./domain/catalog/folder-watcher";
 import type { Config } from "./infra/config/config";
 import type { Context } from "./context";
-import { NonceCache } from "./api/device/nonce-cache";
+import { NonceCache, SharedNonces, type Nonces } from "./api/device/nonce-cache";
+import { localChangeFeed, PostgresChangeFeed, type ChangeFeed } from "./infra/replicas/change-feed";
+import { PostgresLeadership, soleProcess, type Leadership } from "./infra/replicas/leadership";
 import { DeviceRegistry } from "./domain/devices/registry";
 import type { ErrorCode } from "./api/http/error-codes";
 import { parsePartitionsCsv, PartitionTableError, requireOtaLayout, type PartitionTable } from "./esp";
@@ -79,27 +81,45 @@ export async function openContextParts(config: Config, log: Logger) {
 export async function openContext(config: Config, log: Logger, opts: { serving: boolean }) {
   const partitions = loadPartitions(config.partitionsFile);
   const { store, credentials, devices, audit } = await openContextParts(config, log);
+  // Other server processes may share a PostgreSQL database: what they change in the tables kept in memory here
+  // reaches this one through the feed, and one of them (the leader) indexes the firmware folder. The `ota` command
+  // only tells (its changes bump the feed) and never leads.
+  const session = store.session;
+  const feed: ChangeFeed = session ? new PostgresChangeFeed(store.db, session, log, config.syncIntervalMs) : localChangeFeed();
+  const leadership: Leadership = session && opts.serving ? new PostgresLeadership(session, log, config.syncIntervalMs) : soleProcess();
+  if (opts.serving) await feed.start();
+
   const blobs = new BlobStore(config.dataDir);
-  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log, config.signingKeys);
-  await catalog.load({ sweep: opts.serving });
+  const catalog = new Catalog(store.db, blobs, config.blockSize, partitions.maxImageSize, log, config.signingKeys, feed.note);
+  // With other processes on the folder, a temp file may be one of theirs being written: only old ones are left-overs.
+  await catalog.load({ sweep: opts.serving, sweepOlderThanMs: session ? 60 * 60_000 : 0 });
   const watcher = new FolderWatcher(
     config.firmwareDir,
     catalog,
     { settleMs: config.ingestSettleMs, incompleteGraceMs: config.incompleteGraceMs },
     log,
   );
-  if (opts.serving) await watcher.start();
 
-  const releases = new ReleaseStore(store.db, (sha) => catalog.image(sha));
+  const releases = new ReleaseStore(store.db, (sha) => catalog.image(sha), feed.note);
   await releases.load();
-  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log, undefined, store.reader);
+  const rollouts = new RolloutManager(store.db, releases, audit, credentials.rolloutBucketKey(), log, { noteChange: feed.note, reader: store.reader });
   await rollouts.load();
+  feed.onChange("catalog", () => catalog.reload());
+  // A release names an image: the catalog first, so the image it names is known when the release is.
+  feed.onChange("releases", async () => {
+    await catalog.reload();
+    await releases.reload();
+  });
+  feed.onChange("rollouts", () => rollouts.reload());
+  if (opts.serving) await leadership.start((leader) => (leader ? watcher.start() : watcher.stop()));
   // Every recorded report, from whichever endpoint, moves its device along in its rollout, in the same transaction.
   devices.setReportEffect({ write: (trx, reports) => rollouts.applyReports(trx, reports) });
   // Decisions the stored reports called for but a crash kept from being written. Only the server takes them: the
-  // `ota` command opens the same data while the server may be running.
+  // `ota` command opens the same data while the server may be running. A decision is written over the rollout's
+  // version it was taken on, so processes starting together take each once.
   if (opts.serving) await rollouts.applyPolicies();
 
+  const nonces: Nonces = session ? new SharedNonces(store.db, log) : new NonceCache();
   const ctx: Context = {
     config,
     log,
@@ -110,13 +130,15 @@ export async function openContext(config: Config, log: Logger, opts: { serving: 
     catalog,
     watcher,
     partitions,
-    nonces: new NonceCache(),
+    nonces,
     audit,
     releases,
     rollouts,
   };
   const close = async () => {
-    await watcher.stop();
+    await leadership.close();
+    await feed.close();
+    nonces.close();
     await devices.close();
     await rollouts.close();
     await store.close();

@@ -47,15 +47,20 @@ export interface MakeDevice extends Partial<Omit<DeviceOptions, "provisioning">>
 }
 
 export async function makeDevice(s: TestServer, o: MakeDevice): Promise<EmulatedDevice> {
-  agent ??= loadAgent();
   const bundle = await provisionDevice(s.running.ctx, o.id, { chip: "esp32" });
+  return deviceWith(bundle, s.ca, o);
+}
+
+/** A device from a provisioning bundle got elsewhere (the operator API of a server in another process). */
+export function deviceWith(bundle: Omit<DeviceOptions["provisioning"], "serverUrl">, ca: Buffer, o: MakeDevice): EmulatedDevice {
+  agent ??= loadAgent();
   const dev = new EmulatedDevice({
     program: agent.program,
     services: agent.services,
     partitions: loadPartitions(),
     factoryImage: factoryImage(o.factoryVersion ?? "v1.0.0", o.factorySecureVersion),
     otadata: factoryOtadata(),
-    ca: s.ca,
+    ca,
     ...o,
     settings: { ...TEST_SETTINGS, ...o.settings },
     provisioning: { ...bundle, serverUrl: o.url },

@@ -184,6 +184,9 @@ describe("rollout counts", () => {
     await s.close({ keepDirs: true });
     // The database as the migrations before the counts left it (the members are all there).
     await withDb(async (db) => {
+      for (const t of ["nonces", "cache_versions"]) await db.rows(`DROP TABLE ${t}`);
+      await db.rows("ALTER TABLE rollouts DROP COLUMN version");
+      await db.rows("DELETE FROM kysely_migration WHERE name = ?", ["0006_replicas"]);
       await db.rows("DROP TABLE rollout_counts");
       for (const i of ["devices_version", "devices_state", "devices_last_seen", "audit_log_target", "audit_log_actor"]) await db.rows(`DROP INDEX ${i}`);
       await db.rows("DELETE FROM kysely_migration WHERE name = ?", ["0005_rollout_counts_and_filters"]);

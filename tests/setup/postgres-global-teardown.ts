@@ -1,14 +1,12 @@
 // Stops and removes the throwaway cluster of postgres-global.ts; with OTA_TEST_DATABASE_URL, drops what this run
 // left there (a test file that crashed before its own cleanup).
-import fs from "node:fs";
 import pg from "pg";
-import { pgRun } from "./postgres-global";
+import { stopCluster } from "../../bench/postgres";
 
 export default async function globalTeardown(): Promise<void> {
   const cluster = globalThis.otaTestCluster;
   if (cluster) {
-    pgRun(cluster, "pg_ctl", ["-D", `${cluster.dir}/data`, "-m", "immediate", "-w", "stop"]);
-    fs.rmSync(cluster.dir, { recursive: true, force: true });
+    stopCluster(cluster);
     return;
   }
   const url = process.env.OTA_TEST_PG_ADMIN_URL;

@@ -193,12 +193,20 @@ function answerManifest(ctx: Context, r: ManifestRequest): MaybePromise<Manifest
 }
 
 /** The answer once the offer is known (none: 404). */
-function answerWith(ctx: Context, r: ManifestRequest, asker: Asker, nonce: string | null, image: Offer | undefined): ManifestAnswer {
+function answerWith(ctx: Context, r: ManifestRequest, asker: Asker, nonce: string | null, image: Offer | undefined): MaybePromise<ManifestAnswer> {
   const deviceId = asker.deviceId;
   if (!image) throw noFirmware(ctx, asker);
-  if (deviceId && nonce && !ctx.nonces.use(deviceId, nonce)) {
-    throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
+  if (deviceId && nonce) {
+    const fresh = ctx.nonces.use(deviceId, nonce);
+    if (fresh instanceof Promise) return fresh.then((ok) => answerFresh(ctx, r, asker, nonce, image, ok));
+    return answerFresh(ctx, r, asker, nonce, image, fresh);
   }
+  return answerFresh(ctx, r, asker, nonce, image, true);
+}
+
+function answerFresh(ctx: Context, r: ManifestRequest, asker: Asker, nonce: string | null, image: Offer, fresh: boolean): ManifestAnswer {
+  const deviceId = asker.deviceId;
+  if (!fresh) throw new HttpError(409, "nonce_reused", "this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
 
   const base = baseUrlFor(ctx, r.host);
   const interval = ctx.config.pollInterval;

@@ -74,10 +74,20 @@ export class BlobStore {
     return data;
   }
 
-  /** Removes temp files left by a crash mid-write. */
-  async sweep(): Promise<void> {
+  /**
+   * Removes temp files left by a crash mid-write: all of them, or (when other processes share the folder and may
+   * be writing one now) those last written longer ago than `olderThanMs`.
+   */
+  async sweep(olderThanMs = 0): Promise<void> {
+    const before = Date.now() - olderThanMs;
     for (const f of await fs.promises.readdir(this.dir)) {
-      if (f.startsWith(TEMP_PREFIX)) await fs.promises.rm(path.join(this.dir, f), { force: true });
+      if (!f.startsWith(TEMP_PREFIX)) continue;
+      const file = path.join(this.dir, f);
+      if (olderThanMs > 0) {
+        const st = await fs.promises.lstat(file).catch(() => null);
+        if (!st || st.mtimeMs > before) continue;
+      }
+      await fs.promises.rm(file, { force: true });
     }
   }
 }

@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import type { Database, FileStatus, FirmwareFileRow, ImageRow } from "../../infra/store/schema";
 import { analyzeImage, analyzeSignatures, blockHashes, type Analysis, type ImageFacts, type ImageSignature, type RejectCode, type SigningPolicy } from "./analyze";
 import type { BlobStore } from "./blob-store";
+import type { NoteChange } from "../../infra/replicas/change-feed";
 
 export interface CatalogImage extends ImageFacts {
   firstIngestedAt: string;
@@ -89,6 +90,8 @@ export class Catalog extends EventEmitter {
   private readonly files = new Map<string, CatalogFile>();
   /** Stored images the current signing keys refuse (found at load), with why: their files are listed as rejected. */
   private readonly refusedAtLoad = new Map<string, { code: RejectCode; message: string }>();
+  /** Stored images whose blob was missing or damaged when read (read again when their file is ingested again). */
+  private readonly unreadable = new Set<string>();
   /** offered() is on the poll path: computed once per catalog change. */
   private offeredCache: CatalogImage[] | null = null;
   /** Changes are applied one at a time (the folder watcher and uploads both write). */
@@ -102,6 +105,8 @@ export class Catalog extends EventEmitter {
     private readonly log: Logger,
     /** The keys images must be signed by; null: no signature check. */
     readonly signingPolicy: SigningPolicy = null,
+    /** Tells other server processes that the catalog changed (nothing to tell with one process). */
+    private readonly noteChange: NoteChange = () => Promise.resolve(),
   ) {
     super();
   }
@@ -115,48 +120,97 @@ export class Catalog extends EventEmitter {
    * Loads the catalog from the database, re-verifying every stored image against its hash. A reader
    * beside a running server (the `ota` command) passes sweep: false: the server's half-written blobs are its own.
    */
-  async load(opts: { sweep?: boolean } = {}): Promise<void> {
-    if (opts.sweep !== false) await this.blobs.sweep();
+  async load(opts: { sweep?: boolean; sweepOlderThanMs?: number } = {}): Promise<void> {
+    if (opts.sweep !== false) await this.blobs.sweep(opts.sweepOlderThanMs ?? 0);
     const rows = await this.db.selectFrom("images").selectAll().execute();
     let done = 0;
     for (const row of rows) {
-      const data = await this.blobs.readVerified(row.sha256);
+      const image = await this.verifiedImage(row);
       done++;
-      if (!data) {
-        this.log.error(
-          { sha256: row.sha256, version: row.version },
-          "stored image is missing or damaged; it will not be served until its file is ingested again",
-        );
-        continue;
-      }
-      const sig = analyzeSignatures(data, row.size - row.trailing_bytes, this.signingPolicy);
-      if (!sig.ok) {
-        this.refusedAtLoad.set(row.sha256, { code: sig.code, message: sig.message });
-        this.log.warn(
-          { sha256: row.sha256, version: row.version, reason: sig.code, detail: sig.message },
-          "stored image is not signed by a key in OTA_SIGNING_KEYS; it will not be offered",
-        );
-        continue;
-      }
-      this.images.set(row.sha256, this.withBlocks(factsFromRow(row, sig), data, row.first_ingested_at, row.last_ingested_at));
+      if (image) this.images.set(row.sha256, image);
       if (rows.length > 20 && done % 20 === 0) this.log.info({ done, total: rows.length }, "verifying stored images");
     }
     for (const row of await this.db.selectFrom("firmware_files").selectAll().execute()) {
-      const f = fileFromRow(row);
-      const refused = f.status === "valid" && f.sha256 ? this.refusedAtLoad.get(f.sha256) : undefined;
-      if (refused) {
-        // Listed as refused, but not recorded so: the row still says what admitted it, for a start with those keys.
-        f.status = "rejected";
-        f.reasonCode = refused.code;
-        f.reason = `accepted before, refused under the current OTA_SIGNING_KEYS: ${refused.message}`;
-      } else if (f.status === "valid" && (!f.sha256 || !this.images.has(f.sha256))) {
-        f.status = "incomplete";
-        f.reasonCode = "blob_missing";
-        f.reason = "stored copy missing; waiting for the file to be ingested again";
-      }
+      const f = this.fileAsLoaded(row);
       this.files.set(f.name, f);
     }
     this.log.info({ images: this.images.size, files: this.files.size }, "firmware catalog loaded");
+  }
+
+  /**
+   * Takes what another server process changed: images it ingested (read from the shared blobs and verified like
+   * at start) and the files' rows. Applied after the changes of this process already queued.
+   */
+  reload(): Promise<void> {
+    return this.serially(async () => {
+      let changed = false;
+      for (const row of await this.db.selectFrom("images").selectAll().execute()) {
+        const have = this.images.get(row.sha256);
+        if (have) {
+          if (have.lastIngestedAt < row.last_ingested_at) {
+            this.images.set(row.sha256, { ...have, lastIngestedAt: row.last_ingested_at });
+            changed = true;
+          }
+          continue;
+        }
+        if (this.refusedAtLoad.has(row.sha256) || this.unreadable.has(row.sha256)) continue;
+        const image = await this.verifiedImage(row);
+        if (!image) continue;
+        this.images.set(row.sha256, image);
+        changed = true;
+      }
+      for (const row of await this.db.selectFrom("firmware_files").selectAll().execute()) {
+        const f = this.fileAsLoaded(row);
+        const prev = this.files.get(f.name);
+        if (prev && prev.updatedAt === f.updatedAt && prev.status === f.status && prev.sha256 === f.sha256) continue;
+        this.files.set(f.name, f);
+        changed = true;
+      }
+      if (!changed) return;
+      this.offeredCache = null;
+      this.emit("changed");
+    });
+  }
+
+  /** A stored image, read from its blob and checked against its hash and the signing policy; undefined if it fails. */
+  private async verifiedImage(row: ImageRow): Promise<CatalogImage | undefined> {
+    const data = await this.blobs.readVerified(row.sha256);
+    if (!data) {
+      this.unreadable.add(row.sha256);
+      this.log.error(
+        { sha256: row.sha256, version: row.version },
+        "stored image is missing or damaged; it will not be served until its file is ingested again",
+      );
+      return undefined;
+    }
+    const sig = analyzeSignatures(data, row.size - row.trailing_bytes, this.signingPolicy);
+    if (!sig.ok) {
+      this.refusedAtLoad.set(row.sha256, { code: sig.code, message: sig.message });
+      this.log.warn(
+        { sha256: row.sha256, version: row.version, reason: sig.code, detail: sig.message },
+        "stored image is not signed by a key in OTA_SIGNING_KEYS; it will not be offered",
+      );
+      return undefined;
+    }
+    this.unreadable.delete(row.sha256);
+    return this.withBlocks(factsFromRow(row, sig), data, row.first_ingested_at, row.last_ingested_at);
+  }
+
+  /** A file's row as listed: refused under today's signing keys, or waiting for a stored copy that is missing. */
+  private fileAsLoaded(row: FirmwareFileRow): CatalogFile {
+    const f = fileFromRow(row);
+    const refused = f.status === "valid" && f.sha256 ? this.refusedAtLoad.get(f.sha256) : undefined;
+    if (refused) {
+      // Listed as refused, but not recorded so: the row still says what admitted it, for a start with those keys.
+      f.status = "rejected";
+      f.reasonCode = refused.code;
+      f.reason = `accepted before, refused under the current OTA_SIGNING_KEYS: ${refused.message}`;
+    } else if (f.status === "valid" && (!f.sha256 || !this.images.has(f.sha256))) {
+      f.status = "incomplete";
+      f.reasonCode = "blob_missing";
+      f.reason = "stored copy missing; waiting for the file to be ingested again";
+    }
+    return f;
   }
 
   private withBlocks(facts: ImageFacts, data: Buffer, first: string, last: string): CatalogImage {
@@ -264,7 +318,9 @@ export class Catalog extends EventEmitter {
         .onConflict((oc) => oc.column("sha256").doUpdateSet({ last_ingested_at: image.lastIngestedAt }))
         .execute();
       await this.upsertFile(trx, file);
+      await this.noteChange(trx, "catalog");
     });
+    this.unreadable.delete(facts.sha256);
     this.images.set(facts.sha256, image);
     this.files.set(name, file);
     this.offeredCache = null;
@@ -284,7 +340,10 @@ export class Catalog extends EventEmitter {
   }
 
   private async setFileNow(file: CatalogFile): Promise<void> {
-    await this.upsertFile(this.db, file);
+    await this.db.transaction().execute(async (trx) => {
+      await this.upsertFile(trx, file);
+      await this.noteChange(trx, "catalog");
+    });
     const wasValid = this.files.get(file.name)?.status === "valid";
     this.files.set(file.name, file);
     this.offeredCache = null;

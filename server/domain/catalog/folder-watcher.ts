@@ -34,6 +34,7 @@ export class FolderWatcher {
   ) {}
 
   async start(): Promise<void> {
+    this.stopped = false;
     fs.mkdirSync(this.dir, { recursive: true });
     const present = (await fs.promises.readdir(this.dir)).filter((n) => this.isCandidate(n));
     this.log.info({ dir: this.dir, files: present.length }, "indexing firmware folder");
@@ -67,6 +68,10 @@ export class FolderWatcher {
     watcher.on("add", onPath).on("change", onPath).on("unlink", onPath);
     watcher.on("error", (err) => this.log.error({ err }, "firmware folder watcher error"));
     await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
+    // Stopped while starting (leadership lost at once): stop watching too.
+    if (this.stopped) return watcher.close();
+    // A file that arrived after the listing above but before the watcher was ready is in neither.
+    for (const name of await fs.promises.readdir(this.dir)) if (this.isCandidate(name) && !onDisk.has(name)) this.schedule(name, 0);
     this.log.info({ dir: this.dir }, "watching firmware folder for new images");
   }
 

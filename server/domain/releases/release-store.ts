@@ -6,6 +6,7 @@ import type { Kysely } from "kysely";
 import type { SignatureScheme } from "../../esp";
 import type { CatalogImage } from "../catalog/catalog";
 import type { Database, ReleaseRow } from "../../infra/store/schema";
+import type { NoteChange } from "../../infra/replicas/change-feed";
 
 export interface ReleaseTargets {
   groups: string[];
@@ -118,6 +119,8 @@ export class ReleaseStore extends EventEmitter {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly imageFacts: (sha256: string) => { minChipRev: number; maxChipRev: number | null } | undefined,
+    /** Tells other server processes that a release was made (nothing to tell with one process). */
+    private readonly noteChange: NoteChange = () => Promise.resolve(),
   ) {
     super();
   }
@@ -126,6 +129,23 @@ export class ReleaseStore extends EventEmitter {
     const rows = await this.db.selectFrom("releases").selectAll().orderBy("id").execute();
     for (const row of rows) this.byName.set(row.name, compileRelease(fromRow(row, this.imageFacts(row.image_sha256))));
     this.reindex();
+  }
+
+  /**
+   * Takes the releases other processes made (releases never change once made, so only new ones). All rows are
+   * read: ids are handed out before their transactions commit, so a smaller id may commit after a larger one.
+   */
+  async reload(): Promise<void> {
+    const rows = await this.db.selectFrom("releases").selectAll().orderBy("id").execute();
+    let added = 0;
+    for (const row of rows) {
+      if (this.byName.has(row.name)) continue;
+      this.byName.set(row.name, compileRelease(fromRow(row, this.imageFacts(row.image_sha256))));
+      added++;
+    }
+    if (added === 0) return;
+    this.reindex();
+    this.emit("changed");
   }
 
   private reindex(): void {
@@ -169,29 +189,33 @@ export class ReleaseStore extends EventEmitter {
   async create(n: NewRelease): Promise<CompiledRelease> {
     const at = new Date().toISOString();
     const signer = signerOf(n.image);
-    const inserted = await this.db
-      .insertInto("releases")
-      .values({
-        name: n.name,
-        channel: n.channel,
-        image_sha256: n.image.sha256,
-        version: n.image.version,
-        chip: n.image.chip,
-        notes: n.notes,
-        target_groups: JSON.stringify(n.targets.groups),
-        target_tags: JSON.stringify(n.targets.tags),
-        target_devices: JSON.stringify(n.targets.devices),
-        min_version: n.minVersion,
-        via_release: n.via,
-        allow_downgrade: n.allowDowngrade ? 1 : 0,
-        created_at: at,
-        created_by: n.createdBy,
-        signer_scheme: signer?.scheme ?? null,
-        signer_key_digest: signer?.keyDigest ?? null,
-        signer_trusted: signer ? (signer.trusted ? 1 : 0) : null,
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
+    const inserted = await this.db.transaction().execute(async (trx) => {
+      const row = await trx
+        .insertInto("releases")
+        .values({
+          name: n.name,
+          channel: n.channel,
+          image_sha256: n.image.sha256,
+          version: n.image.version,
+          chip: n.image.chip,
+          notes: n.notes,
+          target_groups: JSON.stringify(n.targets.groups),
+          target_tags: JSON.stringify(n.targets.tags),
+          target_devices: JSON.stringify(n.targets.devices),
+          min_version: n.minVersion,
+          via_release: n.via,
+          allow_downgrade: n.allowDowngrade ? 1 : 0,
+          created_at: at,
+          created_by: n.createdBy,
+          signer_scheme: signer?.scheme ?? null,
+          signer_key_digest: signer?.keyDigest ?? null,
+          signer_trusted: signer ? (signer.trusted ? 1 : 0) : null,
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      await this.noteChange(trx, "releases");
+      return row;
+    });
     const release = compileRelease(fromRow(inserted, n.image));
     this.byName.set(release.name, release);
     this.reindex();

@@ -10,6 +10,11 @@
 // calls for is taken, on the stored counts, before the report is acknowledged; at start, each running rollout
 // applies its policy to what was stored (applyPolicies), so no decision is lost to a crash. State changes are
 // written before they are acknowledged and audited.
+//
+// Several server processes may share the database (PostgreSQL). Each keeps the rollouts in memory and reloads
+// those another changed (reload(), from the change feed); every state change is written over the version it was
+// decided on, so of two processes taking the same decision at once (a pause, an advance) one writes it, and the
+// other finds the rollout changed: the policy decides again on what was written, an operator is told.
 import { createHmac } from "node:crypto";
 import type SqliteDatabase from "better-sqlite3";
 import { EventEmitter } from "node:events";
@@ -36,6 +41,7 @@ import {
 import { finished, type RolloutPolicy } from "./policy";
 import { allows, isLastStage, offersTo, verdict, type Rollout, type RolloutAction } from "./rollout-state";
 import { memberKey, RolloutStore, type MemberWrite } from "./rollout-store";
+import type { NoteChange } from "../../infra/replicas/change-feed";
 
 export type { Rollout } from "./rollout-state";
 
@@ -68,6 +74,9 @@ export class RolloutError extends Error {
   }
 }
 
+/** A change decided on a rollout that another process changed first: nothing was written. */
+class StaleRollout extends Error {}
+
 export class RolloutManager extends EventEmitter {
   private readonly byId = new Map<string, Live>();
   private readonly byRelease = new Map<string, Live>();
@@ -81,12 +90,16 @@ export class RolloutManager extends EventEmitter {
     private readonly audit: Pick<AuditLog, "record">,
     private readonly bucketKey: Buffer,
     private readonly log: Logger,
-    flushMs = 1000,
-    /** On SQLite, the read-only connection (Store.reader) for the poll path's membership lookups. */
-    reader?: SqliteDatabase.Database,
+    opts: {
+      /** Tells other server processes that a rollout changed (nothing to tell with one process). */
+      noteChange?: NoteChange;
+      flushMs?: number;
+      /** On SQLite, the read-only connection (Store.reader) for the poll path's membership lookups. */
+      reader?: SqliteDatabase.Database | undefined;
+    } = {},
   ) {
     super();
-    this.store = new RolloutStore(db, log, flushMs, reader);
+    this.store = new RolloutStore(db, opts.noteChange ?? (() => Promise.resolve()), log, opts.flushMs ?? 1000, opts.reader);
   }
 
   /** Loads the rollouts; their members and counts stay in the database. */
@@ -94,6 +107,28 @@ export class RolloutManager extends EventEmitter {
     const loaded = await this.store.load();
     for (const rollout of loaded) this.track(rollout);
     this.log.info({ rollouts: loaded.length }, "rollouts loaded");
+  }
+
+  /**
+   * Takes what other processes changed: rollouts they started, and newer versions of those known here (a version
+   * never goes back, so a reload that read before a change of this process was written cannot undo it).
+   */
+  async reload(): Promise<void> {
+    let changed = false;
+    for (const rollout of await this.store.load()) changed = this.adopt(rollout) || changed;
+    if (changed) this.emit("changed");
+  }
+
+  /** Keeps a rollout read from the database, if it is new here or newer than what is here. */
+  private adopt(rollout: Rollout): boolean {
+    const live = this.byId.get(rollout.id);
+    if (!live) {
+      this.track(rollout);
+      return true;
+    }
+    if (rollout.version <= live.rollout.version) return false;
+    live.rollout = rollout;
+    return true;
   }
 
   private track(rollout: Rollout): Live {
@@ -238,7 +273,7 @@ export class RolloutManager extends EventEmitter {
 
   /** Applies the policy after the operator actions already queued; a failure is logged (and judged again later). */
   private judge(live: Live): Promise<void> {
-    return this.serially(() => this.evaluate(live)).catch((err: unknown) =>
+    return this.serially(() => this.onceMore(() => this.evaluate(live))).catch((err: unknown) =>
       this.log.error({ err, rollout: live.rollout.id }, "rollout policy check failed; it runs again when a device finishes or the server starts"),
     );
   }
@@ -266,12 +301,26 @@ export class RolloutManager extends EventEmitter {
     return run;
   }
 
+  /**
+   * Runs the policy's decision; if another process changed the rollout first (nothing was written, and the
+   * rollout here is now the one it wrote), decides once more on that: the decision may no longer apply.
+   */
+  private async onceMore(decide: () => Promise<void>): Promise<void> {
+    try {
+      await decide();
+    } catch (e) {
+      if (!(e instanceof StaleRollout)) throw e;
+      await decide();
+    }
+  }
+
   list(): Rollout[] {
     return [...this.byId.values()].map((l) => l.rollout).sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
   }
 
   start(releaseName: string, policy: RolloutPolicy, by: Actor): Promise<Rollout> {
     return this.serially(async () => {
+      await this.refresh(releaseName);
       if (!this.releases.get(releaseName)) throw new RolloutError("release_not_found", `no release named ${releaseName}`);
       const existing = this.byRelease.get(releaseName);
       if (existing) {
@@ -294,14 +343,47 @@ export class RolloutManager extends EventEmitter {
         createdAt: at,
         createdBy: by.actor,
         updatedAt: at,
+        version: 0,
       };
-      await this.store.insert(rollout);
+      if (!(await this.store.insert(rollout))) {
+        await this.reload();
+        throw new RolloutError("rollout_exists", `release ${releaseName} already has a rollout, started by another server process just now`);
+      }
       this.track(rollout);
       await this.audit.record({ ...by, action: "rollout.start", target: rollout.id, details: { release: releaseName, policy } });
       this.log.info({ rollout: rollout.id, release: releaseName, stages: policy.stages, by: by.actor }, "rollout started");
       this.emit("changed");
       return rollout;
     });
+  }
+
+  /**
+   * An operator action, after those queued here, decided on the rollout as the database has it now. If another
+   * process changes it between that read and the write, nothing is written and the operator is told: the action
+   * was meant for the rollout as it was (two "advance" at once must not advance twice).
+   */
+  private act(id: string, decide: () => Promise<Rollout>): Promise<Rollout> {
+    return this.serially(async () => {
+      await this.refresh(id);
+      try {
+        return await decide();
+      } catch (e) {
+        if (!(e instanceof StaleRollout)) throw e;
+        const r = this.live(id).rollout;
+        throw new RolloutError(
+          "invalid_transition",
+          `rollout ${r.id} was changed by another server process at the same time (it is now ${r.state}, stage ${r.stage + 1} of ${r.policy.stages.length}); look at it and try again`,
+        );
+      }
+    });
+  }
+
+  /** Reads one rollout (by id or release name) from the database, if another process changed or started it. */
+  private async refresh(idOrRelease: string): Promise<void> {
+    const live = this.byId.get(idOrRelease) ?? this.byRelease.get(idOrRelease);
+    if (!live) return this.reload();
+    const now = await this.store.get(live.rollout.id);
+    if (now && this.adopt(now)) this.emit("changed");
   }
 
   private live(id: string): Live {
@@ -320,7 +402,7 @@ export class RolloutManager extends EventEmitter {
   }
 
   pause(id: string, by: Actor, reason?: string): Promise<Rollout> {
-    return this.serially(async () => {
+    return this.act(id, async () => {
       const live = this.liveFor(id, "pause");
       const why = reason ?? `paused by ${by.actor}`;
       await this.setState(live, { state: "paused", reason: why }, by, "rollout.pause", { reason: why });
@@ -330,7 +412,7 @@ export class RolloutManager extends EventEmitter {
 
   /** Resuming starts a new window: failure and rollback rates then count devices that finish from now on. */
   resume(id: string, by: Actor): Promise<Rollout> {
-    return this.serially(async () => {
+    return this.act(id, async () => {
       const live = this.liveFor(id, "resume");
       await this.setState(live, { state: "running", reason: null, windowStartedAt: new Date().toISOString() }, by, "rollout.resume", {});
       return live.rollout;
@@ -338,7 +420,7 @@ export class RolloutManager extends EventEmitter {
   }
 
   abort(id: string, by: Actor, reason?: string): Promise<Rollout> {
-    return this.serially(async () => {
+    return this.act(id, async () => {
       const live = this.liveFor(id, "abort");
       const why = reason ?? `aborted by ${by.actor}`;
       // From now on only its members that keep the image count as members (see includes and applyReports).
@@ -348,7 +430,7 @@ export class RolloutManager extends EventEmitter {
   }
 
   advance(id: string, by: Actor): Promise<Rollout> {
-    return this.serially(async () => {
+    return this.act(id, async () => {
       const live = this.liveFor(id, "advance");
       await this.advanceNow(live, by, false);
       return live.rollout;
@@ -385,8 +467,13 @@ export class RolloutManager extends EventEmitter {
       reason: change.reason !== undefined ? change.reason : r.reason,
       windowStartedAt: change.windowStartedAt ?? r.windowStartedAt,
       updatedAt: at,
+      version: r.version + 1,
     };
-    await this.store.update(next, change.windowStartedAt !== undefined);
+    if (!(await this.store.update(next, change.windowStartedAt !== undefined))) {
+      const now = await this.store.get(r.id);
+      if (now) this.adopt(now);
+      throw new StaleRollout();
+    }
     live.rollout = next;
     await this.audit.record({ ...by, action, target: r.id, details: { release: r.releaseName, state: next.state, stage: next.policy.stages[next.stage], ...details } });
     this.emit("changed");
@@ -396,6 +483,7 @@ export class RolloutManager extends EventEmitter {
 
   /** Counts by status, overall and per stage, and the window's outcomes (the stored counts, after pending new members are written). */
   async summary(id: string) {
+    await this.refresh(id);
     const live = this.live(id);
     await this.flush();
     const rows = await this.store.counts(live.rollout.id);

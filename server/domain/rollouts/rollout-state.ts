@@ -21,6 +21,8 @@ export interface Rollout {
   createdAt: string;
   createdBy: string;
   updatedAt: string;
+  /** Grows by one with every change written: a change is written only over the version it was decided on. */
+  version: number;
 }
 
 export type RolloutAction = "pause" | "resume" | "abort" | "advance";

@@ -15,6 +15,7 @@ import type { MaybePromise } from "../../infra/maybe-promise";
 import { preparedQuery } from "../../infra/store/prepared";
 import type { Database, RolloutDeviceRow, RolloutRow } from "../../infra/store/schema";
 import { WriteBehind } from "../../infra/store/write-behind";
+import type { NoteChange } from "../../infra/replicas/change-feed";
 import { countChanges, WINDOW, type CountChange, type Member, type MemberStatus } from "./member-status";
 import { rolloutPolicySchema } from "./policy";
 import type { Rollout } from "./rollout-state";
@@ -32,6 +33,7 @@ function fromRow(row: RolloutRow): Rollout {
     createdAt: row.created_at,
     createdBy: row.created_by,
     updatedAt: row.updated_at,
+    version: row.version,
   };
 }
 
@@ -93,6 +95,8 @@ export class RolloutStore {
 
   constructor(
     private readonly db: Kysely<Database>,
+    /** Tells other processes that a rollout's row changed. */
+    private readonly noteChange: NoteChange,
     log: Logger,
     flushMs = 1000,
     /** A read-only SQLite connection (Store.reader) for the poll path's membership lookups; without it, Kysely. */
@@ -117,6 +121,12 @@ export class RolloutStore {
   async load(): Promise<Rollout[]> {
     const rows = await this.db.selectFrom("rollouts").selectAll().orderBy("created_at").execute();
     return rows.map(fromRow);
+  }
+
+  /** One rollout as the database has it now. */
+  async get(id: string): Promise<Rollout | undefined> {
+    const row = await this.db.selectFrom("rollouts").selectAll().where("id", "=", id).executeTakeFirst();
+    return row ? fromRow(row) : undefined;
   }
 
   /**
@@ -155,36 +165,49 @@ export class RolloutStore {
     return out;
   }
 
-  async insert(r: Rollout): Promise<void> {
-    await this.db
-      .insertInto("rollouts")
-      .values({
-        id: r.id,
-        release_name: r.releaseName,
-        state: r.state,
-        stage: r.stage,
-        policy: JSON.stringify(r.policy),
-        window_started_at: r.windowStartedAt,
-        state_reason: r.reason,
-        created_at: r.createdAt,
-        created_by: r.createdBy,
-        updated_at: r.updatedAt,
-      })
-      .execute();
+  /** Writes a new rollout; false when one with its id is there already (started by another process). */
+  async insert(r: Rollout): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      const done = await trx
+        .insertInto("rollouts")
+        .values({
+          id: r.id,
+          release_name: r.releaseName,
+          state: r.state,
+          stage: r.stage,
+          policy: JSON.stringify(r.policy),
+          window_started_at: r.windowStartedAt,
+          state_reason: r.reason,
+          created_at: r.createdAt,
+          created_by: r.createdBy,
+          updated_at: r.updatedAt,
+          version: r.version,
+        })
+        .onConflict((oc) => oc.column("id").doNothing())
+        .executeTakeFirst();
+      if (Number(done.numInsertedOrUpdatedRows ?? 0n) === 0) return false;
+      await this.noteChange(trx, "rollouts");
+      return true;
+    });
   }
 
   /**
-   * Writes a rollout's state, stage, reason, window start and update time; a new window starts with no counts
-   * (in the same transaction).
+   * Writes a rollout's state, stage, reason, window start and update time, if its row is still at the version
+   * before `r` (else another process changed it first, and nothing is written: false); a new window starts with
+   * no counts (in the same transaction).
    */
-  async update(r: Rollout, newWindow: boolean): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
-      await trx
+  async update(r: Rollout, newWindow: boolean): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      const done = await trx
         .updateTable("rollouts")
-        .set({ state: r.state, stage: r.stage, state_reason: r.reason, window_started_at: r.windowStartedAt, updated_at: r.updatedAt })
+        .set({ state: r.state, stage: r.stage, state_reason: r.reason, window_started_at: r.windowStartedAt, updated_at: r.updatedAt, version: r.version })
         .where("id", "=", r.id)
-        .execute();
+        .where("version", "=", r.version - 1)
+        .executeTakeFirst();
+      if (Number(done.numUpdatedRows) === 0) return false;
       if (newWindow) await trx.deleteFrom("rollout_counts").where("rollout_id", "=", r.id).where("stage", "=", WINDOW).execute();
+      await this.noteChange(trx, "rollouts");
+      return true;
     });
   }
 

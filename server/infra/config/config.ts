@@ -146,6 +146,7 @@ const envSchema = z.object({
     .default("ota/{device}/desired"),
   OTA_MQTT_COMPAT: bool.default(false),
   OTA_MQTT_RATE: int(1, 100_000).default(200),
+  OTA_SYNC_INTERVAL_MS: int(100, 600_000).default(5000),
 });
 
 /** Variables whose value is a secret (or holds one): never repeated in an error. */
@@ -189,6 +190,11 @@ export interface Config {
   database: { url: string; poolSize: number } | null;
   /** OTA_MQTT_*: pushed update notices over MQTT; null: off (devices learn of updates by polling only). */
   mqtt: MqttConfig | null;
+  /**
+   * OTA_SYNC_INTERVAL_MS: with several processes on PostgreSQL, how often each checks for changes whose notification
+   * it missed, and tries to take over the leader's work when no process holds it.
+   */
+  syncIntervalMs: number;
 }
 
 export interface MqttConfig {
@@ -276,6 +282,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     signingKeys: keys ? keys.data : null,
     database: e.OTA_DATABASE_URL ? { url: e.OTA_DATABASE_URL, poolSize: e.OTA_DATABASE_POOL } : null,
     mqtt: e.OTA_MQTT_URL ? mqttConfig(e, abs, generated ? path.join(certDir, "ca.crt") : e.OTA_TLS_CA ? abs(e.OTA_TLS_CA) : null) : null,
+    syncIntervalMs: e.OTA_SYNC_INTERVAL_MS,
   };
 }
 

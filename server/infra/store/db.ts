@@ -29,6 +29,8 @@ export interface Store {
    * the main connection that is still open (SQLite only).
    */
   reader?: SqliteDatabase.Database;
+  /** A new connection outside the pool, for LISTEN and session locks (PostgreSQL only); the caller connects and ends it. */
+  session?: () => pg.Client;
   close(): Promise<void>;
 }
 
@@ -153,6 +155,7 @@ async function openPostgres(opts: PostgresOptions, log: Logger): Promise<Store> 
   return {
     db,
     dialect: "postgres",
+    session: () => new pg.Client({ connectionString: opts.url, types: pgTypes, connectionTimeoutMillis: 10_000, keepAlive: true }),
     async close() {
       await db.destroy();
     },

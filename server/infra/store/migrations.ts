@@ -265,10 +265,37 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex("audit_log_actor").on("audit_log").columns(["actor", "id"]).execute();
       },
     },
+    // Several server processes on one database: a rollout's version makes each state change a compare-and-set
+    // (a decision taken by two processes at once is written once); cache_versions says which cached tables changed
+    // (with NOTIFY, so other processes reload them); nonces keeps the replay check of every process in one place.
+    "0006_replicas": {
+      async up(db: AnyDb) {
+        await db.schema.alterTable("rollouts").addColumn("version", "integer", (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema
+          .createTable("cache_versions")
+          .addColumn("topic", text, (c) => c.primaryKey())
+          .addColumn("version", "bigint", (c) => c.notNull())
+          .execute();
+        await db
+          .insertInto("cache_versions")
+          .values(["releases", "rollouts", "catalog"].map((topic) => ({ topic, version: 0 })))
+          .execute();
+        await db.schema
+          .createTable("nonces")
+          .addColumn("device_id", text, (c) => c.notNull())
+          .addColumn("nonce", text, (c) => c.notNull())
+          .addColumn("expires_at", "bigint", (c) => c.notNull())
+          .addPrimaryKeyConstraint("nonces_pk", ["device_id", "nonce"])
+          .execute();
+        await db.schema.createIndex("nonces_expires_at").on("nonces").columns(["expires_at"]).execute();
+        // Written on every poll and worth nothing after ten minutes: no write-ahead log for it.
+        if (dialect === "postgres") await sql`ALTER TABLE nonces SET UNLOGGED`.execute(db);
+      },
+    },
     // MQTT update notices: per device, the last notice made (its sequence number only grows, across restarts),
     // the digest of the offer it names (a notice is made again only when that changes), the retained messages
     // as published, and whether the broker has yet to acknowledge them (pending: published again on reconnect).
-    "0006_mqtt_notices": {
+    "0007_mqtt_notices": {
       async up(db: AnyDb) {
         await db.schema
           .createTable("mqtt_notices")

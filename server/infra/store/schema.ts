@@ -116,6 +116,8 @@ export interface RolloutsTable {
   created_at: string;
   created_by: string;
   updated_at: string;
+  /** Grows by one with every state change: a change is written only over the version it was decided on. */
+  version: Generated<number>;
 }
 
 export interface RolloutDevicesTable {
@@ -219,6 +221,22 @@ export interface Database {
   rollout_devices: RolloutDevicesTable;
   rollout_counts: RolloutCountsTable;
   audit_log: AuditLogTable;
+  cache_versions: CacheVersionsTable;
+  nonces: NoncesTable;
+}
+
+/** Per cached topic (releases, rollouts, catalog), a number that grows with every change other processes must reload. */
+export interface CacheVersionsTable {
+  topic: string;
+  version: number;
+}
+
+/** Manifest nonces used within their time to live, shared by every server process (PostgreSQL). */
+export interface NoncesTable {
+  device_id: string;
+  nonce: string;
+  /** Milliseconds since the epoch. */
+  expires_at: number;
 }
 
 export type ImageRow = Selectable<ImagesTable>;
