@@ -3,14 +3,17 @@
 
 import { runAgent, waitForConfig } from "./agent/agent"
 import { SocketHttp } from "./platform/http"
+import { SocketMqtt } from "./platform/mqtt"
 import { DeviceSystem, SettingsStore } from "./platform/system"
 import { OtaWriterClient } from "./platform/writer"
 
 const sys = new DeviceSystem()
 const store = new SettingsStore()
 const http = new SocketHttp(20000)
+const mqtt = new SocketMqtt(20000)
 const writer = new OtaWriterClient(true)
-const cfg = await waitForConfig({ http: http, writer: writer, store: store, sys: sys })
+const cfg = await waitForConfig({ http: http, mqtt: mqtt, writer: writer, store: store, sys: sys })
 http.setTimeout(cfg.timeoutMs)
+mqtt.setTimeout(cfg.timeoutMs)
 writer.setBulk(cfg.writeMode !== "command")
-await runAgent({ http: http, writer: writer, store: store, sys: sys }, cfg)
+await runAgent({ http: http, mqtt: mqtt, writer: writer, store: store, sys: sys }, cfg)
