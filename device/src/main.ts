@@ -10,10 +10,10 @@ import { OtaWriterClient } from "./platform/writer"
 const sys = new DeviceSystem()
 const store = new SettingsStore()
 const http = new SocketHttp(20000)
-const mqtt = new SocketMqtt(20000)
 const writer = new OtaWriterClient(true)
-const cfg = await waitForConfig({ http: http, mqtt: mqtt, writer: writer, store: store, sys: sys })
+const cfg = await waitForConfig({ http: http, mqtt: null, writer: writer, store: store, sys: sys })
 http.setTimeout(cfg.timeoutMs)
-mqtt.setTimeout(cfg.timeoutMs)
 writer.setBulk(cfg.writeMode !== "command")
+// The MQTT client exists only on a device given a broker: without one, the agent's heap is as it was without MQTT.
+const mqtt = cfg.mqtt ? new SocketMqtt(cfg.timeoutMs) : null
 await runAgent({ http: http, mqtt: mqtt, writer: writer, store: store, sys: sys }, cfg)

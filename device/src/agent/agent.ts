@@ -150,8 +150,8 @@ export async function runAgent(p: Platform, cfg: Config): Promise<void> {
     const reporter = new Reporter(cfg, p)
     const updater = new Updater(cfg, p, reporter, info, await loadCheckpoint(p.store), block)
     const agent = new Agent(cfg, p, info, reporter, updater)
-    const notices = new Notices(cfg, p)
-    await notices.load()
+    const notices = p.mqtt && cfg.mqtt ? new Notices(cfg, p) : null
+    if (notices) await notices.load()
     await updater.afterBoot()
     for (;;) {
         let wait = 1000
@@ -162,6 +162,7 @@ export async function runAgent(p: Platform, cfg: Config): Promise<void> {
         }
         // The one socket goes to MQTT while waiting; idle connections are closed by servers anyway.
         await p.http.close()
-        await notices.idle(wait)
+        if (notices) await notices.idle(wait)
+        else await sys.sleep(wait)
     }
 }

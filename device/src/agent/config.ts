@@ -125,12 +125,17 @@ export async function loadConfig(store: Store, sys: System): Promise<Config> {
             sys.log("setting mqtt_url: " + messageOf(e) + "; polling only")
         }
     }
-    const name = mqttNameOf(deviceId)
-    let mqttTopic = await str(store, "mqtt_topic", 200, sys)
-    if (mqttTopic === "") mqttTopic = "ota/" + name + "/desired"
-    let mqttUser = await str(store, "mqtt_user", 128, sys)
-    const mqttPass = await str(store, "mqtt_pass", 128, sys)
-    if (mqttUser === "" && mqttPass !== "") mqttUser = name
+    let mqttTopic = ""
+    let mqttUser = ""
+    let mqttPass = ""
+    if (mqtt) {
+        const name = mqttNameOf(deviceId)
+        mqttTopic = await str(store, "mqtt_topic", 200, sys)
+        if (mqttTopic === "") mqttTopic = "ota/" + name + "/desired"
+        mqttUser = await str(store, "mqtt_user", 128, sys)
+        mqttPass = await str(store, "mqtt_pass", 128, sys)
+        if (mqttUser === "" && mqttPass !== "") mqttUser = name
+    }
     let writeMode = await store.read("write_mode")
     if (writeMode !== "command") writeMode = "auto"
     return {

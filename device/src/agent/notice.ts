@@ -60,13 +60,10 @@ export class Notices {
     /** The last connection succeeded (mqtt_online was announced). */
     reachable = false
 
+    /** Only for a device with a broker (cfg.mqtt) and an MQTT client (p.mqtt). */
     constructor(cfg: Config, p: Platform) {
         this.cfg = cfg
         this.p = p
-    }
-
-    enabled(): boolean {
-        return this.cfg.mqtt !== null && this.p.mqtt !== null
     }
 
     async load(): Promise<void> {
@@ -75,16 +72,12 @@ export class Notices {
     }
 
     /**
-     * Waits `ms` milliseconds, subscribed to this device's notices when a broker is configured and reachable.
+     * Waits `ms` milliseconds, subscribed to this device's notices while the broker can be reached.
      * True when a valid new notice ended the wait early. The MQTT connection is closed on return.
      */
     async idle(ms: number): Promise<boolean> {
         const sys = this.p.sys
         const end = sys.millis() + ms
-        if (!this.enabled()) {
-            await sys.sleep(ms)
-            return false
-        }
         const cfg = this.cfg
         const mqtt = this.p.mqtt
         try {
