@@ -23,6 +23,9 @@ export interface Provisioning {
   serverUrl: string;
   pollInterval?: number;
   ca?: string | null;
+  /** The device's user and password at the MQTT broker (written as mqtt_user and mqtt_pass with `mqttUrl`). */
+  mqttUser?: string;
+  mqttPassword?: string;
 }
 
 export interface DeviceOptions {
@@ -41,6 +44,8 @@ export interface DeviceOptions {
   chip?: Chip;
   /** eFuses burnt at the factory: trusted key digests (images must then be signed), secure boot, secure_version. */
   efuse?: EfuseOptions;
+  /** The MQTT broker of update notices (mqtt:// or mqtts://): the agent listens for them between polls. */
+  mqttUrl?: string;
   /** More agent settings (device/README.md), e.g. { poll: 60, backoff: 1 }. */
   settings?: Record<string, string | number | boolean>;
   /** Largest bulk write the writer accepts; 0 serves 232-byte write commands only. */
@@ -310,6 +315,8 @@ export class EmulatedDevice extends EventEmitter {
       mac_key: p.hmacKey,
       server_url: p.serverUrl,
       ...(p.pollInterval ? { poll: p.pollInterval } : {}),
+      ...(this.o.mqttUrl ? { mqtt_url: this.o.mqttUrl } : {}),
+      ...(this.o.mqttUrl && p.mqttUser && p.mqttPassword ? { mqtt_user: p.mqttUser, mqtt_pass: p.mqttPassword } : {}),
       ...this.o.settings,
     };
     const deadline = Date.now() + 10_000;

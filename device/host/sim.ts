@@ -15,6 +15,8 @@ const provisioningSchema = z.object({
   serverUrl: z.string().url().optional(),
   ca: z.string().nullish(),
   pollInterval: z.number().int().positive().optional(),
+  mqttUser: z.string().min(1).max(128).optional(),
+  mqttPassword: z.string().min(1).max(128).optional(),
 });
 
 /** Terminal states for --once: success, or a failure the agent reports. */
@@ -31,6 +33,7 @@ const IDLE_WHY: Record<string, string> = {
 export interface SimOptions {
   server?: string;
   ca?: string;
+  mqtt?: string;
   device: string[];
   once?: boolean;
   timeout: number;
@@ -76,7 +79,16 @@ function readProvisioning(file: string, server: string | undefined): Provisionin
   const url = server ?? r.data.serverUrl;
   if (!url) throw new Error(`--device ${file} has no serverUrl: pass --server https://host:port`);
   if (!url.startsWith("https://")) throw new Error(`the server URL must be https:// (got ${url})`);
-  return { deviceId: r.data.deviceId, apiKey: r.data.apiKey, hmacKey: r.data.hmacKey.toLowerCase(), serverUrl: url.replace(/\/+$/, ""), ca: r.data.ca ?? null, pollInterval: r.data.pollInterval };
+  return {
+    deviceId: r.data.deviceId,
+    apiKey: r.data.apiKey,
+    hmacKey: r.data.hmacKey.toLowerCase(),
+    serverUrl: url.replace(/\/+$/, ""),
+    ca: r.data.ca ?? null,
+    pollInterval: r.data.pollInterval,
+    mqttUser: r.data.mqttUser,
+    mqttPassword: r.data.mqttPassword,
+  };
 }
 
 export function program(): Command {
@@ -85,6 +97,7 @@ export function program(): Command {
     .requiredOption("--device <file>", "provisioning JSON from `ota device provision <id> --out <file>` (repeat for more devices)", collect, [])
     .option("--server <url>", "server URL (default: serverUrl in the provisioning file)")
     .option("--ca <file>", "CA certificate the device trusts (default: ca in the provisioning file; none: system CAs)")
+    .option("--mqtt <url>", "MQTT broker of update notices (mqtt:// or mqtts://; the device's user and password come from its provisioning file)")
     .option("--once", "exit 0 once every device runs the offered image, confirmed; non-zero on a failure")
     .option("--timeout <seconds>", "with --once, give up after this long", positive, 600)
     .option("--clock <factor>", "run the devices' clocks this many times faster (poll periods pass sooner)", positive, 1)
@@ -153,6 +166,7 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
   try {
     const settings = Object.fromEntries(o.setting.map(parseSetting));
     const ca = o.ca ? fs.readFileSync(o.ca, "utf8") : undefined;
+    if (o.mqtt && !/^mqtts?:\/\/[^/@]+\/?$/.test(o.mqtt)) throw new Error(`--mqtt ${o.mqtt}: write it as mqtt://host[:port] or mqtts://host[:port], without credentials`);
     const agent = loadAgent((l) => process.stderr.write(`device:sim: ${l}\n`));
     const partitions = loadPartitions();
     const trustedKeys = o.trustedKey.map((f) => readTrustedKey(f));
@@ -169,6 +183,7 @@ export async function runSim(argv: string[], opts: { signal?: AbortSignal } = {}
           partitions,
           factoryImage: factory,
           otadata,
+          mqttUrl: o.mqtt,
           settings,
           efuse: { trustedKeys, secureBoot: o.secureBoot },
         }),

@@ -17,7 +17,8 @@ export interface VmFlash {
 }
 
 export interface SocketEvent {
-  kind: "open" | "close" | "error";
+  /** "superseded": the program opened a socket while this one was still open (the ESP32 port has one). */
+  kind: "open" | "close" | "error" | "superseded";
   host: string;
   port: number;
   message?: string;
@@ -216,7 +217,11 @@ export class VmInstance {
       const host = Buffer.from(heap.subarray(hostPtr, e)).toString("utf8");
       const isTls = portArg < 0;
       const port = Math.abs(portArg);
-      this.sock?.destroy();
+      const prev = this.sock;
+      if (prev) {
+        o.onSocket?.({ kind: "superseded", host: prev.remoteAddress ?? "", port: prev.remotePort ?? 0 });
+        prev.destroy();
+      }
       const sock = isTls
         ? tls.connect({ host, port, servername: net.isIP(host) ? undefined : host, ca: o.ca, minVersion: "TLSv1.2" })
         : net.createConnection({ host, port });

@@ -1,5 +1,6 @@
 // The agent: wait for provisioning, finish whatever a reset interrupted, then poll forever. Each cycle is one
-// check-in and, when the server offers something new and acceptable, one install.
+// check-in and, when the server offers something new and acceptable, one install. Between cycles it listens
+// for update notices (notice.ts), which can only bring the next cycle forward.
 
 import { backoffDelay, pollDelay } from "./backoff"
 import { CHECKIN_NONE, CHECKIN_OFFER, CHECKIN_UNCHANGED, Manifest, checkIn } from "./checkin"
@@ -7,6 +8,7 @@ import { loadCheckpoint } from "./checkpoint"
 import { Config, loadConfig } from "./config"
 import { detailOf, messageOf, reasonOf } from "./errors"
 import { Platform, WriterInfo } from "./platform"
+import { Notices } from "./notice"
 import { REFUSE, UP_TO_DATE, decide } from "./policy"
 import { Reporter } from "./reporter"
 import { INSTALL_NETWORK, Updater } from "./update"
@@ -151,6 +153,8 @@ export async function runAgent(p: Platform, cfg: Config): Promise<void> {
     const reporter = new Reporter(cfg, p)
     const updater = new Updater(cfg, p, reporter, info, await loadCheckpoint(p.store), block)
     const agent = new Agent(cfg, p, info, reporter, updater)
+    const notices = p.mqtt && cfg.mqtt ? new Notices(cfg, p) : null
+    if (notices) await notices.load()
     await updater.afterBoot()
     for (;;) {
         let wait = 1000
@@ -159,7 +163,9 @@ export async function runAgent(p: Platform, cfg: Config): Promise<void> {
         } catch (e) {
             sys.log("cycle failed: " + messageOf(e))
         }
-        await p.http.close() // idle connections are closed by servers anyway; reopen on the next cycle
-        await sys.sleep(wait)
+        // The one socket goes to MQTT while waiting; idle connections are closed by servers anyway.
+        await p.http.close()
+        if (notices) await notices.idle(wait)
+        else await sys.sleep(wait)
     }
 }

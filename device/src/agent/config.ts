@@ -3,7 +3,7 @@
 
 import { messageOf } from "./errors"
 import { Store, System } from "./platform"
-import { Url, parseUrl } from "./url"
+import { BrokerUrl, Url, parseBrokerUrl, parseUrl } from "./url"
 import { isHex } from "./verify"
 
 export interface Config {
@@ -37,12 +37,55 @@ export interface Config {
     timeoutMs: number
     /** Revoke the key digests older than the running image's signer once it is confirmed (agent/keys.ts). */
     revokeKeys: boolean
+    /** The MQTT broker for update notices (agent/notice.ts); null: none, poll only. */
+    mqtt: BrokerUrl
+    /** User name and password at the broker ("": connect without). */
+    mqttUser: string
+    mqttPass: string
+    /** The topic the server publishes this device's notices on. */
+    mqttTopic: string
+    /** MQTT keep-alive, seconds: a ping goes out this often while subscribed. */
+    mqttKeepaliveS: number
 }
 
 export const KEY_DEVICE_ID = "dev_id"
 export const KEY_API_KEY = "api_key"
 export const KEY_MAC_KEY = "mac_key"
 export const KEY_SERVER_URL = "server_url"
+
+function hexDigit(c: number): boolean {
+    return (c >= 48 && c <= 57) || (c >= 97 && c <= 102) || (c >= 65 && c <= 70)
+}
+
+/**
+ * The device's name at the broker, as the server derives it (docs/protocol.md#topics): a MAC id in any spelling
+ * (aa:bb:cc:dd:ee:ff, AA-BB-..., aabbccddeeff) as its 12 hex digits in upper case, any other id unchanged.
+ */
+export function mqttNameOf(deviceId: string): string {
+    const n = deviceId.length
+    if (n !== 12 && n !== 17) return deviceId
+    let hex = ""
+    for (let i = 0; i < n; i++) {
+        const c = deviceId.charCodeAt(i)
+        if (n === 17 && i % 3 === 2) {
+            if (c !== 58 && c !== 45) return deviceId
+        } else {
+            if (!hexDigit(c)) return deviceId
+            hex = hex + deviceId.charAt(i)
+        }
+    }
+    return hex.toUpperCase()
+}
+
+async function str(store: Store, key: string, max: number, sys: System): Promise<string> {
+    const v = await store.read(key)
+    if (v === undefined || v === null) return ""
+    if (typeof v !== "string" || v.length > max) {
+        sys.log("setting " + key + " must be text of at most " + max + " characters; ignored")
+        return ""
+    }
+    return v
+}
 
 async function num(store: Store, key: string, dflt: number, min: number, max: number, sys: System) {
     const v = await store.read(key)
@@ -73,6 +116,26 @@ export async function loadConfig(store: Store, sys: System): Promise<Config> {
         if (serverUrl !== undefined && serverUrl !== null) sys.log("setting server_url: " + messageOf(e))
         return null
     }
+    let mqtt: BrokerUrl = null
+    const mqttUrl = await store.read("mqtt_url")
+    if (mqttUrl !== undefined && mqttUrl !== null && mqttUrl !== "") {
+        try {
+            mqtt = parseBrokerUrl(mqttUrl)
+        } catch (e) {
+            sys.log("setting mqtt_url: " + messageOf(e) + "; polling only")
+        }
+    }
+    let mqttTopic = ""
+    let mqttUser = ""
+    let mqttPass = ""
+    if (mqtt) {
+        const name = mqttNameOf(deviceId)
+        mqttTopic = await str(store, "mqtt_topic", 200, sys)
+        if (mqttTopic === "") mqttTopic = "ota/" + name + "/desired"
+        mqttUser = await str(store, "mqtt_user", 128, sys)
+        mqttPass = await str(store, "mqtt_pass", 128, sys)
+        if (mqttUser === "" && mqttPass !== "") mqttUser = name
+    }
     let writeMode = await store.read("write_mode")
     if (writeMode !== "command") writeMode = "auto"
     return {
@@ -94,5 +157,10 @@ export async function loadConfig(store: Store, sys: System): Promise<Config> {
         ballast: await num(store, "ballast", 0, 0, 57000, sys),
         timeoutMs: await num(store, "timeout", 20000, 500, 600000, sys),
         revokeKeys: (await store.read("revoke_keys")) === true,
+        mqtt: mqtt,
+        mqttUser: mqttUser,
+        mqttPass: mqttPass,
+        mqttTopic: mqttTopic,
+        mqttKeepaliveS: await num(store, "mqtt_keepalive", 60, 5, 3600, sys),
     }
 }

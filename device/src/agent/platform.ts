@@ -1,7 +1,7 @@
 // What the agent needs from the device it runs on. src/platform/ provides it with the DeviceScript runtime
 // (the same code on an ESP32 and in the host emulator); nothing under src/agent/ talks to hardware itself.
 
-import { Url } from "./url"
+import { BrokerUrl, Url } from "./url"
 
 export interface HttpRequest {
     method: string
@@ -33,6 +33,27 @@ export interface HttpResponse {
 /** HTTPS with one connection at a time (the VM has one socket); every body must carry Content-Length. */
 export interface Http {
     request(req: HttpRequest): Promise<HttpResponse>
+    close(): Promise<void>
+}
+
+export interface MqttMessage {
+    payload: Buffer
+    /** Sent by the broker from its retained store (at subscription), not forwarded live. */
+    retained: boolean
+}
+
+/**
+ * An MQTT 3.1.1 subscription to one topic. It uses the device's one socket: the agent opens it only while no
+ * HTTPS exchange is under way, and closes it before the next.
+ */
+export interface Mqtt {
+    /** Connects, logs in and subscribes (QoS 1); throws when any of it fails. */
+    open(broker: BrokerUrl, clientId: string, user: string, pass: string, topic: string, keepaliveS: number): Promise<void>
+    /**
+     * The next message on the topic, or null when none came within `ms`. Keeps the connection alive meanwhile;
+     * throws when it is lost. A message too large to hold comes with an empty payload.
+     */
+    next(ms: number): Promise<MqttMessage>
     close(): Promise<void>
 }
 
@@ -106,6 +127,8 @@ export interface System {
 
 export interface Platform {
     http: Http
+    /** null: the device has no MQTT client. */
+    mqtt: Mqtt
     writer: Writer
     store: Store
     sys: System

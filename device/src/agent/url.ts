@@ -1,4 +1,5 @@
-// https:// URLs only: the API key travels in a header, so nothing is ever sent in the clear.
+// https:// URLs only for the server: the API key travels in a header, so nothing is ever sent in the clear.
+// The MQTT broker's URL may be mqtt:// (plain TCP) or mqtts:// (TLS): a notice is authenticated by its own HMAC.
 
 import { fail } from "./errors"
 
@@ -23,12 +24,34 @@ function allDigits(s: string): boolean {
 export function parseUrl(text: string): Url {
     if (typeof text !== "string" || !text.startsWith("https://"))
         fail("bad_url", "only https:// URLs are used: " + text)
-    const rest = text.slice(8)
+    return parseAfterScheme(text, 8, 443)
+}
+
+export interface BrokerUrl {
+    host: string
+    port: number
+    tls: boolean
+}
+
+/** mqtt://host[:port] (default 1883) or mqtts://host[:port] (default 8883); no credentials in the URL. */
+export function parseBrokerUrl(text: string): BrokerUrl {
+    let tls = false
+    let skip = 7
+    if (typeof text === "string" && text.startsWith("mqtts://")) {
+        tls = true
+        skip = 8
+    } else if (typeof text !== "string" || !text.startsWith("mqtt://")) fail("bad_url", "only mqtt:// and mqtts:// URLs are used: " + text)
+    const u = parseAfterScheme(text, skip, tls ? 8883 : 1883)
+    return { host: u.host, port: u.port, tls: tls }
+}
+
+function parseAfterScheme(text: string, skip: number, defaultPort: number): Url {
+    const rest = text.slice(skip)
     const slash = rest.indexOf("/")
     const authority = slash < 0 ? rest : rest.slice(0, slash)
     const path = slash < 0 ? "/" : rest.slice(slash)
     let host = authority
-    let port = 443
+    let port = defaultPort
     let portText = ""
     if (authority.startsWith("[")) {
         const close = authority.indexOf("]")
