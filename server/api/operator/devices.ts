@@ -26,6 +26,18 @@ export function listDevices(ctx: Pick<Context, "devices">): RequestHandler {
   };
 }
 
+export function fleetSummary(ctx: Pick<Context, "devices">): RequestHandler {
+  return async (_req, res) => {
+    const f = await ctx.devices.summary();
+    res.set("Cache-Control", "no-store").json({
+      devices: { total: f.total, online: f.online, offline: f.offline, failing: f.failing, revoked: f.revoked },
+      versions: f.versions,
+      chips: f.chips,
+      states: f.states,
+    });
+  };
+}
+
 export function getDevice(ctx: Pick<Context, "devices">): RequestHandler {
   return async (req, res) => {
     const id = deviceParam(req.params.id);

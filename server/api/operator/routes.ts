@@ -8,7 +8,7 @@ import { packageVersion } from "../../paths";
 import { signingPolicyInfo } from "../../domain/catalog/signing-policy";
 import { listAudit } from "./audit";
 import { listApiKeys, listTokens, revokeApiKey, revokeToken } from "./credentials";
-import { deviceReports, getDevice, listDevices, patchDevice, provision, revokeDevice } from "./devices";
+import { deviceReports, fleetSummary, getDevice, listDevices, patchDevice, provision, revokeDevice } from "./devices";
 import { getImage, listFiles, listImages, uploadHandlers } from "./firmware";
 import { createRelease, getRelease, listReleases } from "./releases";
 import { getRollout, listRollouts, rolloutAction, startRollout } from "./rollouts";
@@ -127,6 +127,16 @@ export const ROUTES: readonly RouteDef[] = [
     query: s.deviceListQuery,
     responses: { 200: "`{devices: [...], next}`" },
     handlers: one(listDevices),
+  },
+  {
+    method: "get",
+    path: "/fleet",
+    role: "viewer",
+    tag: "devices",
+    summary:
+      "Fleet-wide counts: devices, online, offline, failing (latest report failed, rolled_back or rejected), revoked; and devices by version, chip and state (revoked devices left out)",
+    responses: { 200: "`{devices: {total, online, offline, failing, revoked}, versions: [{value, devices}], chips: [...], states: [...]}`" },
+    handlers: one(fleetSummary),
   },
   {
     method: "get",

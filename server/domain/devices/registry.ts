@@ -8,11 +8,11 @@ import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { MaybePromise } from "../../infra/maybe-promise";
 import type { Database, DeviceRow, ReportRow } from "../../infra/store/schema";
-import { DeviceStore, type DeviceFilter, type DevicePatch, type DeviceView } from "./device-store";
+import { DeviceStore, type DeviceFilter, type DevicePatch, type DeviceView, type FleetSummary } from "./device-store";
 import { ReportLog, type ReportEffect, type ReportInput } from "./reports";
 import { Sightings, type Sighting } from "./sightings";
 
-export type { DeviceFilter, DevicePatch, DeviceView } from "./device-store";
+export type { DeviceFilter, DevicePatch, DeviceView, FleetSummary } from "./device-store";
 export type { ReportInput } from "./reports";
 export type { Sighting } from "./sightings";
 
@@ -83,6 +83,11 @@ export class DeviceRegistry {
 
   list(opts: { limit: number; after?: string | undefined } & DeviceFilter): Promise<DeviceView[]> {
     return this.store.list(opts);
+  }
+
+  /** Fleet-wide counts: online, failing, by version, chip and state. */
+  summary(): Promise<FleetSummary> {
+    return this.store.summary();
   }
 
   /**
