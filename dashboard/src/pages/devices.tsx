@@ -104,7 +104,7 @@ export function Devices({ query }: { query: URLSearchParams }) {
                   <td>{d.version ?? <span class="muted">unknown</span>}</td>
                   <td>{d.chip ?? <span class="muted">unknown</span>}</td>
                   <td>
-                    <Badge value={d.state} />
+                    {d.state ? <Badge value={d.state} /> : <span class="muted">no report</span>}
                     {d.progress ? <progress max={d.progress.total} value={d.progress.bytes ?? 0} /> : null}
                   </td>
                   <td>
@@ -146,7 +146,7 @@ export function DevicePage({ id }: { id: string }) {
           <dl class="facts">
             <dt>State</dt>
             <dd>
-              <Badge value={d.state} /> {d.state_detail}
+              {d.state ? <Badge value={d.state} /> : <span class="muted">no report</span>} {d.state_detail}
               {d.progress ? (
                 <>
                   {" "}
