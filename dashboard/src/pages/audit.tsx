@@ -60,7 +60,7 @@ export function Audit() {
                 <td>{e.target ?? ""}</td>
                 <td class={e.outcome === "denied" ? "bad-text" : ""}>{e.outcome}</td>
                 <td>{e.ip ?? e.source}</td>
-                <td>
+                <td class="details">
                   <code class="small">{Object.keys(e.details).length ? JSON.stringify(e.details) : ""}</code>
                 </td>
               </tr>
