@@ -1,10 +1,13 @@
-// The operator API's answers, typed from the functions that shape them on the server (type imports only: esbuild
-// erases them, nothing of the server is bundled).
+// The operator API's answers, typed from the functions that shape them on the server, and its request bodies,
+// typed from the zod schemas that validate them (type imports only: esbuild erases them, nothing of the server
+// is bundled).
+import type { z } from "zod";
 import type { AuditRecord } from "../../../server/domain/audit/audit-log";
 import type { FleetSummary } from "../../../server/domain/devices/device-store";
 import type { summarizeStatuses } from "../../../server/domain/rollouts/member-status";
 import type { Role, RolloutState } from "../../../server/infra/store/schema";
 import type { deviceView, fileView, imageView, releaseView, reportView, rolloutView } from "../../../server/api/operator/views";
+import type { createReleaseBody, rolloutStartBody } from "../../../server/api/operator/schemas";
 
 export type { Role, RolloutState };
 export type Device = ReturnType<typeof deviceView>;
@@ -15,6 +18,10 @@ export type Release = ReturnType<typeof releaseView>;
 export type Rollout = ReturnType<typeof rolloutView>;
 type Counts = ReturnType<typeof summarizeStatuses>;
 export type AuditEntry = AuditRecord;
+/** POST /releases. */
+export type NewRelease = z.input<typeof createReleaseBody>;
+/** POST /releases/{name}/rollout. */
+export type RolloutPolicy = z.input<typeof rolloutStartBody>;
 
 export interface WhoAmI {
   subject: string;

@@ -2,7 +2,7 @@
 // release's staged rollout.
 import { useState } from "preact/hooks";
 import type { ApiError } from "../api/client";
-import type { Image, Release, Rollout } from "../api/types";
+import type { Image, NewRelease, Release, Rollout, RolloutPolicy } from "../api/types";
 import { usePoll } from "../components/poll";
 import { useMay, useSession } from "../components/session";
 import { Ago, Badge, ErrorNote, Loading, Page } from "../components/ui";
@@ -24,15 +24,16 @@ function CreateRelease({ images, onDone }: { images: Image[]; onDone: () => void
     e.preventDefault();
     setBusy(true);
     try {
-      await api.post("/releases", {
+      const body: NewRelease = {
         name: f.name,
-        image: f.image || images[0]?.sha256,
+        image: f.image || (images[0]?.sha256 ?? ""),
         channel: f.channel,
         notes: f.notes,
         targets: { groups: list(f.groups), tags: list(f.tags), devices: [] },
         ...(f.min_version ? { min_version: f.min_version } : {}),
         allow_downgrade: f.allow_downgrade,
-      });
+      };
+      await api.post("/releases", body);
       setError(undefined);
       setF({ ...f, name: "", notes: "" });
       onDone();
@@ -95,14 +96,15 @@ function StartRollout({ release, onDone }: { release: string; onDone: () => void
   const submit = async (e: Event) => {
     e.preventDefault();
     try {
-      const r = await api.post<{ rollout: Rollout }>(`/releases/${encodeURIComponent(release)}/rollout`, {
+      const policy: RolloutPolicy = {
         stages: list(f.stages).map(Number),
-        advance: f.advance,
+        advance: f.advance === "auto" ? "auto" : "manual",
         success_threshold: Number(f.success_threshold),
         min_sample: Number(f.min_sample),
         max_failure_rate: Number(f.max_failure_rate),
         failure_min_sample: Number(f.failure_min_sample),
-      });
+      };
+      const r = await api.post<{ rollout: Rollout }>(`/releases/${encodeURIComponent(release)}/rollout`, policy);
       onDone();
       location.hash = `#/rollouts/${encodeURIComponent(r.rollout.id)}`;
     } catch (err) {
