@@ -42,7 +42,7 @@ function Route({ hash, role }: { hash: string; role: Role }) {
     case undefined:
       return <Overview />;
     case "devices":
-      return parts[1] ? <DevicePage id={parts[1]} /> : <Devices query={new URLSearchParams(search)} />;
+      return parts[1] ? <DevicePage id={parts[1]} /> : <Devices key={search} query={new URLSearchParams(search)} />;
     case "firmware":
       return <Firmware />;
     case "releases":
@@ -97,17 +97,21 @@ function App() {
   const [session, setSession] = useState<Session | null>(null);
   const [restoring, setRestoring] = useState(() => savedToken.get() !== null);
   const [notice, setNotice] = useState<string>();
+  const signOut = (why?: string) => {
+    savedToken.clear();
+    setSession(null);
+    setNotice(why);
+  };
   useEffect(() => {
     const token = savedToken.get();
     if (!token) return;
-    signIn(token).then(
+    signIn(token, signOut).then(
       (s) => {
         setSession(s);
         setRestoring(false);
       },
       (e: ApiError) => {
-        savedToken.clear();
-        setNotice(`Signed out: ${e.message}.`);
+        signOut(`Signed out: ${e.message}.`);
         setRestoring(false);
       },
     );
@@ -117,6 +121,7 @@ function App() {
     return (
       <SignIn
         notice={notice}
+        onRefused={signOut}
         onSignedIn={(s, token) => {
           savedToken.set(token);
           setSession(s);
@@ -125,13 +130,7 @@ function App() {
     );
   }
   return (
-    <Shell
-      session={session}
-      onSignOut={() => {
-        savedToken.clear();
-        setSession(null);
-      }}
-    />
+    <Shell session={session} onSignOut={() => signOut()} />
   );
 }
 

@@ -2,7 +2,8 @@
 // of emulated devices that poll and report over HTTPS: a wrong token is refused with the server's reason; a
 // viewer sees the fleet by version, chip and state and no action, and the API refuses the action anyway; a releaser
 // uploads an image (progress bar), makes a release, starts a rollout and watches it advance as devices succeed,
-// then pause itself with its reason as devices fail, and resumes and aborts it; an admin reads the audit log. The
+// then pause itself with its reason as devices fail, and resumes and aborts it; an admin reads the audit log; a
+// token revoked while its page is open ends the session. The
 // page loads nothing from anywhere else and breaks no content-policy rule. Screenshots go to the test's folder
 // (and docs/screenshots with `npm run screenshots`).
 import { createHash } from "node:crypto";
@@ -264,5 +265,16 @@ describeWithChromium("operator dashboard in Chromium", () => {
     await page.locator("input[name=action]").fill("rollout.pause");
     await page.getByRole("button", { name: "Filter" }).click();
     await eventually(async () => (await log.locator("tbody tr").count()) === 1);
+  });
+
+  it("a token revoked while its page is open ends the session at the next read, with the server's reason", async () => {
+    const { token, jti } = await s.running.ctx.credentials.issueOperatorToken("temp", "viewer");
+    const page = await b.newPage();
+    await signIn(page, token);
+    await text(page, "Versions");
+    await op.ok("POST", `/tokens/${jti}/revoke`, { reason: "left the team" });
+    await page.locator("textarea[name=token]").waitFor({ timeout: 10_000 });
+    await text(page, /Signed out: .*revoked/);
+    expect(await page.evaluate<number>("sessionStorage.length")).toBe(0);
   });
 });

@@ -28,7 +28,16 @@ async function errorOf(r: Response): Promise<ApiError> {
 }
 
 export class Api {
-  constructor(private readonly token: string) {}
+  constructor(
+    private readonly token: string,
+    /** Called when the server refuses the token itself (401): revoked or expired since signing in. */
+    private readonly onRefused: (e: ApiError) => void = () => undefined,
+  ) {}
+
+  private refused(e: ApiError): ApiError {
+    if (e.status === 401) this.onRefused(e);
+    return e;
+  }
 
   async call<T>(method: "GET" | "POST" | "PATCH", path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = { Authorization: `Bearer ${this.token}`, Accept: "application/json" };
@@ -39,7 +48,7 @@ export class Api {
     } catch (e) {
       throw new ApiError(0, "unreachable", `the server did not answer (${(e as Error).message})`);
     }
-    if (!r.ok) throw await errorOf(r);
+    if (!r.ok) throw this.refused(await errorOf(r));
     return (await r.json()) as T;
   }
 
@@ -66,7 +75,7 @@ export class Api {
       xhr.onload = () => {
         const body = xhr.response as (T & ErrorBody) | null;
         if (xhr.status >= 200 && xhr.status < 300 && body) resolve(body);
-        else reject(new ApiError(xhr.status, body?.error?.code ?? "http_" + xhr.status, body?.error?.message ?? xhr.statusText, body?.error?.reason));
+        else reject(this.refused(new ApiError(xhr.status, body?.error?.code ?? "http_" + xhr.status, body?.error?.message ?? xhr.statusText, body?.error?.reason)));
       };
       const form = new FormData();
       form.append("file", file, file.name);

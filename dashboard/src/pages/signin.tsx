@@ -12,14 +12,17 @@ function refusal(e: ApiError): string {
   return `Could not sign in: ${e.message}.`;
 }
 
-/** Asks the server who the token is; rejects with the server's ApiError. */
-export async function signIn(token: string): Promise<Session> {
-  const api = new Api(token);
+/**
+ * Asks the server who the token is; rejects with the server's ApiError. `onRefused` is called when the server
+ * later refuses the token (revoked, expired): the session ends with the reason.
+ */
+export async function signIn(token: string, onRefused: (why: string) => void): Promise<Session> {
+  const api = new Api(token, (e) => onRefused(`Signed out: ${e.message}.`));
   const who = await api.get<WhoAmI>("/whoami");
   return { api, who };
 }
 
-export function SignIn({ onSignedIn, notice }: { onSignedIn: (s: Session, token: string) => void; notice?: string | undefined }) {
+export function SignIn({ onSignedIn, onRefused, notice }: { onSignedIn: (s: Session, token: string) => void; onRefused: (why: string) => void; notice?: string | undefined }) {
   const [token, setToken] = useState("");
   const [error, setError] = useState<ApiError>();
   const [busy, setBusy] = useState(false);
@@ -29,7 +32,7 @@ export function SignIn({ onSignedIn, notice }: { onSignedIn: (s: Session, token:
     if (!t) return;
     setBusy(true);
     try {
-      onSignedIn(await signIn(t), t);
+      onSignedIn(await signIn(t, onRefused), t);
     } catch (err) {
       setError(err as ApiError);
       setBusy(false);
