@@ -3,9 +3,8 @@
 // viewer sees the fleet by version, chip and state and no action, and the API refuses the action anyway; a releaser
 // uploads an image (progress bar), makes a release, starts a rollout and watches it advance as devices succeed,
 // then pause itself with its reason as devices fail, and resumes and aborts it; an admin reads the audit log; a
-// token revoked while its page is open ends the session. The
-// page loads nothing from anywhere else and breaks no content-policy rule. Screenshots go to the test's folder
-// (and docs/screenshots with `npm run screenshots`).
+// token revoked while its page is open ends the session. The page loads nothing from anywhere else and breaks no
+// content-policy rule. Screenshots go to the test's folder (and docs/screenshots with `npm run screenshots`).
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
