@@ -30,7 +30,7 @@ describeWithChromium("operator dashboard in Chromium", () => {
 
   const signIn = async (page: Page, token: string) => {
     await page.goto("/");
-    await page.locator("textarea[name=token]").fill(token);
+    await page.locator("input[name=token]").fill(token);
     await page.getByRole("button", { name: "Sign in" }).click();
   };
   const text = (page: Page, t: string | RegExp) => page.getByText(t).first().waitFor({ timeout: 10_000 });
@@ -272,7 +272,7 @@ describeWithChromium("operator dashboard in Chromium", () => {
     await signIn(page, token);
     await text(page, "Versions");
     await op.ok("POST", `/tokens/${jti}/revoke`, { reason: "left the team" });
-    await page.locator("textarea[name=token]").waitFor({ timeout: 10_000 });
+    await page.locator("input[name=token]").waitFor({ timeout: 10_000 });
     await text(page, /Signed out: .*revoked/);
     expect(await page.evaluate<number>("sessionStorage.length")).toBe(0);
   });

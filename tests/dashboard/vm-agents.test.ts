@@ -59,7 +59,7 @@ describeWithChromium("the dashboard watching a rollout to agents in the VM", () 
     const page = await b.newPage();
     const token = (await s.running.ctx.credentials.issueOperatorToken("rob", "releaser")).token;
     await page.goto("/");
-    await page.locator("textarea[name=token]").fill(token);
+    await page.locator("input[name=token]").fill(token);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("link", { name: "Releases" }).click();
     await page.locator('tr[data-release="r2"]').getByRole("button", { name: "Roll out…" }).click();

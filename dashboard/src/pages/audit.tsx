@@ -21,10 +21,10 @@ export function Audit() {
         }}
       >
         <label>
-          Action <input name="action" value={form.action} placeholder="rollout.pause" onInput={(e) => setForm({ ...form, action: (e.currentTarget).value })} />
+          Action <input name="action" value={form.action} placeholder="rollout.pause" onInput={(e) => setForm({ ...form, action: e.currentTarget.value })} />
         </label>
         <label>
-          Actor <input name="actor" value={form.actor} onInput={(e) => setForm({ ...form, actor: (e.currentTarget).value })} />
+          Actor <input name="actor" value={form.actor} onInput={(e) => setForm({ ...form, actor: e.currentTarget.value })} />
         </label>
         <button type="submit">Filter</button>
       </form>

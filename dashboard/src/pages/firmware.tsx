@@ -30,7 +30,7 @@ function Upload({ onDone }: { onDone: () => void }) {
     <section class="card" aria-label="upload">
       <h3>Upload an image</h3>
       <form class="inline" onSubmit={(e) => void send(e)}>
-        <input type="file" name="file" accept=".bin,application/octet-stream" onChange={(e) => setFile((e.currentTarget).files?.[0] ?? null)} />
+        <input type="file" name="file" accept=".bin,application/octet-stream" onChange={(e) => setFile(e.currentTarget.files?.[0] ?? null)} />
         <button type="submit" disabled={!file || state.phase === "sending"}>
           Upload
         </button>

@@ -76,7 +76,7 @@ function CreateRelease({ images, onDone }: { images: Image[]; onDone: () => void
           Notes <input name="notes" value={f.notes} onInput={set("notes")} />
         </label>
         <label class="check">
-          <input type="checkbox" name="allow_downgrade" checked={f.allow_downgrade} onChange={(e) => setF({ ...f, allow_downgrade: (e.currentTarget).checked })} /> May
+          <input type="checkbox" name="allow_downgrade" checked={f.allow_downgrade} onChange={(e) => setF({ ...f, allow_downgrade: e.currentTarget.checked })} /> May
           downgrade
         </label>
         <button type="submit" disabled={busy || images.length === 0}>

@@ -85,7 +85,7 @@ function Actions({ status, onDone }: { status: RolloutStatus; onDone: () => void
     <section class="card actions" aria-label="rollout actions">
       <div class="inline">
         {allowed.includes("pause") || allowed.includes("abort") ? (
-          <input name="reason" placeholder="reason (for pause and abort)" value={reason} onInput={(e) => setReason((e.currentTarget).value)} />
+          <input name="reason" placeholder="reason (for pause and abort)" value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
         ) : null}
         {allowed.map((a) => (
           <button key={a} type="button" class={a === "abort" ? "danger" : ""} disabled={busy} onClick={() => void act(a)}>

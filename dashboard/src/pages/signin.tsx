@@ -44,7 +44,7 @@ export function SignIn({ onSignedIn, onRefused, notice }: { onSignedIn: (s: Sess
       <form onSubmit={(e) => void submit(e)} aria-label="sign in">
         <label>
           Operator token
-          <textarea name="token" rows={4} autocomplete="off" spellcheck={false} value={token} onInput={(e) => setToken((e.currentTarget).value)} />
+          <input type="password" name="token" autocomplete="off" spellcheck={false} value={token} onInput={(e) => setToken(e.currentTarget.value)} />
         </label>
         <p class="muted small">
           Paste a token made with <code>ota token create --role viewer|releaser|admin</code>. It is kept in this tab only and sent to this server alone.
