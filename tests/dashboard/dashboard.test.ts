@@ -115,6 +115,8 @@ describeWithChromium("operator dashboard in Chromium", () => {
     await page.getByRole("link", { name: c3[0] }).click();
     await text(page, "flash write failed at 0x110000");
     await text(page, "write_failed");
+    // No release yet and no image for its chip: nothing offered, and why.
+    await text(page, "Nothing: no firmware for esp32c3 yet");
     await b.shot(page, "device");
     await page.goto("/#/devices");
     await page.locator("input[name=search]").fill("34:85");
@@ -232,6 +234,11 @@ describeWithChromium("operator dashboard in Chromium", () => {
     await text(page, "bad flash batch");
     await page.getByRole("link", { name: "Fleet" }).click();
     await eventually(async () => (await page.getByRole("region", { name: "Versions" }).locator(`tr[data-value="${V2}"] td.num`).count()) === 1, 10_000);
+    // A device that failed: the page says why the aborted release is not its any more.
+    await page.goto(`/#/devices/${encodeURIComponent(esp32.find((id) => !firstStage.includes(id))!)}`);
+    const next = page.getByRole("region", { name: "next offer" });
+    await next.locator('li[data-release="fw-4.1"]').waitFor({ timeout: 10_000 });
+    expect(await next.innerText()).toContain("fw-4.1: its rollout does not offer it to this device now");
   }, 60_000);
 
   it("a viewer watches the rollout with no action buttons, and the API refuses the action", async () => {

@@ -4,6 +4,7 @@
 import type { z } from "zod";
 import type { AuditRecord } from "../../../server/domain/audit/audit-log";
 import type { FleetSummary } from "../../../server/domain/devices/device-store";
+import type { OfferExplanation } from "../../../server/domain/releases/offer";
 import type { summarizeStatuses } from "../../../server/domain/rollouts/member-status";
 import type { Role, RolloutState } from "../../../server/infra/store/schema";
 import type { deviceView, fileView, imageView, releaseView, reportView, rolloutView } from "../../../server/api/operator/views";
@@ -18,6 +19,7 @@ export type Release = ReturnType<typeof releaseView>;
 export type Rollout = ReturnType<typeof rolloutView>;
 type Counts = ReturnType<typeof summarizeStatuses>;
 export type AuditEntry = AuditRecord;
+export type DeviceOffer = OfferExplanation;
 /** POST /releases. */
 export type NewRelease = z.input<typeof createReleaseBody>;
 /** POST /releases/{name}/rollout. */

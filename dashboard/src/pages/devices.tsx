@@ -1,7 +1,7 @@
 // The device list, with the API's filters (search by id prefix, version, state, online, tag, group, channel), a
 // page at a time; and one device: its current state and its report history.
 import { useState } from "preact/hooks";
-import type { Device, Report } from "../api/types";
+import type { Device, DeviceOffer, Report } from "../api/types";
 import { usePoll } from "../components/poll";
 import { useSession } from "../components/session";
 import { Ago, Badge, Bytes, ErrorNote, Loading, Page } from "../components/ui";
@@ -132,6 +132,51 @@ export function Devices({ query }: { query: URLSearchParams }) {
   );
 }
 
+const REFUSALS: Record<string, string> = {
+  not_targeted: "not targeted at it (group, tag or device list)",
+  hardware: "built for other hardware (chip or revision)",
+  not_in_rollout: "its rollout does not offer it to this device now",
+  no_upgrade_path: "no upgrade path from the version it runs",
+  downgrade: "older than what it runs, and the release does not allow downgrades",
+};
+
+function Offer({ id }: { id: string }) {
+  const { api } = useSession();
+  const why = usePoll(() => api.get<DeviceOffer>(`/devices/${encodeURIComponent(id)}/offer`), id, 10000);
+  const o = why.data;
+  return (
+    <section class="card" aria-label="next offer">
+      <h3>Next offer</h3>
+      <ErrorNote error={why.error} />
+      {!o ? null : (
+        <>
+          <p>
+            {o.offer ? (
+              <>
+                Offered <strong>{o.offer.release ?? o.offer.version}</strong> ({o.offer.version}, <code>{o.offer.sha256.slice(0, 12)}…</code>)
+                {o.mode === "latest" ? ": no release exists yet, so the newest image for its chip" : ""}
+                {o.pinned ? ": pinned" : ""}
+              </>
+            ) : (
+              <>Nothing: {o.message}</>
+            )}
+          </p>
+          {o.candidates.length ? (
+            <ul class="plain" aria-label="releases judged">
+              {o.candidates.map((c) => (
+                <li key={c.release} data-release={c.release}>
+                  <strong>{c.release}</strong>:{" "}
+                  {c.refusal === null ? (c.installs !== c.release ? `its (first ${c.installs ?? ""}, on the upgrade path)` : "its") : (REFUSALS[c.refusal] ?? c.refusal)}
+                </li>
+              ))}
+            </ul>
+          ) : null}
+        </>
+      )}
+    </section>
+  );
+}
+
 export function DevicePage({ id }: { id: string }) {
   const { api } = useSession();
   const one = usePoll(() => api.get<{ device: Device; reports: Report[] }>(`/devices/${encodeURIComponent(id)}`), id, 5000);
@@ -183,6 +228,7 @@ export function DevicePage({ id }: { id: string }) {
               <Ago at={d.first_seen_at} />
             </dd>
           </dl>
+          <Offer id={id} />
           <h3>Reports</h3>
           <table class="list" aria-label="reports">
             <thead>

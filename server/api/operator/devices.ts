@@ -3,6 +3,7 @@
 import type { RequestHandler } from "express";
 import type { Context } from "../../context";
 import { provisionDevice } from "../../domain/devices/provisioning";
+import { explainOffer } from "../../domain/releases/offer";
 import { HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { actorOf } from "./actor";
@@ -46,6 +47,16 @@ export function getDevice(ctx: Pick<Context, "devices">): RequestHandler {
     if (!row) throw notFound("device_not_found", `no device ${id}`);
     const reports = await ctx.devices.reports(id, { limit: 20 });
     res.json({ device: deviceView(ctx.devices.view(row), await ctx.devices.tags(id)), reports: reports.map(reportView) });
+  };
+}
+
+export function deviceOffer(ctx: Pick<Context, "devices" | "catalog" | "releases" | "rollouts" | "log">): RequestHandler {
+  return async (req, res) => {
+    const id = deviceParam(req.params.id);
+    await ctx.devices.flush();
+    const row = await ctx.devices.get(id);
+    if (!row) throw notFound("device_not_found", `no device ${id}`);
+    res.set("Cache-Control", "no-store").json(await explainOffer(ctx, row));
   };
 }
 
