@@ -4,6 +4,9 @@
 // flows, ...), using the type information of tsconfig.json. Tests relax the `any` rules: response bodies from
 // supertest and undici are `any` by design and the assertions check them.
 //
+// The dashboard's browser code (dashboard/src, .tsx) is type-checked against its own tsconfig.json (DOM types,
+// Preact's JSX), which the project service finds beside it.
+//
 // device/src is not linted: it is DeviceScript, a TypeScript dialect compiled and type-checked by the pinned
 // DeviceScript compiler (`devs build`, run by npm test) against its own runtime libraries (@devicescript/*, which
 // the build writes into device/node_modules), without strict null checks, with `any` for packets and JSON and no
@@ -17,7 +20,7 @@ export default defineConfig(
   globalIgnores(["dist/", "coverage/", "data/", "device/src/", "device/.devicescript/", "device/node_modules/"]),
   js.configs.recommended,
   {
-    files: ["**/*.ts"],
+    files: ["**/*.ts", "**/*.tsx"],
     extends: [tseslint.configs.recommendedTypeChecked],
     languageOptions: {
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },

@@ -21,7 +21,7 @@ const STORAGE_FREE = [
   "<rootDir>/tests/install/",
   "<rootDir>/tests/server/npm-start\\.test\\.ts$",
   "<rootDir>/tests/rollouts/(member-status|policy-assign|rollout-state)\\.test\\.ts$",
-  "<rootDir>/tests/server/(error-codes|manifest-body)\\.test\\.ts$",
+  "<rootDir>/tests/server/(error-codes|manifest-body|dashboard-files)\\.test\\.ts$",
   "<rootDir>/tests/mqtt/config\\.test\\.ts$",
 ];
 

@@ -18,6 +18,16 @@ export function bucketOracle(dataDir: string): (rolloutId: string, deviceId: str
   return (rolloutId, deviceId) => createHmac("sha256", key).update(`${rolloutId}\n${deviceId}`).digest().readUInt32BE(0) % 10_000;
 }
 
+/**
+ * The id the server gives the rollout of a release: keyed by the same secret as the buckets, so with the
+ * master key fixed a test can choose its fleet before the rollout starts (checked when it starts).
+ */
+export function rolloutIdOracle(dataDir: string): (release: string) => string {
+  const master = Buffer.from(fs.readFileSync(path.join(dataDir, "master.key"), "utf8").trim(), "hex");
+  const key = Buffer.from(hkdfSync("sha256", master, Buffer.from("esp32-ota/v1"), Buffer.from("rollout-bucket"), 32));
+  return (release) => `ro_${createHmac("sha256", key).update(`rollout-id\n${release}`).digest("hex").slice(0, 12)}`;
+}
+
 export const mac = (i: number, prefix = "aa:00:00") =>
   `${prefix}:${((i >> 16) & 255).toString(16).padStart(2, "0")}:${((i >> 8) & 255).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
 

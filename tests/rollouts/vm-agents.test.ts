@@ -4,14 +4,14 @@
 // agents whose bucket is in it, a device registered mid-rollout joins per its bucket, one failing agent
 // pauses the rollout by itself, and an abort takes the offer back from a device still downloading while the
 // ones that rebooted into the new image keep running it.
-import { createHash, createHmac, hkdfSync } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { EmulatedDevice } from "../../device/host/device";
 import { otaSlots } from "../../device/host/esp/bootloader";
 import { foreignWrites, HELLO, HELLO_VERSION, makeDevice, reported, SERVER_ENV, serverView, useFastClock } from "../helpers/device";
 import { HELLO_WORLD, HELLO_WORLD_IDF41, read } from "../helpers/fixtures";
-import { bucketOracle, inParallel, mac, offered, Operator, shuffled, writeMasterKey } from "../helpers/fleet";
+import { bucketOracle, inParallel, mac, offered, Operator, rolloutIdOracle, shuffled, writeMasterKey } from "../helpers/fleet";
 import { Relay, type RelayedRequest, type Tamper } from "../helpers/relay";
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
@@ -24,16 +24,6 @@ const SHA1 = createHash("sha256").update(HELLO).digest("hex");
 const SHA2 = createHash("sha256").update(IMAGE2).digest("hex");
 const BLOCK = 8192;
 const asV1 = { chip: "esp32", version: V1 };
-
-/**
- * The id the server gives the rollout of a release: keyed by the same secret as the buckets, so with the
- * master key fixed the test can choose its fleet before the rollout starts (checked when it starts).
- */
-function rolloutIdOracle(dataDir: string): (release: string) => string {
-  const master = Buffer.from(fs.readFileSync(path.join(dataDir, "master.key"), "utf8").trim(), "hex");
-  const key = Buffer.from(hkdfSync("sha256", master, Buffer.from("esp32-ota/v1"), Buffer.from("rollout-bucket"), 32));
-  return (release) => `ro_${createHmac("sha256", key).update(`rollout-id\n${release}`).digest("hex").slice(0, 12)}`;
-}
 
 /** What one manifest request got: its status and, for a 200, the image offered. */
 interface Answer {

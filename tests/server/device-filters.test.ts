@@ -1,5 +1,5 @@
 // The operator's device list: each filter (tag, group, channel, version, state, online/offline, search), alone
-// and together, gives exactly the matching devices in id order, page after page.
+// and together, gives exactly the matching devices in id order, page after page; the fleet summary counts them.
 import { Operator, poll, report } from "../helpers/fleet";
 import { startTestServer, type TestServer } from "../helpers/server";
 
@@ -75,5 +75,24 @@ describe("device list filters", () => {
       expect(r.json().error.code).toBe("invalid_request");
       expect(r.json().error.message).toMatch(new RegExp(`^${field}:`));
     }
+  });
+
+  it("the fleet summary counts the same devices: online, offline, failing, by version, chip and state", async () => {
+    const f = await op.ok("GET", "/fleet");
+    expect(f.devices).toEqual({ total: 11, online: 8, offline: 3, failing: 1, revoked: 0 });
+    expect(f.versions).toEqual([
+      { value: V1, devices: 4 },
+      { value: V2, devices: 4 },
+      { value: null, devices: 3 },
+    ]);
+    expect(f.chips).toEqual([
+      { value: "esp32", devices: 8 },
+      { value: null, devices: 3 },
+    ]);
+    expect(f.states).toContainEqual({ value: "failed", devices: 1 });
+    expect(f.states).toContainEqual({ value: "downloading", devices: 1 });
+    expect(f.states.reduce((n: number, st: { devices: number }) => n + st.devices, 0)).toBe(11);
+    await op.ok("POST", "/devices/zz-01/revoke", {});
+    expect((await op.ok("GET", "/fleet")).devices).toEqual({ total: 10, online: 8, offline: 2, failing: 1, revoked: 1 });
   });
 });

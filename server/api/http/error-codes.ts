@@ -102,6 +102,11 @@ export const ERROR_CODES = {
     api: "both",
     meaning: "The server cannot reach its database (PostgreSQL) just now, so nothing was done; retry after the seconds Retry-After says.",
   },
+  dashboard_not_built: {
+    status: 503,
+    api: "operator",
+    meaning: "The dashboard's files are not in dist/dashboard; run npm run build (npm start does) and reload the page.",
+  },
 
   // Authentication, on either API.
   missing_credential: {

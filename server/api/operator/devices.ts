@@ -3,7 +3,7 @@
 import type { RequestHandler } from "express";
 import type { Context } from "../../context";
 import { provisionDevice } from "../../domain/devices/provisioning";
-import { offerNow } from "../../domain/releases/offer";
+import { explainOffer, offerNow } from "../../domain/releases/offer";
 import { HttpError, notFound } from "../http/errors";
 import { parseWith } from "../http/validate";
 import { actorOf } from "./actor";
@@ -27,6 +27,18 @@ export function listDevices(ctx: Pick<Context, "devices">): RequestHandler {
   };
 }
 
+export function fleetSummary(ctx: Pick<Context, "devices">): RequestHandler {
+  return async (_req, res) => {
+    const f = await ctx.devices.summary();
+    res.set("Cache-Control", "no-store").json({
+      devices: { total: f.total, online: f.online, offline: f.offline, failing: f.failing, revoked: f.revoked },
+      versions: f.versions,
+      chips: f.chips,
+      states: f.states,
+    });
+  };
+}
+
 export function getDevice(ctx: Pick<Context, "devices" | "catalog" | "releases" | "rollouts" | "log">): RequestHandler {
   return async (req, res) => {
     const id = deviceParam(req.params.id);
@@ -40,6 +52,16 @@ export function getDevice(ctx: Pick<Context, "devices" | "catalog" | "releases" 
       device: { ...deviceView(ctx.devices.view(row), await ctx.devices.tags(id)), offer: offerView(now) },
       reports: reports.map(reportView),
     });
+  };
+}
+
+export function deviceOffer(ctx: Pick<Context, "devices" | "catalog" | "releases" | "rollouts" | "log">): RequestHandler {
+  return async (req, res) => {
+    const id = deviceParam(req.params.id);
+    await ctx.devices.flush();
+    const row = await ctx.devices.get(id);
+    if (!row) throw notFound("device_not_found", `no device ${id}`);
+    res.set("Cache-Control", "no-store").json(await explainOffer(ctx, row));
   };
 }
 

@@ -8,7 +8,7 @@ import { packageVersion } from "../../paths";
 import { signingPolicyInfo } from "../../domain/catalog/signing-policy";
 import { listAudit } from "./audit";
 import { listApiKeys, listTokens, revokeApiKey, revokeToken } from "./credentials";
-import { deviceReports, getDevice, listDevices, patchDevice, provision, revokeDevice } from "./devices";
+import { deviceOffer, deviceReports, fleetSummary, getDevice, listDevices, patchDevice, provision, revokeDevice } from "./devices";
 import { collectBlobs, deleteImage, forgetFile, getImage, listFiles, listImages, uploadHandlers } from "./firmware";
 import { createRelease, deleteRelease, getRelease, listReleases } from "./releases";
 import { getRollout, listRollouts, rolloutAction, startRollout } from "./rollouts";
@@ -160,6 +160,16 @@ export const ROUTES: readonly RouteDef[] = [
   },
   {
     method: "get",
+    path: "/fleet",
+    role: "viewer",
+    tag: "devices",
+    summary:
+      "Fleet-wide counts: devices, online, offline, failing (latest report failed, rolled_back or rejected), revoked; and devices by version, chip and state (revoked devices left out)",
+    responses: { 200: "`{devices: {total, online, offline, failing, revoked}, versions: [{value, devices}], chips: [...], states: [...]}`" },
+    handlers: one(fleetSummary),
+  },
+  {
+    method: "get",
     path: "/devices/:id",
     role: "viewer",
     tag: "devices",
@@ -178,6 +188,20 @@ export const ROUTES: readonly RouteDef[] = [
     body: s.devicePatchBody,
     responses: { 200: "`{device}`", 404: "`device_not_found`", 422: "`pinned_release_not_found`" },
     handlers: one(patchDevice),
+  },
+  {
+    method: "get",
+    path: "/devices/:id/offer",
+    role: "viewer",
+    tag: "devices",
+    summary:
+      "What the device's next poll would be offered and why (from its stored chip and version): each release judged in order up to the one that wins, with the reason the others are not its (no rollout membership is written)",
+    params: s.params.deviceId,
+    responses: {
+      200: "`{mode: latest|releases, offer: {sha256, version, release} | null, pinned, candidates: [{release, installs, refusal}], message}`; refusal: not_targeted, hardware, not_in_rollout, no_upgrade_path, downgrade",
+      404: "`device_not_found`",
+    },
+    handlers: one(deviceOffer),
   },
   {
     method: "get",

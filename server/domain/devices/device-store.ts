@@ -30,6 +30,20 @@ export interface DeviceFilter {
   online?: boolean | undefined;
 }
 
+/** Latest report statuses that count a device as failing. */
+const FAILING_STATES = ["failed", "rolled_back", "rejected"] as const;
+
+export interface FleetSummary {
+  total: number;
+  online: number;
+  offline: number;
+  failing: number;
+  revoked: number;
+  versions: { value: string | null; devices: number }[];
+  chips: { value: string | null; devices: number }[];
+  states: { value: string | null; devices: number }[];
+}
+
 export interface DeviceView extends DeviceRow {
   online: boolean;
   provisioned: boolean;
@@ -127,6 +141,36 @@ export class DeviceStore {
     if (this.readOnline) return this.readOnline(since);
     const row = (await this.db.executeQuery(this.onlineQuery({ since }))).rows[0];
     return Number(row?.n ?? 0);
+  }
+
+  /**
+   * Counts over the whole fleet: how many devices, online, failing (latest report failed, rolled back or rejected),
+   * and by version, chip and state (null: not known yet). Revoked devices are counted apart and left out of the rest.
+   */
+  async summary(): Promise<FleetSummary> {
+    await this.sightings.flush();
+    const since = new Date(Date.now() - this.onlineWindowMs).toISOString();
+    const live = this.db.selectFrom("devices").where("revoked_at", "is", null);
+    const by = async (column: "version" | "chip" | "state") => {
+      const rows = await live
+        .select([column, (eb) => eb.fn.countAll().as("n")])
+        .groupBy(column)
+        .execute();
+      return rows
+        .map((r) => ({ value: r[column], devices: Number(r.n) }))
+        .sort((a, b) => b.devices - a.devices || String(a.value).localeCompare(String(b.value)));
+    };
+    const count = async (q: typeof live) => Number((await q.select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+    const [total, online, failing, revoked, versions, chips, states] = await Promise.all([
+      count(live),
+      count(live.where("last_seen_at", ">=", since)),
+      count(live.where("state", "in", FAILING_STATES)),
+      count(this.db.selectFrom("devices").where("revoked_at", "is not", null)),
+      by("version"),
+      by("chip"),
+      by("state"),
+    ]);
+    return { total, online, offline: total - online, failing, revoked, versions, chips, states };
   }
 
   /** One page with every filter, in id order (`ids`: only among these). */

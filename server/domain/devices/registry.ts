@@ -10,11 +10,11 @@ import type { Logger } from "pino";
 import type { MaybePromise } from "../../infra/maybe-promise";
 import type { Metrics } from "../../infra/metrics/metrics";
 import type { Database, DeviceRow, ReportRow } from "../../infra/store/schema";
-import { DeviceStore, type DeviceFilter, type DevicePatch, type DeviceView } from "./device-store";
+import { DeviceStore, type DeviceFilter, type DevicePatch, type DeviceView, type FleetSummary } from "./device-store";
 import { ReportLog, type ReportEffect, type ReportInput } from "./reports";
 import { Sightings, type Sighting } from "./sightings";
 
-export type { DeviceFilter, DevicePatch, DeviceView } from "./device-store";
+export type { DeviceFilter, DevicePatch, DeviceView, FleetSummary } from "./device-store";
 export type { ReportInput } from "./reports";
 export type { Sighting } from "./sightings";
 
@@ -97,6 +97,11 @@ export class DeviceRegistry extends EventEmitter {
   /** How many devices are online (seen within the online window), counted through the last-seen index. */
   countOnline(): Promise<number> {
     return this.store.countOnline();
+  }
+
+  /** Fleet-wide counts: online, failing, by version, chip and state. */
+  summary(): Promise<FleetSummary> {
+    return this.store.summary();
   }
 
   /**

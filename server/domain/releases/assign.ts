@@ -67,17 +67,32 @@ function throughPath(r: CompiledRelease, d: DeviceFacts, deps: Pick<AssignDeps, 
   return null;
 }
 
+/** Why a candidate release is not the device's. */
+export type Refusal = "not_targeted" | "hardware" | "not_in_rollout" | "no_upgrade_path" | "downgrade";
+
+/** A candidate judged: the release to install now (itself or a step on its path), or why not. */
+type Judgement = CompiledRelease | Refusal;
+
+function judge(r: CompiledRelease, d: DeviceFacts, deps: AssignDeps, pinned: boolean): Judgement {
+  if (!pinned) {
+    if (!targets(r, d)) return "not_targeted";
+    if (!fitsHardware(r, d)) return "hardware";
+    if (!deps.includes(r, d)) return "not_in_rollout";
+  }
+  const release = throughPath(r, d, deps);
+  if (!release) return pinned && !fitsHardware(r, d) ? "hardware" : "no_upgrade_path";
+  return downgradeAllowed(release, d) ? release : "downgrade";
+}
+
 export function assign(d: DeviceFacts, deps: AssignDeps): Assignment | null {
   if (d.pinned !== null) {
     const pin = deps.get(d.pinned);
-    const release = pin ? throughPath(pin, d, deps) : null;
-    return pin && release && downgradeAllowed(release, d) ? { release, target: pin, pinned: true } : null;
+    const release = pin && judge(pin, d, deps, true);
+    return pin && typeof release === "object" ? { release, target: pin, pinned: true } : null;
   }
   for (const r of deps.channel(d.channel)) {
-    if (!targets(r, d) || !fitsHardware(r, d) || !deps.includes(r, d)) continue;
-    const release = throughPath(r, d, deps);
-    if (!release || !downgradeAllowed(release, d)) continue;
-    return { release, target: r, pinned: false };
+    const release = judge(r, d, deps, false);
+    if (typeof release === "object") return { release, target: r, pinned: false };
   }
   return null;
 }
@@ -99,4 +114,35 @@ export function awaitedRelease(
     if (release && downgradeAllowed(release, d)) return r;
   }
   return null;
+}
+
+export interface Verdict {
+  /** The candidate release (the pin, or a release of the device's channel, newest first). */
+  release: string;
+  /** What the device would install now for it (itself or a step on its upgrade path), or null. */
+  installs: string | null;
+  /** null: this is the device's; else why not. */
+  refusal: Refusal | null;
+}
+
+/**
+ * The same decision as assign(), told candidate by candidate up to the one that wins: for an operator asking why
+ * a device gets what it gets. Reads only (offers nothing).
+ */
+export function explainAssignment(d: DeviceFacts, deps: AssignDeps): { pinned: string | null; candidates: Verdict[] } {
+  const verdict = (r: CompiledRelease, pinned: boolean): Verdict => {
+    const j = judge(r, d, deps, pinned);
+    return typeof j === "object" ? { release: r.name, installs: j.name, refusal: null } : { release: r.name, installs: null, refusal: j };
+  };
+  if (d.pinned !== null) {
+    const pin = deps.get(d.pinned);
+    return { pinned: d.pinned, candidates: pin ? [verdict(pin, true)] : [] };
+  }
+  const candidates: Verdict[] = [];
+  for (const r of deps.channel(d.channel)) {
+    const v = verdict(r, false);
+    candidates.push(v);
+    if (v.refusal === null) break;
+  }
+  return { pinned: null, candidates };
 }

@@ -15,7 +15,7 @@ import type { DeviceRegistry } from "../devices/registry";
 import type { Membership, Rollout, RolloutManager } from "../rollouts/rollout-manager";
 import type { DeviceRow } from "../../infra/store/schema";
 import type { MaybePromise } from "../../infra/maybe-promise";
-import { assign, awaitedRelease, type DeviceFacts } from "./assign";
+import { assign, awaitedRelease, explainAssignment, type AssignDeps, type DeviceFacts, type Verdict } from "./assign";
 import type { ReleaseStore } from "./release-store";
 
 const DEFAULT_CHANNEL = "stable";
@@ -107,13 +107,17 @@ function decide<T>(ctx: OfferServices, asker: Asker, folder: () => T, withFacts:
   return withFacts(facts, membership);
 }
 
-/** `note`: record the offer in the release's rollout (a poll does; the operator's look at a device does not). */
-function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership, note = true): Offer | undefined {
-  const a = assign(facts, {
+function assignDeps(ctx: Pick<OfferServices, "releases" | "rollouts">, membership: Membership): AssignDeps {
+  return {
     channel: (c) => ctx.releases.channel(c),
     get: (n) => ctx.releases.get(n),
     includes: (r, d) => ctx.rollouts.includes(r, d.id, d.version, membership),
-  });
+  };
+}
+
+/** `note`: record the offer in the release's rollout (a poll does; the operator's look at a device does not). */
+function offerFor(ctx: OfferServices, facts: DeviceFacts, membership: Membership, note = true): Offer | undefined {
+  const a = assign(facts, assignDeps(ctx, membership));
   if (!a) return undefined;
   const image = ctx.catalog.image(a.release.imageSha256);
   if (!image) {
@@ -198,4 +202,46 @@ export function offerNow(ctx: OfferServices, asker: Asker): MaybePromise<Offer |
     () => folderOffer(ctx, asker) ?? plainNoOffer(ctx, asker),
     (f, m) => offerFor(ctx, f, m, false) ?? noOfferFor(ctx, asker, f, m),
   );
+}
+
+export interface OfferExplanation {
+  /** "latest": no release exists, the newest image for the chip is offered; "releases": releases decide. */
+  mode: "latest" | "releases";
+  /** The image the device's next poll would be offered (given the version and chip the server knows), or null. */
+  offer: { sha256: string; version: string; release: string | null } | null;
+  /** The pin, when the device has one (then it alone is judged). */
+  pinned: string | null;
+  /** Releases judged, in order, up to the one that wins. */
+  candidates: Verdict[];
+  /** Why nothing is offered, when nothing is. */
+  message: string | null;
+}
+
+/**
+ * What a registered device would be offered at its next poll and why, from what the server knows of it (its
+ * stored chip, revision and version): the same decision as a poll, without the poll's effects (no rollout
+ * membership is written).
+ */
+export async function explainOffer(ctx: OfferServices, row: DeviceRow): Promise<OfferExplanation> {
+  const asker: Asker = { deviceId: row.id, chip: null, version: null, row };
+  const facts = await deviceFacts(ctx, asker);
+  const noOffer = (mode: OfferExplanation["mode"], pinned: string | null, candidates: Verdict[]): OfferExplanation => ({
+    mode,
+    offer: null,
+    pinned,
+    candidates,
+    message: noOfferMessage(ctx, { ...asker, chip: facts.chip }),
+  });
+  if (ctx.releases.size === 0) {
+    const image = ctx.catalog.latest(facts.chip);
+    if (!image) return noOffer("latest", null, []);
+    return { mode: "latest", offer: { sha256: image.sha256, version: image.version, release: null }, pinned: null, candidates: [], message: null };
+  }
+  const membership = await ctx.rollouts.membership(row.id);
+  const { pinned, candidates } = explainAssignment(facts, assignDeps(ctx, membership));
+  const won = candidates.find((c) => c.refusal === null);
+  const release = won?.installs ? ctx.releases.get(won.installs) : undefined;
+  const image = release && ctx.catalog.image(release.imageSha256);
+  if (!release || !image) return noOffer("releases", pinned, candidates);
+  return { mode: "releases", offer: { sha256: image.sha256, version: image.version, release: release.name }, pinned, candidates, message: null };
 }
