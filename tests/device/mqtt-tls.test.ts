@@ -9,37 +9,10 @@ import path from "node:path";
 import type { EmulatedDevice } from "../../device/host/device";
 import { CLOCK, HELLO_VERSION, makeDevice, reported, useFastClock } from "../helpers/device";
 import { HELLO_WORLD } from "../helpers/fixtures";
-import { freePort, haveMosquitto, MOSQUITTO_PASSWD, OwnBroker } from "../helpers/mosquitto";
-import { ROOT, startTestServer, type TestServer } from "../helpers/server";
+import { haveMosquitto, MOSQUITTO_PASSWD, OwnBroker, SHIPPED, shippedConfig } from "../helpers/mosquitto";
+import { freePort, startTestServer, type TestServer } from "../helpers/server";
 
 jest.setTimeout(120_000);
-
-const SHIPPED = path.join(ROOT, "docs/mosquitto");
-
-/** The shipped mosquitto.conf with its paths and port pointed at the test's folder. */
-function shippedConfig(dir: string, certs: string, port: number): string {
-  const replace: Record<string, string> = {
-    password_file: path.join(dir, "passwd"),
-    acl_file: path.join(dir, "acl"),
-    persistence_location: dir + "/",
-    cafile: path.join(certs, "ca.crt"),
-    certfile: path.join(certs, "server.crt"),
-    keyfile: path.join(certs, "server.key"),
-    listener: String(port),
-  };
-  const drop = new Set(["pid_file", "log_dest"]);
-  return (
-    fs
-      .readFileSync(path.join(SHIPPED, "mosquitto.conf"), "utf8")
-      .split("\n")
-      .map((line) => {
-        const key = line.split(/\s+/)[0]!;
-        if (drop.has(key)) return "";
-        return line.startsWith("#") || !(key in replace) ? line : `${key} ${replace[key]}`;
-      })
-      .join("\n") + "\nlog_dest stdout\n"
-  );
-}
 
 const d = haveMosquitto() ? describe : describe.skip;
 

@@ -12,8 +12,8 @@ import type { SocketEvent } from "../../device/host/vm/vm";
 import { CLOCK, HELLO_VERSION, makeDevice, reported, serverView, useFastClock } from "../helpers/device";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { bucketOracle, Operator, writeMasterKey } from "../helpers/fleet";
-import { collect, connectClient, freePort, haveMosquitto, OwnBroker } from "../helpers/mosquitto";
-import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
+import { collect, connectClient, haveMosquitto, OwnBroker } from "../helpers/mosquitto";
+import { eventually, freePort, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 jest.setTimeout(240_000);
 

@@ -7,6 +7,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { freePort, ROOT } from "./server";
 
 const MOSQUITTO = "/usr/sbin/mosquitto";
 export const MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd";
@@ -21,16 +22,6 @@ export function haveMosquitto(): boolean {
   return ok;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function accepts(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
@@ -116,4 +107,38 @@ export function collect(client: MqttClient): Map<string, string> {
   const last = new Map<string, string>();
   client.on("message", (topic, payload) => last.set(topic, payload.toString("utf8")));
   return last;
+}
+
+/** The Mosquitto configuration shipped for production. */
+export const SHIPPED = path.join(ROOT, "docs/mosquitto");
+
+/** The shipped mosquitto.conf with its paths and port pointed at the test's folder. */
+export function shippedConfig(dir: string, certs: string, port: number): string {
+  const replace: Record<string, string> = {
+    password_file: path.join(dir, "passwd"),
+    acl_file: path.join(dir, "acl"),
+    persistence_location: dir + "/",
+    cafile: path.join(certs, "ca.crt"),
+    certfile: path.join(certs, "server.crt"),
+    keyfile: path.join(certs, "server.key"),
+    listener: String(port),
+  };
+  /** The system's pid file and log file: the test's broker writes neither. */
+  const drop = new Set(["pid_file", "log_dest"]);
+  const seen = new Set<string>();
+  const text = fs
+    .readFileSync(path.join(SHIPPED, "mosquitto.conf"), "utf8")
+    .split("\n")
+    .map((line) => {
+      const key = line.split(/\s+/)[0]!;
+      if (drop.has(key)) return "";
+      if (line.startsWith("#") || !(key in replace)) return line;
+      seen.add(key);
+      return `${key} ${replace[key]}`;
+    })
+    .join("\n");
+  // Each of them must be in the shipped file, or the test would not be testing it.
+  const missing = Object.keys(replace).filter((k) => !seen.has(k));
+  if (missing.length > 0) throw new Error(`the shipped mosquitto.conf no longer sets ${missing.join(", ")}`);
+  return text + "\nlog_dest stdout\n";
 }

@@ -2,6 +2,7 @@
 // process, and talks to it with the CA pinned, as a device or operator would. The built server in a child
 // process (which a test can kill or watch from outside) is server-process.ts.
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
@@ -135,4 +136,16 @@ export async function eventually<T>(fn: () => T | undefined | null | false | Pro
     if (Date.now() > until) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, stepMs));
   }
+}
+
+/** A TCP port free on 127.0.0.1 just now (for a program the test starts on it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }

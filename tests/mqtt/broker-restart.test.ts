@@ -6,8 +6,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { Operator, writeMasterKey } from "../helpers/fleet";
-import { connectClient, freePort, haveMosquitto, OwnBroker } from "../helpers/mosquitto";
-import { eventually, startTestServer, tempDirs, type Dirs, type TestServer } from "../helpers/server";
+import { connectClient, haveMosquitto, OwnBroker } from "../helpers/mosquitto";
+import { type Dirs, eventually, freePort, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const V1 = "v1.4.1-2-g0296947-dirty"; // HELLO_WORLD
 

@@ -8,42 +8,11 @@ import path from "node:path";
 import type { MqttClient } from "mqtt";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { Operator } from "../helpers/fleet";
-import { connectClient, freePort, haveMosquitto, MOSQUITTO_PASSWD, OwnBroker } from "../helpers/mosquitto";
+import { connectClient, haveMosquitto, MOSQUITTO_PASSWD, OwnBroker, SHIPPED, shippedConfig } from "../helpers/mosquitto";
+import { freePort } from "../helpers/server";
 import { runOta } from "../helpers/ota-cli";
-import { ROOT, eventually, startTestServer, testEnv, type TestServer } from "../helpers/server";
+import { eventually, startTestServer, testEnv, type TestServer } from "../helpers/server";
 import { spawnSync } from "node:child_process";
-
-const SHIPPED = path.join(ROOT, "docs/mosquitto");
-
-/** The shipped mosquitto.conf with its paths and port pointed at the test's folder. */
-function shippedConfig(dir: string, certs: string, port: number): string {
-  const replace: Record<string, string> = {
-    password_file: path.join(dir, "passwd"),
-    acl_file: path.join(dir, "acl"),
-    persistence_location: dir + "/",
-    cafile: path.join(certs, "ca.crt"),
-    certfile: path.join(certs, "server.crt"),
-    keyfile: path.join(certs, "server.key"),
-    listener: String(port),
-  };
-  /** The system's pid file and log file: the test's broker writes neither. */
-  const drop = new Set(["pid_file", "log_dest"]);
-  const seen = new Set<string>();
-  const text = fs
-    .readFileSync(path.join(SHIPPED, "mosquitto.conf"), "utf8")
-    .split("\n")
-    .map((line) => {
-      const key = line.split(/\s+/)[0]!;
-      if (drop.has(key)) return "";
-      if (line.startsWith("#") || !(key in replace)) return line;
-      seen.add(key);
-      return `${key} ${replace[key]}`;
-    })
-    .join("\n");
-  // Each of them must be in the shipped file, or the test would not be testing it.
-  expect([...seen].sort()).toEqual(Object.keys(replace).sort());
-  return text + "\nlog_dest stdout\n";
-}
 
 const d = haveMosquitto() ? describe : describe.skip;
 

@@ -13,23 +13,13 @@ import { mac, nonce, type Bundle } from "../helpers/device-keys";
 import { dropDatabase, onPostgres, withTestDb } from "../helpers/database";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process";
-import { eventually, ROOT, tempDirs, type Dirs } from "../helpers/server";
+import { eventually, ROOT, tempDirs, type Dirs, freePort } from "../helpers/server";
 
 jest.setTimeout(60_000);
 
 const HAPROXY = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"].find((f) => fs.existsSync(f)) ?? null;
 const CI = process.env.CI === "true";
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** A command on HAProxy's admin socket, and its answer. */
 function adminCommand(socket: string, command: string): Promise<string> {

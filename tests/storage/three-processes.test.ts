@@ -11,7 +11,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { Agent, request } from "undici";
@@ -21,7 +20,7 @@ import { deviceWith, HELLO_VERSION, reported, TEST_SETTINGS, useFastClock } from
 import { HELLO_WORLD, HELLO_WORLD_IDF41, read } from "../helpers/fixtures";
 import { bucketOracle, inParallel, mac, writeMasterKey } from "../helpers/fleet";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process";
-import { eventually, ROOT, tempDirs, type Dirs, type Reply } from "../helpers/server";
+import { eventually, freePort, ROOT, tempDirs, type Dirs, type Reply } from "../helpers/server";
 
 jest.setTimeout(240_000);
 
@@ -39,13 +38,7 @@ async function startHaproxy(dirs: Dirs, backends: number[]): Promise<{ port: num
   expect(cfg).toContain("OTA_BACKEND_3");
   const file = path.join(dirs.root, "haproxy.cfg");
   fs.writeFileSync(file, cfg);
-  const port = await new Promise<number>((resolve) => {
-    const srv = net.createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const p = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(p));
-    });
-  });
+  const port = await freePort();
   const me = os.userInfo();
   const env = {
     ...process.env,
