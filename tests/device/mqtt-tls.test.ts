@@ -9,14 +9,13 @@ import path from "node:path";
 import type { EmulatedDevice } from "../../device/host/device";
 import { CLOCK, HELLO_VERSION, makeDevice, reported, useFastClock } from "../helpers/device";
 import { HELLO_WORLD } from "../helpers/fixtures";
-import { haveMosquitto, MOSQUITTO_PASSWD, OwnBroker, SHIPPED, shippedConfig } from "../helpers/mosquitto";
+import { describeWithMosquitto, MOSQUITTO_PASSWD, OwnBroker, SHIPPED, shippedConfig } from "../helpers/mosquitto";
 import { freePort, startTestServer, type TestServer } from "../helpers/server";
 
 jest.setTimeout(120_000);
 
-const d = haveMosquitto() ? describe : describe.skip;
 
-d("device agent: notices over mqtts with the shipped broker configuration", () => {
+describeWithMosquitto("device agent: notices over mqtts with the shipped broker configuration", () => {
   let s: TestServer;
   let broker: OwnBroker;
   let good: EmulatedDevice;

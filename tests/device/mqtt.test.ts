@@ -12,7 +12,7 @@ import type { SocketEvent } from "../../device/host/vm/vm";
 import { CLOCK, HELLO_VERSION, makeDevice, reported, serverView, useFastClock } from "../helpers/device";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { bucketOracle, Operator, writeMasterKey } from "../helpers/fleet";
-import { collect, connectClient, haveMosquitto, OwnBroker } from "../helpers/mosquitto";
+import { collect, connectClient, describeWithMosquitto, OwnBroker } from "../helpers/mosquitto";
 import { eventually, freePort, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 jest.setTimeout(240_000);
@@ -52,9 +52,8 @@ interface Tracked {
   superseded: string[];
 }
 
-const d = haveMosquitto() ? describe : describe.skip;
 
-d("device agent: MQTT update notices", () => {
+describeWithMosquitto("device agent: MQTT update notices", () => {
   let s: TestServer;
   let broker: OwnBroker;
   let brokerUrl: string;

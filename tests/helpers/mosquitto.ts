@@ -22,6 +22,12 @@ export function haveMosquitto(): boolean {
   return ok;
 }
 
+/** `describe`, or a skip that says why when Mosquitto is not installed (under CI its absence fails instead). */
+export function describeWithMosquitto(name: string, fn: () => void): void {
+  if (haveMosquitto()) return describe(name, fn);
+  return describe.skip(`${name} [skipped: ${MOSQUITTO} is not installed (Debian package mosquitto)]`, fn);
+}
+
 
 async function accepts(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {

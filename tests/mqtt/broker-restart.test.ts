@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { Operator, writeMasterKey } from "../helpers/fleet";
-import { connectClient, haveMosquitto, OwnBroker } from "../helpers/mosquitto";
+import { connectClient, describeWithMosquitto, OwnBroker } from "../helpers/mosquitto";
 import { type Dirs, eventually, freePort, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const V1 = "v1.4.1-2-g0296947-dirty"; // HELLO_WORLD
@@ -17,9 +17,8 @@ interface Notice {
   offer: { release: string | null } | null;
 }
 
-const d = haveMosquitto() ? describe : describe.skip;
 
-d("update notices across broker and server restarts", () => {
+describeWithMosquitto("update notices across broker and server restarts", () => {
   let s: TestServer;
   let dirs: Dirs;
   let broker: OwnBroker;

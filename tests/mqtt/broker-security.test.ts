@@ -8,15 +8,14 @@ import path from "node:path";
 import type { MqttClient } from "mqtt";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { Operator } from "../helpers/fleet";
-import { connectClient, haveMosquitto, MOSQUITTO_PASSWD, OwnBroker, SHIPPED, shippedConfig } from "../helpers/mosquitto";
+import { connectClient, describeWithMosquitto, MOSQUITTO_PASSWD, OwnBroker, SHIPPED, shippedConfig } from "../helpers/mosquitto";
 import { freePort } from "../helpers/server";
 import { runOta } from "../helpers/ota-cli";
 import { eventually, startTestServer, testEnv, type TestServer } from "../helpers/server";
 import { spawnSync } from "node:child_process";
 
-const d = haveMosquitto() ? describe : describe.skip;
 
-d("the shipped Mosquitto configuration", () => {
+describeWithMosquitto("the shipped Mosquitto configuration", () => {
   let s: TestServer;
   let broker: OwnBroker;
   let url: string;

@@ -8,7 +8,7 @@ import path from "node:path";
 import type { MqttClient } from "mqtt";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
 import { bucketOracle, Operator, writeMasterKey } from "../helpers/fleet";
-import { collect, connectClient, haveMosquitto, sharedBroker } from "../helpers/mosquitto";
+import { collect, connectClient, describeWithMosquitto, sharedBroker } from "../helpers/mosquitto";
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const sha = (f: string) => createHash("sha256").update(fs.readFileSync(f)).digest("hex");
@@ -37,9 +37,8 @@ function verifies(hmacKeyHex: string, n: Notice): boolean {
   return createHmac("sha256", Buffer.from(hmacKeyHex, "hex")).update(macInput(n)).digest("hex") === n.hmac;
 }
 
-const d = haveMosquitto() ? describe : describe.skip;
 
-d("MQTT update notices for a staged rollout", () => {
+describeWithMosquitto("MQTT update notices for a staged rollout", () => {
   let s: TestServer;
   let op: Operator;
   let sub: MqttClient;

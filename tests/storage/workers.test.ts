@@ -1,6 +1,6 @@
 // OTA_WORKERS: several server processes (node:cluster) on one port, the built server run as `npm start` runs it.
-// Needs PostgreSQL (the processes share its database): the cluster's own tests run in the "postgres" project and
-// are skipped in the "sqlite" one, where the refusal of OTA_WORKERS > 1 is checked instead.
+// Needs PostgreSQL (the processes share its database), so it runs in the "postgres" project (tests/storage/); the
+// refusal of OTA_WORKERS > 1 without a PostgreSQL URL is checked here too.
 import { spawn, spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import fs from "node:fs";
@@ -9,7 +9,7 @@ import path from "node:path";
 import { Agent, request } from "undici";
 import { ConfigError, loadConfig } from "../../server/infra/config/config";
 import { mac, nonce, type Bundle } from "../helpers/device-keys";
-import { dropDatabase, ensureDatabase, onPostgres, withTestDb } from "../helpers/database";
+import { dropDatabase, ensureDatabase, withTestDb } from "../helpers/database";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process";
 import { eventually, ROOT, tempDirs, testEnv, type Dirs } from "../helpers/server";
@@ -71,7 +71,7 @@ const alive = (pid: number) => {
 const childrenOf = (pid: number): number[] =>
   fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
 
-(onPostgres() ? describe : describe.skip)("OTA_WORKERS=3 on PostgreSQL (runs in the postgres project)", () => {
+describe("OTA_WORKERS=3 on PostgreSQL", () => {
   let dirs: Dirs;
   let p: ServerProcess;
   let device: Bundle;
@@ -182,7 +182,7 @@ const childrenOf = (pid: number): number[] =>
   });
 });
 
-(onPostgres() ? describe : describe.skip)("OTA_WORKERS=2 on PostgreSQL, going wrong (runs in the postgres project)", () => {
+describe("OTA_WORKERS=2 on PostgreSQL, going wrong", () => {
   const dirs: Dirs[] = [];
   const folder = () => {
     const d = tempDirs("ota-workers-");

@@ -4,13 +4,13 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { dropDatabase, ensureDatabase, onPostgres, withTestDb } from "../helpers/database";
+import { dropDatabase, ensureDatabase, withTestDb } from "../helpers/database";
 import { startServerProcess, type ServerProcess } from "../helpers/server-process";
 import { ROOT, tempDirs } from "../helpers/server";
 
 jest.setTimeout(60_000);
 
-(onPostgres() ? describe : describe.skip)("three servers started together on a new database (runs in the postgres project)", () => {
+describe("three servers started together on a new database", () => {
   it("make one development key and one admin token, written once to dev-credentials.json", async () => {
     const dirs = tempDirs("ota-first-start-");
     let servers: ServerProcess[] = [];
