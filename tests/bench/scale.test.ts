@@ -45,5 +45,5 @@ const withPostgres = serverBinaries() !== null || Boolean(process.env.OTA_BENCH_
 describe("scale bench (2,000 devices)", () => {
   it("prints the table and, last, one JSON line; the rollout counts every device it was given", () => scaleRun([], "sqlite"), 180_000);
 
-  (withPostgres ? it : (name: string, fn: () => void) => it.skip(`${name} [skipped: PostgreSQL's server programs are not installed]`, fn))("--backend postgres: the same figures and counts from a PostgreSQL database", () => scaleRun(["--backend", "postgres"], "postgres"), 180_000);
+  (withPostgres ? it : (name: string, fn: () => void, timeout?: number) => it.skip(`${name} [skipped: PostgreSQL's server programs are not installed]`, fn, timeout))("--backend postgres: the same figures and counts from a PostgreSQL database", () => scaleRun(["--backend", "postgres"], "postgres"), 180_000);
 });
