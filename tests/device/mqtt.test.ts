@@ -3,7 +3,7 @@
 // 300 s of VM time: a rollout stage that takes devices in gets them downloading within seconds, a device outside
 // it hears nothing and does not poll early, a forged notice and a replayed old one change nothing, with the broker
 // down the devices still update at their next poll, and after the broker is back the retained notices are right.
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { MqttClient } from "mqtt";
@@ -12,7 +12,7 @@ import type { SocketEvent } from "../../device/host/vm/vm";
 import { CLOCK, HELLO_VERSION, makeDevice, reported, serverView, useFastClock } from "../helpers/device";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { bucketOracle, Operator, writeMasterKey } from "../helpers/fleet";
-import { collect, connectClient, describeWithMosquitto, OwnBroker } from "../helpers/mosquitto";
+import { collect, connectClient, describeWithMosquitto, macId, noticeMac, OwnBroker, type Notice } from "../helpers/mosquitto";
 import { eventually, freePort, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 jest.setTimeout(240_000);
@@ -22,25 +22,9 @@ const POLL_S = 300;
 /** The shortest time between two scheduled polls, real milliseconds (jitter is 10 % either side). */
 const MIN_GAP_MS = (POLL_S * 0.9 * 1000) / CLOCK - 1000;
 
-interface Notice {
-  v: number;
-  device_id: string;
-  seq: number;
-  offer: { release: string | null; version: string; sha256: string; size: number; url: string } | null;
-  issued_at: string;
-  hmac: string;
-}
-
-const macId = (id: string) => id.replace(/:/g, "").toUpperCase();
 const topicOf = (id: string) => `ota/${macId(id)}/desired`;
 
-function macInput(n: Notice): string {
-  const o = n.offer;
-  const fields = o ? [o.release ?? "", o.version, o.sha256, String(o.size), o.url] : ["", "", "", "", ""];
-  return ["esp32-ota-notice/1", n.device_id, String(n.seq), ...fields].join("\n");
-}
-
-const signed = (key: string, n: Notice) => createHmac("sha256", Buffer.from(key, "hex")).update(macInput(n)).digest("hex");
+const signed = noticeMac;
 
 /** A device with its HTTPS connections to the server recorded (real time of each open). */
 interface Tracked {

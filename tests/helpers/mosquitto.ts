@@ -2,6 +2,7 @@
 // or one of a test's own (/usr/sbin/mosquitto on a free port, with the configuration the test writes), which the
 // test can stop and start again on the same port and data folder.
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHmac } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -148,3 +149,24 @@ export function shippedConfig(dir: string, certs: string, port: number): string 
   if (missing.length > 0) throw new Error(`the shipped mosquitto.conf no longer sets ${missing.join(", ")}`);
   return text + "\nlog_dest stdout\n";
 }
+
+/** An update notice as docs/protocol.md describes it. */
+export interface Notice {
+  v: number;
+  device_id: string;
+  seq: number;
+  offer: { release: string | null; version: string; sha256: string; size: number; url: string } | null;
+  issued_at: string;
+  hmac: string;
+}
+
+/** A notice's HMAC under a device's key (hex), over the text docs/protocol.md gives (not from the server's code). */
+export function noticeMac(hmacKeyHex: string, n: Notice): string {
+  const o = n.offer;
+  const fields = o ? [o.release ?? "", o.version, o.sha256, String(o.size), o.url] : ["", "", "", "", ""];
+  const text = ["esp32-ota-notice/1", n.device_id, String(n.seq), ...fields].join("\n");
+  return createHmac("sha256", Buffer.from(hmacKeyHex, "hex")).update(text).digest("hex");
+}
+
+/** The MQTT name of a device whose id is a MAC: its 12 hex digits, upper case. */
+export const macId = (id: string) => id.replace(/:/g, "").toUpperCase();

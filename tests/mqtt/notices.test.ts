@@ -2,13 +2,13 @@
 // resume and an abort each reach exactly the devices whose offer they change, as retained messages whose HMAC
 // verifies under each device's own key and whose seq only grows; a plain subscriber reads the existing clients'
 // JSON on /firmware_update/<MAC-ID>.
-import { createHash, createHmac, randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { MqttClient } from "mqtt";
 import { HELLO_WORLD, HELLO_WORLD_IDF41 } from "../helpers/fixtures";
 import { bucketOracle, Operator, writeMasterKey } from "../helpers/fleet";
-import { collect, connectClient, describeWithMosquitto, sharedBroker } from "../helpers/mosquitto";
+import { collect, connectClient, describeWithMosquitto, macId, noticeMac, sharedBroker, type Notice } from "../helpers/mosquitto";
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const sha = (f: string) => createHash("sha256").update(fs.readFileSync(f)).digest("hex");
@@ -16,25 +16,9 @@ const V1 = "v1.4.1-2-g0296947-dirty"; // HELLO_WORLD
 const V2 = "v4.1-dev-1935-g647cb62-dirty"; // HELLO_WORLD_IDF41
 const SHA2 = sha(HELLO_WORLD_IDF41);
 
-interface Notice {
-  v: number;
-  device_id: string;
-  seq: number;
-  offer: { release: string | null; version: string; sha256: string; size: number; url: string } | null;
-  issued_at: string;
-  hmac: string;
-}
-
-/** The text the HMAC covers, written from docs/protocol.md (not from the server's code). */
-function macInput(n: Notice): string {
-  const o = n.offer;
-  const fields = o ? [o.release ?? "", o.version, o.sha256, String(o.size), o.url] : ["", "", "", "", ""];
-  return ["esp32-ota-notice/1", n.device_id, String(n.seq), ...fields].join("\n");
-}
-
 /** What a device does with a notice: its MAC under its own key, then the seq against the last one it accepted. */
 function verifies(hmacKeyHex: string, n: Notice): boolean {
-  return createHmac("sha256", Buffer.from(hmacKeyHex, "hex")).update(macInput(n)).digest("hex") === n.hmac;
+  return noticeMac(hmacKeyHex, n) === n.hmac;
 }
 
 
@@ -48,7 +32,6 @@ describeWithMosquitto("MQTT update notices for a staged rollout", () => {
   const prefix = `t${run}`;
   // MACs unique to this run: the shared broker keeps retained messages of other runs.
   const macs = Array.from({ length: 40 }, (_, i) => `02:${run.slice(0, 2)}:${run.slice(2, 4)}:${run.slice(4, 6)}:${run.slice(6, 8)}:${(i + 1).toString(16).padStart(2, "0")}`);
-  const macId = (id: string) => id.replace(/:/g, "").toUpperCase();
   const topic = (id: string) => `${prefix}/ota/${macId(id)}/desired`;
   const keys = new Map<string, string>();
   let bucket: (rollout: string, device: string) => number;
