@@ -5,11 +5,10 @@
 // arrive while a commit is on its way to the disk go in the next one), so reports per flush may exceed 1.
 import { alternate, best, round } from "../compare";
 import { fsyncsPerSecond, pgTestFsync, type PgTestFsync } from "../fsync";
-import type { ServerProcess } from "../processes";
-import { runWrk, type WrkResult } from "../wrk";
+import type { WrkResult } from "../wrk";
 import type { BenchContext } from "./context";
 import { countPostgresReports, type PostgresSide } from "./postgres-side";
-import { countReports } from "./reports";
+import { countReports, reportRounds } from "./reports";
 
 interface Backend {
   reports_per_s: number;
@@ -63,21 +62,7 @@ export async function measureDurableReports(b: BenchContext, pg: PostgresSide, q
   }
 
   const prefix = `d${Date.now().toString(36)}`;
-  const load = (server: ServerProcess, tag: string) => {
-    let i = 0;
-    return () =>
-      runWrk({
-        serverPid: server.pid,
-        wrk: b.tools.wrk,
-        cpu: b.cpu.load,
-        url: `https://127.0.0.1:${server.port}`,
-        script: "report",
-        threads: b.opts.loadThreads,
-        connections: b.opts.reportConnections,
-        seconds: b.opts.seconds,
-        env: { BENCH_DEVICES: b.fleet.luaDevices, BENCH_REPORT_PREFIX: `${prefix}${tag}${i++}` },
-      });
-  };
+  const load = reportRounds(b, prefix);
   const r = await alternate(b.opts.rounds, { sqlite: load(b.server, "s"), postgres: load(pg.servers[0]!, "p") });
   probe();
   const backend = (runs: WrkResult[], stored: number, samples: number[]): Backend => {

@@ -73,10 +73,9 @@ function tally(runs: WrkResult[]) {
   };
 }
 
-export async function measureReports(b: BenchContext): Promise<ReportFigures & Partial<BaselineReports>> {
-  const prefix = `w${Date.now().toString(36)}`;
-  // Each round sends new report_ids: `${prefix}${tag}${round}`.
-  const load = (server: ServerProcess, tag: string) => {
+/** Rounds of reports against a server; each round sends new report_ids: `${prefix}${tag}${round}`. */
+export function reportRounds(b: BenchContext, prefix: string): (server: ServerProcess, tag: string) => () => Promise<WrkResult> {
+  return (server, tag) => {
     let i = 0;
     return () =>
       runWrk({
@@ -91,6 +90,11 @@ export async function measureReports(b: BenchContext): Promise<ReportFigures & P
         env: { BENCH_DEVICES: b.fleet.luaDevices, BENCH_REPORT_PREFIX: `${prefix}${tag}${i++}` },
       });
   };
+}
+
+export async function measureReports(b: BenchContext): Promise<ReportFigures & Partial<BaselineReports>> {
+  const prefix = `w${Date.now().toString(36)}`;
+  const load = reportRounds(b, prefix);
   const r = await alternate(b.opts.rounds, { server: load(b.server, "r"), baseline: b.baseline && load(b.baseline.server, "b") });
   const ours = tally(r.server);
   // The server must hold at least every report it acknowledged (wrk may count a reply it cut off at the end).
