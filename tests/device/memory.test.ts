@@ -87,15 +87,17 @@ describe("device agent: memory", () => {
       const notice = { v: 1, device_id: "mem-live", seq: 1, offer: { release: "r", version: "v9", sha256: "0".repeat(64), size: 1000, url }, issued_at: new Date().toISOString(), hmac };
       const c = await connectClient(broker.url);
       try {
-        await c.publishAsync(topic, JSON.stringify({ ...notice, hmac: "00".repeat(32) }), { qos: 1 });
+        // Retained, as the server publishes them: the agent may be between subscriptions (polling) when they are sent.
+        await c.publishAsync(topic, JSON.stringify({ ...notice, hmac: "00".repeat(32) }), { qos: 1, retain: true });
         await dev.waitFor((e) => e.state === "notice_ignored", 30_000);
-        await c.publishAsync(topic, JSON.stringify(notice), { qos: 1 });
+        await c.publishAsync(topic, JSON.stringify(notice), { qos: 1, retain: true });
         await dev.waitFor((e) => e.state === "notice" && e.seq === 1, 30_000);
         // The poll it brings forward, then the wait, subscribed again.
         const serverPort = Number(new URL(s.url).port);
         const brokerPort = Number(new URL(broker.url).port || 1883);
         await eventually(() => opens.indexOf(serverPort) >= 0 && opens.lastIndexOf(brokerPort) > opens.indexOf(serverPort), 30_000);
       } finally {
+        await c.publishAsync(topic, "", { qos: 1, retain: true }); // leaves the broker as it was
         await c.endAsync();
         await dev.powerOff();
         await broker.stop();
