@@ -103,7 +103,7 @@ describe("device authentication", () => {
     const wouldBe = s.running.ctx.credentials.deviceApiKey("seen-only", 0);
     const r = await manifest({ "X-API-Key": wouldBe, "x-ESP32-STA-MAC": "seen-only" });
     expect(code(r)).toEqual([401, "invalid_credential"]);
-    expect(r.json().error.message).toBe("the API key is not valid for this device");
+    expect(r.json().error.message).toBe("the API key is not valid for this device; send the key its provisioning gave it (ota device provision)");
     // The fleet key still speaks for it: it has no key of its own.
     expect((await manifest({ "X-API-Key": s.creds.deviceApiKey, "x-ESP32-STA-MAC": "seen-only" })).status).toBe(200);
     // A key longer than any device key is not looked at.
@@ -117,6 +117,39 @@ describe("device authentication", () => {
     const anonymous = await manifest({ "X-API-Key": s.creds.deviceApiKey });
     expect(anonymous.json()).toMatchObject({ device_id: null });
     expect(anonymous.headers["x-manifest-hmac"]).toBeUndefined();
+  });
+  it("every refusal says what to send instead, and names the devices it is about", async () => {
+    const admin = { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" };
+    const spare = await s.running.ctx.credentials.createFleetKey("words-spare");
+    expect((await s.req("POST", `/api/v1/apikeys/${spare.id}/revoke`, { headers: admin, body: "{}" })).status).toBe(200);
+    const gone = (await s.req("POST", "/api/v1/devices/24:6F:28:AA:BB:09/provision", { headers: admin, body: "{}" })).json<Bundle>();
+    expect((await s.req("POST", `/api/v1/devices/${gone.deviceId}/revoke`, { headers: admin, body: "{}" })).status).toBe(200);
+    const report = (headers: Record<string, string>, deviceId: string) =>
+      s.req("POST", "/firmware/report", { headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify({ device_id: deviceId, status: "idle" }) });
+    const fleet = s.creds.deviceApiKey;
+    const invalidKey = "the API key is not valid; send a device key (ota device provision) or a fleet key (ota apikey create)";
+
+    const cases: [string, Promise<Reply>, number, string, string | RegExp][] = [
+      ["an unknown key", manifest({ "X-API-Key": "not-a-key" }), 401, "invalid_credential", invalidKey],
+      ["a fleet key that was never issued", manifest({ "X-API-Key": "otafleet_" + "B".repeat(40) }), 401, "invalid_credential", invalidKey],
+      ["a key longer than any key", manifest({ "X-API-Key": "C".repeat(300) }), 401, "invalid_credential", invalidKey],
+      ["no key", manifest({}), 401, "missing_credential", /in the X-API-Key header or as the HTTP Basic password$/],
+      ["a device key without its id", manifest({ "X-API-Key": d.apiKey }), 400, "device_id_required", /\(X-Device-Id, x-ESP32-STA-MAC or the HTTP Basic user name\)$/],
+      ["an operator token as a bearer", manifest({ Authorization: `Bearer ${s.creds.operatorToken}` }), 403, "wrong_credential_kind", /cannot be used on the device API; send a device key in X-API-Key$/],
+      ["an operator token as a key", manifest({ "X-API-Key": s.creds.operatorToken }), 403, "wrong_credential_kind", /cannot be used on the device API; send a device key in X-API-Key$/],
+      ["a revoked fleet key", manifest({ "X-API-Key": spare.key }), 401, "credential_revoked", /has been revoked; use another one \(an admin creates one with ota apikey create\)$/],
+      ["a revoked device's key", manifest({ "X-API-Key": gone.apiKey, "x-ESP32-STA-MAC": gone.deviceId }), 401, "credential_revoked", /has been revoked; provision the device again to give it a new key$/],
+      ["a fleet key for a revoked id", manifest({ "X-API-Key": fleet, "x-ESP32-STA-MAC": gone.deviceId }), 403, "device_revoked", `device ${gone.deviceId} has been revoked: no key may speak for it; provision it again to give it a new key`],
+      ["a fleet key for a provisioned id", manifest({ "X-API-Key": fleet, "x-ESP32-STA-MAC": d.deviceId }), 403, "device_key_required", `device ${d.deviceId} is provisioned: it must use its own key, not a fleet key`],
+      ["a report for another device", report({ "X-API-Key": d.apiKey, "x-ESP32-STA-MAC": d.deviceId }, "24:6f:28:aa:bb:77"), 403, "device_mismatch", `this request is authenticated for device ${d.deviceId}, not 24:6f:28:aa:bb:77`],
+    ];
+    for (const [what, reply, status, errorCode, message] of cases) {
+      const r = await reply;
+      expect([what, ...code(r)]).toEqual([what, status, errorCode]);
+      const said = r.json<{ error: { message: string } }>().error.message;
+      if (typeof message === "string") expect([what, said]).toEqual([what, message]);
+      else expect([what, said]).toEqual([what, expect.stringMatching(message)]);
+    }
   });
 });
 

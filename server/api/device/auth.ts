@@ -16,6 +16,9 @@ import type { RecordAuthFailure } from "../http/auth-limiter";
 import type { DeviceIdentity } from "../http/express-types";
 import type { DeviceRow } from "../../infra/store/schema";
 
+/** The same words for every wrong key, whatever its form, so the answer tells nothing about what was guessed. */
+const INVALID_KEY = "the API key is not valid; send a device key (ota device provision) or a fleet key (ota apikey create)";
+
 const MAX_KEY_LEN = 256;
 /** The longest operator token the operator API reads (server/api/operator/auth.ts). */
 const MAX_TOKEN_LEN = 4096;
@@ -121,7 +124,7 @@ function authenticateDevice(ctx: Pick<Context, "credentials" | "devices">, req: 
   if (!presented) return refuseWithoutKey(ctx, req.headers.authorization ?? "");
   const { key } = presented;
   // An operator token is longer than any device key (and is answered with 403 below, so its sender learns why).
-  if (key.length > (looksLikeJwt(key) ? MAX_TOKEN_LEN : MAX_KEY_LEN)) throw unauthorized("invalid_credential", "the API key is not valid");
+  if (key.length > (looksLikeJwt(key) ? MAX_TOKEN_LEN : MAX_KEY_LEN)) throw unauthorized("invalid_credential", INVALID_KEY);
   const claim = claimedDeviceId(req.headers, presented.basicUser);
   const deviceId = claim?.id ?? null;
   const idSource = claim?.source;
@@ -151,10 +154,10 @@ function deviceKeyIdentity(
   device: DeviceRow | undefined,
 ): DeviceIdentity {
   if (!device?.provisioned_at || !safeEqual(key, ctx.credentials.deviceApiKey(deviceId, device.key_generation))) {
-    throw unauthorized("invalid_credential", "the API key is not valid for this device");
+    throw unauthorized("invalid_credential", "the API key is not valid for this device; send the key its provisioning gave it (ota device provision)");
   }
   if (device.revoked_at) throw unauthorized("credential_revoked", "this device's key has been revoked; provision the device again to give it a new key");
-  return { kind: "device", id: deviceId, idSource, generation: device.key_generation, provisioned: true, chip: device.chip, row: device };
+  return { kind: "device", id: deviceId, idSource, generation: device.key_generation, chip: device.chip, row: device };
 }
 
 /** No key presented: a challenge, unless a bearer token came instead (a guess, or an operator token in the wrong place). */
@@ -179,17 +182,17 @@ async function authenticateOtherKey(
   if (key.startsWith(FLEET_KEY_PREFIX)) {
     const fleet = await ctx.credentials.verifyFleetKey(key);
     if (!fleet.ok && fleet.revoked) throw unauthorized("credential_revoked", "this fleet key has been revoked; use another one (an admin creates one with ota apikey create)");
-    if (!fleet.ok) throw unauthorized("invalid_credential", "the API key is not valid");
-    if (!deviceId) return { kind: "fleet", id: null, idSource, generation: 0, provisioned: false, chip: null };
+    if (!fleet.ok) throw unauthorized("invalid_credential", INVALID_KEY);
+    if (!deviceId) return { kind: "fleet", id: null, idSource, generation: 0, chip: null };
     const device = (await ctx.devices.get(deviceId)) ?? null;
     refuseFleetKeyFor(device);
-    return { kind: "fleet", id: deviceId, idSource, generation: device?.key_generation ?? 0, provisioned: false, chip: device?.chip ?? null, row: device };
+    return { kind: "fleet", id: deviceId, idSource, generation: device?.key_generation ?? 0, chip: device?.chip ?? null, row: device };
   }
 
   if (await isOperatorToken(ctx, key)) {
     throw forbidden("wrong_credential_kind", "operator tokens cannot be used on the device API; send a device key in X-API-Key");
   }
-  throw unauthorized("invalid_credential", "the API key is not valid");
+  throw unauthorized("invalid_credential", INVALID_KEY);
 }
 
 /**

@@ -12,7 +12,6 @@ export interface DeviceIdentity {
   idSource?: "X-Device-Id" | "x-ESP32-STA-MAC" | "basic-user";
   /** Key generation of a provisioned device (selects its MAC key). */
   generation: number;
-  provisioned: boolean;
   /** The chip the registry knows for this device, if any. */
   chip: string | null;
   /** The registry row read to authenticate it (null: none yet), so the offer decision does not read it again. */
