@@ -384,6 +384,8 @@ describe("keys Secure Boot v2 cannot hold", () => {
     expect(() => trustedKeyFromPem(pem(ed), "ed")).toThrow(new SignatureKeyError("this is an ED25519 key; Secure Boot v2 keys are RSA-3072 or ECDSA P-256"));
     expect(() => readKey("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")).toThrow(/^not a usable PEM key: /);
     expect(() => readKey("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")).toThrow(SignatureKeyError);
+    // The name is what a log line or an uncaught error prints before the message.
+    expect(() => publicKeyDigest(rsa2048)).toThrow(expect.objectContaining({ name: "SignatureKeyError" }));
   });
 
   it("an RSA public exponent wider than the block's 32-bit field is refused", () => {
