@@ -244,13 +244,13 @@ export function manifestHandler(ctx: Context): RequestHandler {
   };
 }
 
+/** A manifest depends on who asks and what they say: no cache may answer it for another request. */
+const MANIFEST_VARY = "X-Device-Id, X-Nonce, X-Device-Chip, X-Device-Chip-Rev, X-Device-Version";
+
 /**
  * Authenticates the manifest answer and sends it: X-Manifest-HMAC under the asking device's own MAC key (for a
  * device that named itself), and X-Manifest-Fleet-HMAC under the fleet key when OTA_FLEET_MANIFEST_HMAC is on.
  */
-/** A manifest depends on who asks and what they say: no cache may answer it for another request. */
-const MANIFEST_VARY = "X-Device-Id, X-Nonce, X-Device-Chip, X-Device-Chip-Rev, X-Device-Version";
-
 export function manifestMac(ctx: Pick<Context, "config" | "credentials">): RequestHandler {
   const fleetKey = ctx.config.fleetManifestHmac ? ctx.credentials.fleetManifestMacKey(ctx.config.fleetManifestKeyGeneration) : null;
   return (req, res) => {
