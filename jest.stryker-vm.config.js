@@ -9,5 +9,7 @@ delete base.displayName;
 module.exports = {
   ...shared,
   ...base,
+  // Every folder a test reaches: jest finds the tests related to a mutated file through the files it crawled.
+  roots: ["<rootDir>/tests", "<rootDir>/device", "<rootDir>/server"],
   testMatch: ["<rootDir>/tests/device/emulator.test.ts", "<rootDir>/tests/device/update.test.ts"],
 };

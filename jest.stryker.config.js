@@ -15,6 +15,8 @@ const only = (process.env.STRYKER_TESTS ?? "").split(",").map((p) => p.trim()).f
 module.exports = {
   ...shared,
   ...base,
+  // Every folder a test reaches: jest finds the tests related to a mutated file through the files it crawled.
+  roots: ["<rootDir>/tests", "<rootDir>/server"],
   ...(only.length > 0 ? { testMatch: only.map((p) => `<rootDir>/${p}`) } : {}),
   testPathIgnorePatterns: [
     "/node_modules/",
