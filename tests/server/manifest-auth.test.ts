@@ -61,6 +61,7 @@ describe("per-device authenticated manifests", () => {
     const replay = await poll(a, n);
     expect(replay.status).toBe(409);
     expect(replay.json().error.code).toBe("nonce_reused");
+    expect(replay.json().error.message).toBe("this X-Nonce was already used by this device: replayed request refused; use a fresh nonce");
     expect((await poll(a, nonce())).status).toBe(200);
     // Nonces are per device: the same value from another device is its own.
     expect((await poll(b, n)).status).toBe(200);
@@ -99,8 +100,14 @@ describe("per-device authenticated manifests", () => {
   it("a nonce is required with X-Device-Id, and must be well-formed", async () => {
     const r = await s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": a.apiKey, "X-Device-Id": a.deviceId } });
     expect(r.status).toBe(400);
-    expect(r.json().error.code).toBe("nonce_required");
-    expect((await poll(a, "short")).json().error.code).toBe("invalid_nonce");
+    expect(r.json().error).toEqual({
+      code: "nonce_required",
+      message: "with X-Device-Id, send a fresh random X-Nonce (16-64 characters) with every manifest request",
+    });
+    expect((await poll(a, "short")).json().error).toEqual({
+      code: "invalid_nonce",
+      message: "X-Nonce must be 16-64 characters of A-Z a-z 0-9 _ -, fresh for every request",
+    });
     expect((await poll(a, "x".repeat(65))).status).toBe(400);
   });
 

@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import { analyzeImage, blockHashes } from "../../server/domain/catalog/analyze";
 import { manifestBody } from "../../server/api/device/manifest";
 import type { Offer } from "../../server/domain/releases/offer";
-import { HELLO_WORLD, HELLO_WORLD_S3, read } from "../helpers/fixtures";
+import path from "node:path";
+import { HELLO_WORLD, HELLO_WORLD_S3, read, SIGNED_DIR } from "../helpers/fixtures";
 
 function offer(file: string, blockSize: number, release: string | null = null): Offer {
   const data = read(file);
@@ -47,6 +48,18 @@ describe("manifest body", () => {
         expect(Object.keys(parsed).slice(-4)).toEqual(["interval", "device_id", "nonce", "issued_at"]);
       }
     }
+  });
+
+  it("says when the image was built and which Secure Boot v2 blocks it carries", () => {
+    const signed = offer(path.join(SIGNED_DIR, "esp32_hello_world_signed_ecdsa256.bin"), 4096);
+    const m = JSON.parse(manifestBody(signed, "https://a.example", 300, null, null).toString());
+    expect(m.build).toBe("Jul 25 2024 16:23:40");
+    // The digest espsecure.py gives for the key the fixture was signed with (EXPECTED.json).
+    expect(m.signatures).toEqual([{ scheme: "ecdsa256", key_digest: "d2273e801c66ddbeaf7f9bae12b67841a0b6e8b73d6d4f745d40d2c5936fba9b" }]);
+    expect(JSON.parse(manifestBody(images[0]!, "https://a.example", 300, null, null).toString()).signatures).toEqual([]);
+    // An image whose app description has no build date or time says so with an empty string.
+    const undated = { ...images[0]!, buildDate: "", buildTime: "" };
+    expect(JSON.parse(manifestBody(undated, "https://a.example", 300, null, null).toString()).build).toBe("");
   });
 
   it("changes with the offer: another interval or base gives another head", () => {

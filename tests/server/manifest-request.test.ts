@@ -39,12 +39,25 @@ describe("manifest request headers", () => {
     }
   });
 
+  it("X-Device-Version is 1-32 printable ASCII characters, kept for the device", async () => {
+    for (const version of ["v".repeat(33), "", "caf\u00e9", "tab\there"]) {
+      const r = await manifest({ "x-ESP32-STA-MAC": "24:6f:28:00:00:53", "X-Device-Version": version });
+      expect([version, ...code(r)]).toEqual([version, 400, "invalid_version"]);
+      expect(r.json().error.message).toBe("X-Device-Version must be 1-32 printable ASCII characters");
+    }
+    expect((await manifest({ "x-ESP32-STA-MAC": "24:6f:28:00:00:53", "X-Device-Version": "v".repeat(32) })).status).toBe(200);
+    await eventually(async () => (await device("24:6f:28:00:00:53"))?.version === "v".repeat(32));
+  });
+
   it("X-Device-Chip names the chip, before ?chip=; a chip with no image is told so", async () => {
     expect((await manifest({}, "?chip=esp32")).json()).toMatchObject({ chip: "esp32", sha256: sha });
     const r = await manifest({ "X-Device-Chip": "esp32s3" }, "?chip=esp32");
     expect(code(r)).toEqual([404, "no_firmware"]);
     expect(r.json().error.message).toBe("no firmware for esp32s3 yet: copy an ESP-IDF app .bin into the firmware folder or upload one");
     expect(code(await manifest({ "X-Device-Chip": "ESP32" }, "?chip=z80"))).toEqual([200, undefined]);
+    const unknown = await manifest({}, "?chip=z80");
+    expect(code(unknown)).toEqual([400, "unknown_chip"]);
+    expect(unknown.json().error.message).toMatch(/^chip must be one of esp32, esp32s2, esp32c3, esp32s3, esp32c2, /);
   });
 
   it("the manifest's URLs use the Host the client asked, when it is well-formed; the ETag differs with it", async () => {
@@ -103,6 +116,65 @@ describe("fleet-wide manifest HMAC", () => {
       const nm = await s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": s.creds.deviceApiKey, "If-None-Match": r.headers.etag as string } });
       expect(nm.status).toBe(304);
       expect(nm.headers["x-manifest-fleet-hmac"]).toBeUndefined();
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("the ETag across releases", () => {
+  it("changes with the release that offers the image, even when the image stays the same", async () => {
+    const { s, sha } = await serverWithImage();
+    try {
+      const ask = (etag?: string) =>
+        s.req("GET", "/firmware/manifest", {
+          headers: { "X-API-Key": s.creds.deviceApiKey, "x-ESP32-STA-MAC": "24:6f:28:00:00:54", "X-Device-Chip": "esp32", ...(etag ? { "If-None-Match": etag } : {}) },
+        });
+      const operator = (p: string, body: object) =>
+        s.req("POST", `/api/v1${p}`, { headers: { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const release = async (name: string) => {
+        expect([name, (await operator("/releases", { name, image: sha, allow_downgrade: true })).status]).toEqual([name, 201]);
+        expect([name, (await operator(`/releases/${name}/rollout`, { stages: [100] })).status]).toEqual([name, 201]);
+      };
+      const folder = await ask();
+      expect(folder.json()).toMatchObject({ sha256: sha, release: null });
+      await release("etag-r1");
+      const first = await ask(folder.headers.etag as string);
+      expect([first.status, first.json().release]).toEqual([200, "etag-r1"]);
+      expect((await ask(first.headers.etag as string)).status).toBe(304);
+      // A newer release of the same image: a device holding the old ETag must learn the release changed.
+      await release("etag-r2");
+      const second = await ask(first.headers.etag as string);
+      expect([second.status, second.json().release, second.json().sha256]).toEqual([200, "etag-r2", sha]);
+      expect(second.headers.etag).not.toBe(first.headers.etag);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("what a device with no offer is told", () => {
+  it("before any image, and once releases decide but the device's chip is unknown", async () => {
+    const s = await startTestServer();
+    try {
+      const ask = () => s.req("GET", "/firmware/manifest", { headers: { "X-API-Key": s.creds.deviceApiKey } });
+      const empty = await ask();
+      expect(code(empty)).toEqual([404, "no_firmware"]);
+      expect(empty.json().error.message).toBe("no firmware yet: copy an ESP-IDF app .bin into the firmware folder or upload one");
+
+      fs.copyFileSync(HELLO_WORLD, path.join(s.dirs.firmware, "hello.bin"));
+      const sha = (await eventually(() => s.running.ctx.catalog.latest("esp32"))).sha256;
+      expect((await ask()).json()).toMatchObject({ sha256: sha });
+      const r = await s.req("POST", "/api/v1/releases", {
+        headers: { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ name: "chipless", image: sha }),
+      });
+      expect(r.status).toBe(201);
+      const chipless = await ask();
+      expect(code(chipless)).toEqual([404, "no_firmware"]);
+      expect(chipless.json().error.message).toBe(
+        "no release for this device: its chip is unknown, so hardware compatibility cannot be checked; send X-Device-Chip",
+      );
     } finally {
       await s.close();
     }
