@@ -1,5 +1,15 @@
 import { hkdfSync, randomBytes } from "node:crypto";
-import { deriveKey, deviceApiKey, deviceMacKey, operatorSigningKey, safeEqual } from "../../server/infra/auth/keys";
+import {
+  deriveKey,
+  deviceApiKey,
+  deviceMacKey,
+  deviceMqttPassword,
+  fleetManifestMacKey,
+  newFleetKey,
+  operatorSigningKey,
+  rolloutBucketKey,
+  safeEqual,
+} from "../../server/infra/auth/keys";
 
 // The salt and info layout are part of the key hierarchy in docs/security.md.
 const nodeHkdf = (master: Buffer, ...info: (string | number)[]) =>
@@ -14,7 +24,21 @@ describe("key derivation", () => {
       expect(deviceMacKey(master, id, gen)).toEqual(nodeHkdf(master, "device-mac-key", id, gen));
       expect(deviceApiKey(master, id, gen)).toBe("otadev_" + nodeHkdf(master, "device-api-key", id, gen).toString("base64url"));
       expect(operatorSigningKey(master)).toEqual(nodeHkdf(master, "operator-jwt"));
+      expect(deviceMqttPassword(master, id, gen)).toBe("otamqtt_" + nodeHkdf(master, "device-mqtt-password", id, gen).toString("base64url"));
+      expect(fleetManifestMacKey(master, gen)).toEqual(nodeHkdf(master, "fleet-manifest-mac-key", gen));
+      expect(rolloutBucketKey(master)).toEqual(nodeHkdf(master, "rollout-bucket"));
     }
+  });
+
+  it("a new fleet key is 32 random bytes; its id, shown in listings, is only its first 8 characters", () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 50; i++) {
+      const { key, id } = newFleetKey();
+      expect(key).toMatch(/^otafleet_[A-Za-z0-9_-]{43}$/);
+      expect(id).toBe(key.slice("otafleet_".length, "otafleet_".length + 8));
+      seen.add(key);
+    }
+    expect(seen.size).toBe(50);
   });
 
   it("separates secrets, labels, ids and generations", () => {

@@ -94,6 +94,9 @@ describe("revocation through the operator API", () => {
     });
 
     expect(code(await poll(spare.key))).toEqual([401, "credential_revoked"]);
+    // A second revocation says so and keeps the first one's time.
+    const again = await post(`/apikeys/${spare.id}/revoke`, admin());
+    expect(again.json()).toMatchObject({ already_revoked: true, apikey: { revoked_at: r.json().apikey.revoked_at } });
     expect(code(await poll(spare.key, "fleet-dev-1"))).toEqual([401, "credential_revoked"]);
     expect(code(await s.req("GET", `/firmware/sha256/${sha}.bin`, { headers: { "X-API-Key": spare.key } }))).toEqual([401, "credential_revoked"]);
     const rep = await s.req("POST", "/firmware/report", {
@@ -107,8 +110,9 @@ describe("revocation through the operator API", () => {
     // Other fleet keys keep working.
     expect((await poll(s.creds.deviceApiKey)).status).toBe(200);
 
-    const [entry] = await audit("apikey.revoke", spare.id);
-    expect(entry).toMatchObject({ actor: "admin", token_id: adminJti, details: { label: "spare", already_revoked: false } });
+    const entries = await audit("apikey.revoke", spare.id);
+    expect(entries.map((e) => e.details.already_revoked)).toEqual([true, false]);
+    expect(entries[1]).toMatchObject({ actor: "admin", token_id: adminJti, details: { label: "spare", already_revoked: false } });
   });
 
   it("a revoked device's key is refused with 401 credential_revoked; provisioning it again gives a new key", async () => {
