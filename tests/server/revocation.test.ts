@@ -3,6 +3,8 @@
 // viewers and releasers cannot revoke; listings show no secret; every revocation is in the audit log.
 import fs from "node:fs";
 import path from "node:path";
+import jwt from "jsonwebtoken";
+import { operatorSigningKey } from "../../server/infra/auth/keys";
 import { HELLO_WORLD } from "../helpers/fixtures";
 import { nonce, type Bundle } from "../helpers/device-keys";
 import { eventually, startTestServer, type Reply, type TestServer } from "../helpers/server";
@@ -79,6 +81,19 @@ describe("revocation through the operator API", () => {
       outcome: "ok",
       details: { subject: "carol", role: "releaser", already_revoked: false, reason: "laptop stolen" },
     });
+  });
+
+  it("a token's record decides who it is: one signed with the server's own key but naming another role or person is refused", async () => {
+    const dave = await s.running.ctx.credentials.issueOperatorToken("dave", "viewer");
+    const key = operatorSigningKey(Buffer.from(fs.readFileSync(path.join(s.dirs.data, "master.key"), "utf8").trim(), "hex"));
+    const forge = (role: string, subject: string) =>
+      jwt.sign({ role }, key, { algorithm: "HS256", subject, jwtid: dave.jti, issuer: "esp32-ota", audience: "operator-api" });
+    // The forgery is well made: with the record's own role and name it is accepted.
+    expect((await get("/whoami", forge("viewer", "dave"))).status).toBe(200);
+    for (const token of [forge("admin", "dave"), forge("viewer", "admin")]) {
+      const r = await get("/apikeys", token);
+      expect(code(r)).toEqual([401, "invalid_token"]);
+    }
   });
 
   it("a fleet key is refused with 401 credential_revoked on its next request, whatever it asks for", async () => {
