@@ -62,7 +62,8 @@ describe("revocation through the operator API", () => {
     expect(body).toMatchObject({ already_revoked: false, token: { id: carol.jti, name: "carol", role: "releaser", state: "revoked" } });
     expect(JSON.stringify(body)).not.toContain(carol.token);
 
-    expect(code(await get("/whoami", carol.token))).toEqual([401, "token_revoked"]);
+    const refused = await get("/whoami", carol.token);
+    expect(refused.json().error).toEqual({ code: "token_revoked", message: "this operator token has been revoked; ask an admin for a new one" });
     expect(code(await get("/devices", carol.token))).toEqual([401, "token_revoked"]);
     // The admin's own token is untouched.
     expect((await get("/whoami", admin())).status).toBe(200);
@@ -93,6 +94,15 @@ describe("revocation through the operator API", () => {
     for (const token of [forge("admin", "dave"), forge("viewer", "admin")]) {
       const r = await get("/apikeys", token);
       expect(code(r)).toEqual([401, "invalid_token"]);
+    }
+    // The same record under another issuer, audience or algorithm is no operator token either.
+    const claims = { subject: "dave", jwtid: dave.jti };
+    for (const token of [
+      jwt.sign({ role: "viewer" }, key, { ...claims, algorithm: "HS256", issuer: "someone-else", audience: "operator-api" }),
+      jwt.sign({ role: "viewer" }, key, { ...claims, algorithm: "HS256", issuer: "esp32-ota", audience: "device-api" }),
+      jwt.sign({ role: "viewer" }, key, { ...claims, algorithm: "HS512", issuer: "esp32-ota", audience: "operator-api" }),
+    ]) {
+      expect(code(await get("/whoami", token))).toEqual([401, "invalid_token"]);
     }
   });
 
