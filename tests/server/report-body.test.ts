@@ -68,6 +68,20 @@ describe("report bodies", () => {
     expect(d.device.last_report_at).toBe(d.reports[0].received_at);
   });
 
+  it("a body that is not a JSON object is refused saying where; each report taken is logged with what it said", async () => {
+    const post = (body: string, type: string) => s.req("POST", "/firmware/report", { headers: { "X-API-Key": s.creds.deviceApiKey, "Content-Type": type }, body });
+    const list = await post("[1,2]", "application/json");
+    expect(list.status).toBe(400);
+    expect(list.json().error).toMatchObject({ code: "invalid_request", message: expect.stringMatching(/^body: /) });
+    const text = await post("status=idle", "text/plain");
+    expect(text.status).toBe(415);
+    expect(text.json().error).toEqual({ code: "unsupported_media_type", message: "send the report as Content-Type: application/json" });
+
+    expect((await send({ device_id: "logged", status: "FAILED", reason: "write_error", report_id: "l-1" })).status).toBe(200);
+    const line = s.logs.map((l) => JSON.parse(l)).find((l) => l.msg === "device report" && l.device === "logged");
+    expect(line).toMatchObject({ device: "logged", status: "failed", reason: "write_error", duplicate: false });
+  });
+
   it("a report without an id gets one from its body: another body is another report", async () => {
     const a = await send({ device_id: "auto", status: "checking" });
     const b = await send({ device_id: "auto", status: "checking", version: "v1" });
