@@ -7,6 +7,16 @@ import { Agent, request } from "undici";
 import { ensureDatabase } from "./database";
 import { clientOf, ROOT, testEnv, type Dirs, type Reply, type ServerClient } from "./server";
 
+/** Whether a process with this pid still exists (signal 0 checks without sending anything). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export interface ServerProcess {
   url: string;
   port: number;

@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import { eventually, ROOT, tempDirs, testEnv } from "../helpers/server";
+import { alive } from "../helpers/server-process";
 
 // npm start builds first (prestart): a few seconds of tsc on a busy machine.
 jest.setTimeout(120_000);
@@ -18,15 +19,6 @@ function descendants(pid: number): number[] {
   }
   return children.flatMap((c) => [c, ...descendants(c)]);
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const portFree = (port: number) =>
   new Promise<boolean>((resolve) => {

@@ -11,7 +11,7 @@ import { ConfigError, loadConfig } from "../../server/infra/config/config";
 import { mac, nonce, type Bundle } from "../helpers/device-keys";
 import { dropDatabase, ensureDatabase, withTestDb } from "../helpers/database";
 import { HELLO_WORLD } from "../helpers/fixtures";
-import { startServerProcess, type ServerProcess } from "../helpers/server-process";
+import { alive, startServerProcess, type ServerProcess } from "../helpers/server-process";
 import { eventually, ROOT, tempDirs, testEnv, type Dirs } from "../helpers/server";
 
 jest.setTimeout(60_000);
@@ -57,15 +57,6 @@ const lines = (p: ServerProcess): LogLine[] =>
     .split("\n")
     .filter((l) => l.startsWith("{"))
     .map((l) => JSON.parse(l) as LogLine);
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** The worker processes the primary runs now. */
 const childrenOf = (pid: number): number[] =>
