@@ -46,7 +46,7 @@ describe("device reports", () => {
         batches.push(reports.map((r) => r.deviceId));
         if (batches.length === 1) await gate; // the first commit stays open while the others arrive
         open--;
-        return async () => undefined;
+        return () => Promise.resolve();
       },
     };
     registry.setReportEffect(effect);
@@ -82,7 +82,7 @@ describe("device reports", () => {
         if (batches.length === 2) secondBegun();
         if (batches.length === 1) await gate;
         open--;
-        return async () => undefined;
+        return () => Promise.resolve();
       },
     });
     const first = registry.recordReport({ deviceId: "c1", status: "downloading" });
