@@ -104,6 +104,19 @@ describe("a device outside its rollout's current stage", () => {
     expect((await poll(s, inside[0]!, asV1)).status).toBe(200);
   });
 
+  it("a device below the release's min_version waits for it too when the release's upgrade path reaches it", async () => {
+    // "final" (V2) asks for 1.0.0 at least and leads through "step" (V1), a release of another channel.
+    await op.ok("POST", "/releases", { name: "step", image: "app-v1.bin", channel: "steps" });
+    await op.ok("POST", "/releases", { name: "final", image: "app-v2.bin", channel: "paths", min_version: "1.0.0", via: "step" });
+    const pathRollout = (await op.ok("POST", "/releases/final/rollout", { stages: [10, 100] })).rollout.id as string;
+    const bucket = bucketOracle(s.dirs.data);
+    const id = Array.from({ length: 40 }, (_, i) => mac(i + 1, "dd:00:00")).find((d) => bucket(pathRollout, d) >= 1000)!;
+    const old = { chip: "esp32", version: "0.9.0" };
+    await poll(s, id, old);
+    await op.ok("PATCH", `/devices/${encodeURIComponent(id)}`, { channel: "paths" });
+    expect(await error(id, old)).toMatchObject({ status: 404, code: "waiting_for_rollout_stage", message: expect.stringMatching(/^release final is for this device/) });
+  });
+
   it("advancing names the new stage; an aborted rollout leaves no_firmware", async () => {
     await op.ok("POST", `/rollouts/${rolloutId}/resume`);
     await op.ok("POST", `/rollouts/${rolloutId}/advance`);

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { BOOTLOADER, ESPHOME, expected, itWithEsphome, HELLO_WORLD, HELLO_WORLD_C3, HELLO_WORLD_IDF41, read } from "../helpers/fixtures";
+import { poll } from "../helpers/fleet";
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -156,6 +157,36 @@ describe("firmware folder ingestion", () => {
 });
 
 describe("restart", () => {
+  it("a release whose stored image was damaged while the server was down is not offered, and the log names the release and what to do", async () => {
+    const dirs = tempDirs();
+    let s = await startTestServer({}, dirs);
+    const hash = sha(read(HELLO_WORLD));
+    fs.copyFileSync(HELLO_WORLD, path.join(dirs.firmware, "a.bin"));
+    await eventually(() => s.running.ctx.catalog.image(hash));
+    const json = { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" };
+    expect((await s.req("POST", "/api/v1/releases", { headers: json, body: JSON.stringify({ name: "r1", image: hash }) })).status).toBe(201);
+    expect((await s.req("POST", "/api/v1/releases/r1/rollout", { headers: json, body: JSON.stringify({ stages: [100] }) })).status).toBe(201);
+    expect((await poll(s, "aa:bb:cc:00:00:01", { chip: "esp32" })).json()).toMatchObject({ release: "r1", sha256: hash });
+    await s.close({ keepDirs: true });
+
+    // While the server is down: the file leaves the folder and the stored copy is damaged.
+    fs.rmSync(path.join(dirs.firmware, "a.bin"));
+    const blob = path.join(dirs.data, "blobs", `${hash}.bin`);
+    expect(fs.existsSync(blob)).toBe(true);
+    fs.truncateSync(blob, 4096);
+
+    s = await startTestServer({}, dirs);
+    try {
+      expect(s.running.ctx.catalog.image(hash)).toBeUndefined();
+      const r = await poll(s, "aa:bb:cc:00:00:01", { chip: "esp32" });
+      expect([r.status, r.json().error.code]).toEqual([404, "no_firmware"]);
+      const line = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.release === "r1" && l.level === "error");
+      expect(line).toMatchObject({ sha256: hash, msg: "a release's image is missing from the store; ingest its file again" });
+    } finally {
+      await s.close();
+    }
+  });
+
   it("re-indexes consistently and keeps credentials", async () => {
     const dirs = tempDirs();
     let s = await startTestServer({}, dirs);
