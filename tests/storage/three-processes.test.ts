@@ -142,7 +142,12 @@ describe("three server processes on one PostgreSQL behind HAProxy", () => {
   afterAll(async () => {
     await Promise.all(devices.map((d) => d.powerOff()));
     await lbAgent?.close();
-    lb?.child.kill("SIGKILL");
+    // Waited for: a child whose pipes are still open at the end keeps the jest worker from exiting.
+    if (lb && lb.child.exitCode === null && lb.child.signalCode === null) {
+      const gone = new Promise((r) => lb.child.once("exit", r));
+      lb.child.kill("SIGKILL");
+      await gone;
+    }
     for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) await p.kill("SIGKILL");
     if (cluster) stopCluster(cluster);
     if (dirs) fs.rmSync(dirs.root, { recursive: true, force: true });
