@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { ImageError, maxChipRevision, otaSelectCrc, parseAppImage } from "../../server/esp";
+import { appImageLength, ImageError, maxChipRevision, otaSelectCrc, parseAppImage } from "../../server/esp";
 import { BOOTLOADER, expected, fixturePath, HAS_ESPHOME, HELLO_WORLD, read } from "../helpers/fixtures";
 
 function rejectCode(buf: Buffer): string {
@@ -189,5 +189,134 @@ describe("hostile and damaged images", () => {
   it("trailing bytes after the image (e.g. a signature block) are counted", () => {
     const signed = Buffer.concat([good, Buffer.alloc(4096, 0xff)]);
     expect(parseAppImage(signed).trailingBytes).toBe(4096);
+  });
+});
+
+describe("where each check starts to refuse, to the byte, and what it says", () => {
+  const good = read(HELLO_WORLD);
+  const img = parseAppImage(good);
+  const C = img.checksumOffset;
+  const refusal = (buf: Buffer): [string, string] => {
+    try {
+      parseAppImage(buf);
+    } catch (e) {
+      if (e instanceof ImageError) return [e.code, e.message];
+      throw e;
+    }
+    return ["accepted", ""];
+  };
+  const cut = (len: number) => refusal(good.subarray(0, len));
+  const segEnd = (i: number) => img.segments[i]!.dataOffset + img.segments[i]!.length;
+
+  it("the header and the app descriptor", () => {
+    expect(cut(23)).toEqual(["too_short", "file is 23 bytes, shorter than the 24-byte image header"]);
+    expect(cut(24)).toEqual(["truncated", "file is 24 bytes and ends before the app descriptor at offset 32"]);
+    expect(cut(35)).toEqual(["truncated", "file is 35 bytes and ends before the app descriptor at offset 32"]);
+    expect(cut(36)).toEqual(["truncated", "file ends inside the app descriptor (36 bytes)"]);
+    expect(cut(287)).toEqual(["truncated", "file ends inside the app descriptor (287 bytes)"]);
+    expect(cut(288)).toEqual(["truncated", `segment 0 needs bytes up to ${segEnd(0)} but the file has 288: incomplete copy or truncated image`]);
+  });
+
+  it("each segment's header and data", () => {
+    expect(img.segments.length).toBeGreaterThan(2);
+    for (let i = 1; i < img.segments.length; i++) {
+      const header = img.segments[i]!.dataOffset - 8;
+      expect(header).toBe(segEnd(i - 1)); // segments follow each other
+      expect(cut(segEnd(i - 1) - 1)).toEqual(["truncated", `segment ${i - 1} needs bytes up to ${segEnd(i - 1)} but the file has ${segEnd(i - 1) - 1}: incomplete copy or truncated image`]);
+      expect(cut(header)).toEqual(["truncated", `file ends in the header of segment ${i} (${header} bytes)`]);
+      expect(cut(header + 7)).toEqual(["truncated", `file ends in the header of segment ${i} (${header + 7} bytes)`]);
+      expect(cut(header + 8)[1]).toBe(`segment ${i} needs bytes up to ${segEnd(i)} but the file has ${header + 8}: incomplete copy or truncated image`);
+    }
+  });
+
+  it("the checksum byte and the appended SHA-256", () => {
+    const last = segEnd(img.segments.length - 1);
+    expect(C).toBe(last + (15 - (last % 16)));
+    expect(cut(last)).toEqual(["truncated", `file ends before the checksum byte at offset ${C}`]);
+    expect(cut(C)).toEqual(["truncated", `file ends before the checksum byte at offset ${C}`]);
+    expect(cut(C + 1)).toEqual(["truncated", `file ends inside the appended SHA-256 (needs ${C + 33} bytes)`]);
+    expect(cut(C + 32)).toEqual(["truncated", `file ends inside the appended SHA-256 (needs ${C + 33} bytes)`]);
+    expect(cut(C + 33)).toEqual(["accepted", ""]);
+    expect(img.imageLength).toBe(C + 33);
+  });
+
+  it("appImageLength measures the same image length from the headers alone, and refuses where the hash is cut", () => {
+    expect(appImageLength(good)).toBe(img.imageLength);
+    expect(appImageLength(Buffer.concat([good, Buffer.alloc(4096, 0xff)]))).toBe(img.imageLength);
+    const damaged = Buffer.from(good);
+    damaged[img.segments[1]!.dataOffset]! ^= 1; // no checksum is checked here
+    expect(appImageLength(damaged)).toBe(img.imageLength);
+    expect(() => appImageLength(good.subarray(0, C + 32))).toThrow(`file ends inside the appended SHA-256 (needs ${C + 33} bytes)`);
+    expect(() => appImageLength(good.subarray(0, C + 33))).not.toThrow();
+  });
+
+  it("the segment count: 1 to 16", () => {
+    const withCount = (n: number) => {
+      const b = Buffer.from(good);
+      b[1] = n;
+      return refusal(b);
+    };
+    const outOfRange = ["bad_header", "the image header's segment count is not between 1 and 16, as ESP-IDF requires: not an ESP app image or a damaged one"];
+    expect(withCount(0)).toEqual(outOfRange);
+    expect(withCount(17)).toEqual(outOfRange);
+    expect(withCount(16)[0]).not.toBe("bad_header"); // allowed; this image's bytes then read as more segments
+  });
+
+  it("an otadata partition (two valid selection entries in 8 KiB) and a partition table are named as such", () => {
+    const otadata = Buffer.alloc(0x2000, 0xff);
+    otadata.writeUInt32LE(1, 0);
+    otadata.writeUInt32LE(otaSelectCrc(1), 28);
+    const said = ["otadata", "this is an otadata partition (two OTA selection entries, 8 KiB), not an app image"];
+    expect(refusal(otadata)).toEqual(said);
+    expect(refusal(Buffer.alloc(0x2000, 0xff))).toEqual(said); // erased entries count as valid
+    expect(refusal(Buffer.concat([otadata, Buffer.alloc(1, 0xff)]))[0]).toBe("wrong_magic"); // not 8 KiB
+    const badCrc = Buffer.from(otadata);
+    badCrc.writeUInt32LE(otaSelectCrc(2), 28);
+    expect(refusal(badCrc)[0]).toBe("wrong_magic");
+    const secondBad = Buffer.from(otadata);
+    secondBad.writeUInt32LE(7, 0x1000);
+    expect(refusal(secondBad)[0]).toBe("wrong_magic");
+
+    const table = Buffer.alloc(3072, 0xff);
+    table.writeUInt16LE(0x50aa, 0);
+    expect(refusal(table)).toEqual(["partition_table", "this is a partition table (starts with 0xAA 0x50), not an app image; flash it with esptool, not OTA"]);
+  });
+
+  it("the other refusals' words", () => {
+    expect(refusal(read(BOOTLOADER))).toEqual([
+      "bootloader",
+      "this is a second-stage bootloader image (bootloader descriptor at offset 32), not an app; OTA cannot update the bootloader",
+    ]);
+    const noDesc = Buffer.from(good);
+    noDesc.writeUInt32LE(0x12345678, 32);
+    expect(refusal(noDesc)).toEqual(["not_an_app", "no app descriptor (magic 0xABCD5432) at offset 32: not an ESP-IDF application image"]);
+    const flipped = Buffer.from(good);
+    flipped[img.segments[2]!.dataOffset + 100]! ^= 0x01;
+    expect(refusal(flipped)).toEqual([
+      "checksum_mismatch",
+      `image checksum is 0x${img.checksum.toString(16)} but the segments give 0x${(img.checksum ^ 1).toString(16)}: the file is corrupted`,
+    ]);
+    const hash = Buffer.from(good);
+    hash[C + 5]! ^= 0x80;
+    expect(refusal(hash)).toEqual(["sha256_mismatch", "the SHA-256 appended to the image does not match its contents: the file is corrupted"]);
+    const chip = Buffer.from(good);
+    chip.writeUInt16LE(0x7777, 12);
+    expect(refusal(reseal(chip, C))).toEqual(["unknown_chip", "image is built for chip id 30583, which this server does not know"]);
+  });
+
+  it("text fields of the app descriptor end at their first NUL, or fill their whole width", () => {
+    /** Edits the version field (32 bytes at offset 48) and re-seals checksum and hash. */
+    const withVersion = (field: Buffer) => {
+      const b = Buffer.from(good);
+      field.copy(b, 32 + 16);
+      let x = 0xef;
+      for (const s of img.segments) for (let j = s.dataOffset; j < s.dataOffset + s.length; j++) x ^= b[j]!;
+      b[C] = x;
+      return parseAppImage(reseal(b, C)).app.version;
+    };
+    expect(withVersion(Buffer.alloc(32, 0x41))).toBe("A".repeat(32));
+    const short = Buffer.alloc(32, 0x42);
+    short[5] = 0;
+    expect(withVersion(short)).toBe("BBBBB");
   });
 });
