@@ -77,10 +77,13 @@ describe("ESP-IDF app image parser against every real image in the fixtures", ()
     expect(img.trailingBytes).toBe(want.trailing_bytes);
   });
 
-  it("treats a max chip revision of 0 (older headers) as no maximum", () => {
+  it("treats a max chip revision of 0 (older headers) or 0xFFFF as no maximum", () => {
     const idf41 = parseAppImage(read(fixturePath("esp32_hello-world_idf4.1-dev.bin")));
     expect(maxChipRevision(idf41.header)).toBeNull();
-    expect(maxChipRevision(parseAppImage(read(HELLO_WORLD)).header)).toBe(399);
+    const header = parseAppImage(read(HELLO_WORLD)).header;
+    expect(maxChipRevision(header)).toBe(399);
+    expect(maxChipRevision({ ...header, maxChipRevFull: 0xffff })).toBeNull(); // ESP-IDF's "no maximum" in newer headers
+    expect(maxChipRevision({ ...header, maxChipRevFull: 0xfffe })).toBe(0xfffe);
   });
 
   it.each([
