@@ -2,6 +2,7 @@
 // about, and what a status counts toward (the HTTPS tests show the same rules end to end).
 import type { CompiledRelease } from "../../server/domain/releases/release-store";
 import {
+  countChanges,
   countMember,
   isFinished,
   keepsImageAfterAbort,
@@ -15,6 +16,8 @@ import {
   routeReport,
   stepChain,
   summarizeStatuses,
+  tallyOf,
+  WINDOW,
   type Enrolment,
   type Member,
   type MemberStatus,
@@ -64,6 +67,16 @@ describe("which release a report is about", () => {
     expect(matchReport(final, steps, { status: "downloading", sha256: SHA_STEP })).toBe("step");
     // The hash wins over a target version that would match.
     expect(matchReport(final, steps, { status: "downloading", sha256: SHA_ELSE, targetVersion: "2.0.0" })).toBe("other");
+  });
+
+  it("a step is any of the path's steps, not only when all of them match", () => {
+    const first = rel({ name: "first", version: "1.2.0", imageSha256: "d".repeat(64) });
+    const two = [first, step];
+    expect(matchReport(final, two, { status: "downloading", sha256: SHA_STEP })).toBe("step");
+    expect(matchReport(final, two, { status: "downloading", sha256: "d".repeat(64) })).toBe("step");
+    expect(matchReport(final, two, { status: "writing", targetVersion: "1.5.0" })).toBe("step");
+    expect(matchReport(final, two, { status: "writing", targetVersion: "1.2.0" })).toBe("step");
+    expect(matchReport(final, two, { status: "confirmed", version: "1.2.0" })).toBe("step");
   });
 
   it("then by target version", () => {
@@ -269,5 +282,55 @@ describe("status summary", () => {
       { percent: 10, offered: 0, installing: 0, rebooted: 0, succeeded: 3, failed: 1, rolled_back: 0 },
       { percent: 100, offered: 2, installing: 0, rebooted: 0, succeeded: 0, failed: 0, rolled_back: 0 },
     ]);
+  });
+});
+
+describe("what the stored counts change by", () => {
+  const at = (finishedAt: number | null, status: MemberStatus = "succeeded", stage = 0): Member => ({ stage, status, joinedAt: "2026-01-01T00:00:00.000Z", finishedAt });
+
+  it("a member that finishes counts toward its stage, and toward the window from its very start on", () => {
+    expect(countChanges(at(null, "installing"), at(1000), 1000)).toEqual([
+      { stage: 0, status: "installing", n: -1 },
+      { stage: 0, status: "succeeded", n: 1 },
+      { stage: WINDOW, status: "succeeded", n: 1 },
+    ]);
+    // Finished a moment before the window started: its stage only.
+    expect(countChanges(at(null, "installing"), at(999), 1000)).toEqual([
+      { stage: 0, status: "installing", n: -1 },
+      { stage: 0, status: "succeeded", n: 1 },
+    ]);
+    // Not finished, or finished with no time known: never the window.
+    expect(countChanges(null, { ...at(5000, "installing") }, 1000)).toEqual([{ stage: 0, status: "installing", n: 1 }]);
+    expect(countChanges(null, at(null, "failed"), 1000)).toEqual([{ stage: 0, status: "failed", n: 1 }]);
+  });
+
+  it("leaves out what cancels: a member stored again as it was changes no count", () => {
+    expect(countChanges(at(2000, "failed"), at(2000, "failed"), 1000)).toEqual([]);
+    // Failed, then rolled back: the window moves from one outcome to the other.
+    expect(countChanges(at(2000, "failed"), at(3000, "rolled_back"), 1000)).toEqual([
+      { stage: 0, status: "failed", n: -1 },
+      { stage: WINDOW, status: "failed", n: -1 },
+      { stage: 0, status: "rolled_back", n: 1 },
+      { stage: WINDOW, status: "rolled_back", n: 1 },
+    ]);
+  });
+
+  it("the tally from stored counts leaves out statuses it does not know and stages the policy does not have", () => {
+    const t = tallyOf(2, 1000, [
+      { stage: 0, status: "succeeded", n: 3 },
+      { stage: 1, status: "failed", n: "2" },
+      { stage: WINDOW, status: "rolled_back", n: 1n },
+      { stage: 0, status: "offered", n: 9 },
+      { stage: 0, status: "bogus", n: 7 },
+      { stage: 5, status: "failed", n: 4 },
+    ]);
+    expect(t).toEqual({
+      windowStart: 1000,
+      window: { succeeded: 0, failed: 0, rolledBack: 1 },
+      stages: [
+        { succeeded: 3, failed: 0, rolledBack: 0 },
+        { succeeded: 0, failed: 2, rolledBack: 0 },
+      ],
+    });
   });
 });
