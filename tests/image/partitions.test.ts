@@ -123,7 +123,7 @@ describe("partitions.csv rules, one at a time", () => {
       parse(
         [
           "a, data, nvs, 0o110000, 0B1000000000000", // 0x9000, 4 KiB
-          "b, data, nvs, 0XA000, 0o20000", // 8 KiB
+          "b, data, nvs, 0XA000, 0O20000", // 8 KiB
           "c, data, nvs, 40960K, 12M",
           "d, data, nvs, 0x1000000, -0o100200000", // ends at 0x1010000 (octal)
           "e, data, nvs, , -0b1000000100001000000000000", // ends at 0x1021000 (binary)
