@@ -10,6 +10,39 @@ import { eventually, tempDirs, type Dirs } from "../helpers/server";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
+/**
+ * An effect that records the batches it is given and holds the first one's transaction open until `release()`;
+ * `mostOpen` is the most transactions it saw open at once, `secondWrite` settles when a second batch arrives.
+ */
+function gatedEffect() {
+  let open = 0;
+  let release!: () => void;
+  let secondBegun!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const batches: string[][] = [];
+  const seen = { mostOpen: 0 };
+  const effect: ReportEffect = {
+    async write(_trx, reports: readonly StoredReport[]) {
+      open++;
+      seen.mostOpen = Math.max(seen.mostOpen, open);
+      batches.push(reports.map((r) => r.deviceId));
+      if (batches.length === 2) secondBegun();
+      if (batches.length === 1) await gate;
+      open--;
+      return () => Promise.resolve();
+    },
+  };
+  return {
+    effect,
+    batches,
+    get mostOpen() {
+      return seen.mostOpen;
+    },
+    release: () => release(),
+    secondWrite: new Promise<void>((r) => (secondBegun = r)),
+  };
+}
+
 describe("device reports", () => {
   let dirs: Dirs;
   let store: Store;
@@ -34,24 +67,10 @@ describe("device reports", () => {
   });
 
   it("reports that come while a commit is on its way go together into the next one, never into a second transaction at once", async () => {
-    const batches: string[][] = [];
-    let open = 0;
-    let mostOpen = 0;
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const effect: ReportEffect = {
-      async write(_trx, reports: readonly StoredReport[]) {
-        open++;
-        mostOpen = Math.max(mostOpen, open);
-        batches.push(reports.map((r) => r.deviceId));
-        if (batches.length === 1) await gate; // the first commit stays open while the others arrive
-        open--;
-        return () => Promise.resolve();
-      },
-    };
-    registry.setReportEffect(effect);
+    const g = gatedEffect(); // the first commit stays open while the others arrive
+    registry.setReportEffect(g.effect);
     const first = registry.recordReport({ deviceId: "d1", status: "downloading" });
-    await eventually(() => batches.length === 1);
+    await eventually(() => g.batches.length === 1);
     const later: Promise<{ duplicate: boolean }>[] = [];
     for (const id of ["d2", "d3", "d4"]) {
       later.push(registry.recordReport({ deviceId: id, status: "downloading" }));
@@ -59,45 +78,29 @@ describe("device reports", () => {
       await turn();
       await turn();
     }
-    expect(batches).toEqual([["d1"]]);
-    release();
+    expect(g.batches).toEqual([["d1"]]);
+    g.release();
     await expect(Promise.all([first, ...later])).resolves.toEqual(Array(4).fill({ duplicate: false }));
-    expect(batches).toEqual([["d1"], ["d2", "d3", "d4"]]);
-    expect(mostOpen).toBe(1);
+    expect(g.batches).toEqual([["d1"], ["d2", "d3", "d4"]]);
+    expect(g.mostOpen).toBe(1);
   });
 
   it("closing while a commit is on its way waits for it, then commits what queued meanwhile, one transaction at a time", async () => {
-    const batches: string[][] = [];
-    let open = 0;
-    let mostOpen = 0;
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let secondBegun!: () => void;
-    const secondWrite = new Promise<void>((r) => (secondBegun = r));
-    registry.setReportEffect({
-      async write(_trx, reports: readonly StoredReport[]) {
-        open++;
-        mostOpen = Math.max(mostOpen, open);
-        batches.push(reports.map((r) => r.deviceId));
-        if (batches.length === 2) secondBegun();
-        if (batches.length === 1) await gate;
-        open--;
-        return () => Promise.resolve();
-      },
-    });
+    const g = gatedEffect();
+    registry.setReportEffect(g.effect);
     const first = registry.recordReport({ deviceId: "c1", status: "downloading" });
-    await eventually(() => batches.length === 1);
+    await eventually(() => g.batches.length === 1);
     const second = registry.recordReport({ deviceId: "c2", status: "downloading" });
     let closed = false;
     const closing = registry.close().then(() => (closed = true));
     // What must not happen (a second transaction beside the open one) has no event to wait for: give it time.
-    await Promise.race([secondWrite, new Promise((r) => setTimeout(r, 300))]);
+    await Promise.race([g.secondWrite, new Promise((r) => setTimeout(r, 300))]);
     expect(closed).toBe(false);
-    release();
+    g.release();
     await closing;
     await expect(Promise.all([first, second])).resolves.toEqual([{ duplicate: false }, { duplicate: false }]);
-    expect(batches).toEqual([["c1"], ["c2"]]);
-    expect(mostOpen).toBe(1);
+    expect(g.batches).toEqual([["c1"], ["c2"]]);
+    expect(g.mostOpen).toBe(1);
     expect((await registry.reports("c2", { limit: 10 })).map((r) => r.status)).toEqual(["downloading"]);
   });
 
