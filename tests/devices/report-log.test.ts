@@ -104,6 +104,22 @@ describe("device reports", () => {
     expect((await registry.reports("c2", { limit: 10 })).map((r) => r.status)).toEqual(["downloading"]);
   });
 
+  it("closing waits for a commit on its way even when nothing more is queued", async () => {
+    const g = gatedEffect();
+    registry.setReportEffect(g.effect);
+    const only = registry.recordReport({ deviceId: "w1", status: "failed", error: "boom" });
+    await eventually(() => g.batches.length === 1);
+    let closed = false;
+    const closing = registry.close().then(() => (closed = true));
+    await turn();
+    await turn();
+    expect(closed).toBe(false);
+    g.release();
+    await closing;
+    await expect(only).resolves.toEqual({ duplicate: false });
+    expect((await registry.reports("w1", { limit: 10 })).map((r) => r.status)).toEqual(["failed"]);
+  });
+
   it("a commit that fails stores nothing of its reports, rejects each and says so in the log", async () => {
     registry.setReportEffect({
       write: () => Promise.reject(new Error("the effect could not be written")),
@@ -134,6 +150,11 @@ describe("device reports", () => {
     await registry.recordReport({ deviceId: "h1", status: "confirmed", version: "v2" });
     await registry.flush();
     expect(await registry.get("h1")).toMatchObject({ version: "v2", chip: "esp32", state: "confirmed" });
+    // A report that says no version leaves the poll's version to be written.
+    registry.seen("h2", { version: "v1", chip: "esp32" });
+    await registry.recordReport({ deviceId: "h2", status: "downloading", bytes: 0, total: 10 });
+    await registry.flush();
+    expect(await registry.get("h2")).toMatchObject({ version: "v1", state: "downloading" });
   });
 
   it("stores the sender's address with the report and as the device's last, keeping the last one known when a report has none", async () => {
