@@ -94,6 +94,21 @@ describe("device authentication", () => {
     expect(r.headers["www-authenticate"]).toMatch(/^Basic realm=/);
   });
 
+  it("only an Authorization header that starts with Bearer and holds one token is taken for a bearer token", async () => {
+    // "Bearer" further in is no bearer token: no credential was sent, so the answer is the challenge.
+    const inside = await manifest({ Authorization: `Token Bearer ${s.creds.operatorToken}` });
+    expect(code(inside)).toEqual([401, "missing_credential"]);
+    // An operator token with more after it is not an operator token: a wrong credential, not a 403 that names it.
+    const more = await manifest({ Authorization: `Bearer ${s.creds.operatorToken} extra` });
+    expect(code(more)).toEqual([401, "invalid_credential"]);
+  });
+
+  it("a path without a query is not read as one, whatever it holds", async () => {
+    const r = await s.req("GET", "/firmware/a&token=x.bin", { headers: { "X-API-Key": s.creds.deviceApiKey } });
+    // Refused for its name, after authentication: not as a key in the URL.
+    expect(code(r)).toEqual([400, "invalid_name"]);
+  });
+
   it("a device key is refused for an id that was seen but never provisioned, even the key its generation 0 would have", async () => {
     const rep = await s.req("POST", "/firmware/report", {
       headers: { "X-API-Key": s.creds.deviceApiKey, "Content-Type": "application/json" },
