@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { BOOTLOADER, ESPHOME, expected, itWithEsphome, HELLO_WORLD, HELLO_WORLD_C3, HELLO_WORLD_IDF41, read } from "../helpers/fixtures";
-import { poll } from "../helpers/fleet";
+import { Operator, poll } from "../helpers/fleet";
 import { eventually, startTestServer, tempDirs, type TestServer } from "../helpers/server";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -163,9 +163,9 @@ describe("restart", () => {
     const hash = sha(read(HELLO_WORLD));
     fs.copyFileSync(HELLO_WORLD, path.join(dirs.firmware, "a.bin"));
     await eventually(() => s.running.ctx.catalog.image(hash));
-    const json = { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" };
-    expect((await s.req("POST", "/api/v1/releases", { headers: json, body: JSON.stringify({ name: "r1", image: hash }) })).status).toBe(201);
-    expect((await s.req("POST", "/api/v1/releases/r1/rollout", { headers: json, body: JSON.stringify({ stages: [100] }) })).status).toBe(201);
+    const op = new Operator(s);
+    await op.ok("POST", "/releases", { name: "r1", image: hash });
+    await op.ok("POST", "/releases/r1/rollout", { stages: [100] });
     expect((await poll(s, "aa:bb:cc:00:00:01", { chip: "esp32" })).json()).toMatchObject({ release: "r1", sha256: hash });
     await s.close({ keepDirs: true });
 

@@ -142,7 +142,7 @@ describe("three server processes on one PostgreSQL behind HAProxy", () => {
   afterAll(async () => {
     await Promise.all(devices.map((d) => d.powerOff()));
     await lbAgent?.close();
-    // Waited for: a child whose pipes are still open at the end keeps the jest worker from exiting.
+    // Waited for, as tests/storage/haproxy.test.ts does: the killed balancer is gone before the file ends.
     if (lb && lb.child.exitCode === null && lb.child.signalCode === null) {
       const gone = new Promise((r) => lb.child.once("exit", r));
       lb.child.kill("SIGKILL");
