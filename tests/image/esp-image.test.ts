@@ -220,6 +220,16 @@ describe("where each check starts to refuse, to the byte, and what it says", () 
     expect(cut(288)).toEqual(["truncated", `segment 0 needs bytes up to ${segEnd(0)} but the file has 288: incomplete copy or truncated image`]);
   });
 
+  it("a refusal prints as an ImageError with its words, as the CLI and logs show it", () => {
+    let caught: unknown;
+    try {
+      parseAppImage(good.subarray(0, 23));
+    } catch (e) {
+      caught = e;
+    }
+    expect(String(caught)).toBe("ImageError: file is 23 bytes, shorter than the 24-byte image header");
+  });
+
   it("each segment's header and data", () => {
     expect(img.segments.length).toBeGreaterThan(2);
     for (let i = 1; i < img.segments.length; i++) {

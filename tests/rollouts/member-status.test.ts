@@ -175,6 +175,14 @@ describe("which rollout a report is about", () => {
     expect(routeReport([...both].reverse(), { status: "failed" }, releases)).toEqual({ rolloutId: "ro_newer", from: "offered", to: "failed" });
   });
 
+  it("two rollouts started in the same millisecond: the same one takes the report whatever order they come in", () => {
+    const at = "2025-03-01T00:00:00.000Z";
+    const both = [enrolment({ releaseName: "older", createdAt: at }), enrolment({ releaseName: "newer", createdAt: at })];
+    const first = routeReport(both, { status: "failed" }, releases);
+    expect(first).not.toBeNull();
+    expect(routeReport([...both].reverse(), { status: "failed" }, releases)).toEqual(first);
+  });
+
   it("a report about another image falls through to the rollout whose image it is", () => {
     const both = [enrolment({ releaseName: "newer" }), enrolment({ releaseName: "older" })];
     expect(routeReport(both, { status: "downloading", sha256: SHA_STEP }, releases)).toEqual({ rolloutId: "ro_older", from: "offered", to: "installing" });

@@ -217,7 +217,7 @@ export interface Move {
  * report, even when it leaves the status as it is: an older rollout never sees it then.
  */
 export function routeReport(enrolments: readonly Enrolment[], r: ReportFacts, releaseNamed: ReleaseLookup): Move | null {
-  const newestFirst = enrolments.filter((e) => e.state !== "completed").sort((a, b) => (a.createdAt < b.createdAt ? 1 : -1));
+  const newestFirst = enrolments.filter((e) => e.state !== "completed").sort(newerFirst);
   for (const e of newestFirst) {
     const release = releaseNamed(e.releaseName);
     if (!release) continue;
@@ -227,6 +227,15 @@ export function routeReport(enrolments: readonly Enrolment[], r: ReportFacts, re
     return next && next !== e.status ? { rolloutId: e.rolloutId, from: e.status, to: next } : null;
   }
   return null;
+}
+
+/**
+ * Newest rollout first. Two rollouts started in the same millisecond are ordered by id, so that every server
+ * process routes a report the same way whatever order it loaded them in.
+ */
+function newerFirst(a: Enrolment, b: Enrolment): number {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? 1 : -1;
+  return a.rolloutId < b.rolloutId ? 1 : a.rolloutId > b.rolloutId ? -1 : 0;
 }
 
 /** The member after a move: a finished status records when (now, ms since the epoch); any other clears it. */

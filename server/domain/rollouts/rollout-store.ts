@@ -119,7 +119,7 @@ export class RolloutStore {
 
   /** Every rollout, oldest first (their members stay in the database). */
   async load(): Promise<Rollout[]> {
-    const rows = await this.db.selectFrom("rollouts").selectAll().orderBy("created_at").execute();
+    const rows = await this.db.selectFrom("rollouts").selectAll().orderBy("created_at").orderBy("id").execute();
     return rows.map(fromRow);
   }
 
