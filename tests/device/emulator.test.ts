@@ -8,10 +8,11 @@ import { bootloader, FACTORY_INDEX, otaSlots } from "../../device/host/esp/bootl
 import { Efuse } from "../../device/host/esp/efuse";
 import { deriveImage } from "../../device/host/esp/factory-image";
 import { Flash } from "../../device/host/esp/flash";
-import { chipByName } from "../../device/host/esp/image-check";
+import { checkImage, chipByName } from "../../device/host/esp/image-check";
 import { OtaOps, Status } from "../../device/host/esp/ota-ops";
 import { decodeEntry, newEntry, OtaState, Otadata } from "../../device/host/esp/otadata";
 import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, OTADATA, PARTITIONS_DIR, read, SIGNED_DIR, SIGNED_KEYS_DIR } from "../helpers/fixtures";
+import { parseLargeFrame } from "../../device/host/writer-service";
 import { ROOT } from "../helpers/server";
 
 const chip = chipByName("esp32", 300);
@@ -156,6 +157,8 @@ describe("esp_ota_ops on the emulated flash", () => {
     changed[0]! ^= 1;
     expect(ops.write(100, changed)).toEqual({ status: Status.Mismatch, written: 232 });
     expect(ops.write(100, hello.subarray(100, 332))).toEqual({ status: Status.Ok, written: 332 }); // overlapping, same bytes
+    expect(ops.write(0, hello.subarray(0, 232))).toEqual({ status: Status.Ok, written: 332 }); // an earlier piece again moves nothing back
+    expect(ops.write(0, Buffer.alloc(0))).toEqual({ status: Status.Ok, written: 332 }); // nothing to check the magic of
     expect(ops.write(hello.length - 10, Buffer.alloc(20))).toMatchObject({ status: Status.OutOfRange });
     expect(ops.bytesWritten).toBe(332);
   });
@@ -179,7 +182,7 @@ describe("esp_ota_ops on the emulated flash", () => {
     const ops = run();
     ops.begin(hello.length);
     ops.write(0, hello.subarray(0, 1000));
-    expect(ops.end(sha(hello))).toMatchObject({ status: Status.InvalidArg });
+    expect(ops.end(sha(hello))).toEqual({ status: Status.InvalidArg, reason: `incomplete: 1000 of ${hello.length} bytes written` });
     // nothing of this became bootable
     expect(run().setBoot()).toBe(Status.ImageInvalid);
     expect(states(f)[1]!.seq).not.toBe(2);
@@ -194,6 +197,24 @@ describe("esp_ota_ops on the emulated flash", () => {
     // entry 1 (seq 0 selects ota_1, the slot being overwritten) is erased: esp_ota_invalidate_inactive_ota_data_slot
     expect(states(f)[1]).toEqual({ seq: 0xffffffff, state: 0xffffffff });
     expect(states(f)[0]).toEqual({ seq: 1, state: OtaState.UNDEFINED });
+  });
+
+  it("begin and resume take only sizes that fit the slot, and resume only an offset within the size", () => {
+    const f = factoryFlash();
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    expect(ops.begin(0)).toEqual({ status: Status.OutOfRange, slot: 1 });
+    expect(ops.begin(slot1.size + 1)).toEqual({ status: Status.OutOfRange, slot: 1 });
+    expect(ops.begin(slot1.size)).toEqual({ status: Status.Ok, slot: 1 });
+    expect(ops.resume(0, 0)).toEqual({ status: Status.OutOfRange, written: 0 });
+    expect(ops.resume(slot1.size + 1, 0)).toEqual({ status: Status.OutOfRange, written: 0 });
+    expect(ops.resume(1000, 1001)).toEqual({ status: Status.OutOfRange, written: 0 });
+    expect(ops.resume(slot1.size, slot1.size)).toEqual({ status: Status.Ok, written: slot1.size });
+  });
+
+  it("a partition table without two OTA slots and otadata is refused", () => {
+    const factoryOnly = parsePartitionsCsv("nvs, data, nvs, 0x9000, 0x5000\nfactory, app, factory, 0x10000, 0x100000\n");
+    const f = new Flash();
+    expect(() => new OtaOps(f, factoryOnly, chip, bootloader(factoryFlash(), table, chip)!)).toThrow(/no OTA layout/);
   });
 
   it("resume after a reset continues without erasing what was written", () => {
@@ -293,6 +314,8 @@ describe("eFuse: signed images (Secure Boot v2 key digests) and anti-rollback", 
     expect(running.revokeKey(1)).toBe(Status.KeyInUse); // B alone signs what runs: the last key is never revoked
     expect(running.revokeKey(2)).toBe(Status.InvalidArg); // no digest in slot 2
     expect(running.revokeKey(7)).toBe(Status.InvalidArg);
+    expect(running.revokeKey(-1)).toBe(Status.InvalidArg);
+    expect(running.revokeKey(0.5)).toBe(Status.InvalidArg);
     expect(efuse.trustedMask).toBe(0b11);
     expect(running.revokeKey(0)).toBe(Status.Ok);
     expect(efuse.trustedMask).toBe(0b10);
@@ -308,6 +331,14 @@ describe("eFuse: signed images (Secure Boot v2 key digests) and anti-rollback", 
     const noSecureBoot = new Efuse({ trustedKeys: trust(keyA, keyB) });
     const g = factoryFlash();
     expect(ops(g, noSecureBoot).revokeKey(0)).toBe(Status.InvalidState);
+    // ... also once a valid app signed by both keys runs
+    const atG = ops(g, noSecureBoot);
+    expect(install(atG, both).status).toBe(Status.Ok);
+    expect(atG.setBoot()).toBe(Status.Ok);
+    const validG = ops(g, noSecureBoot);
+    expect(validG.markValid()).toBe(Status.Ok);
+    expect(validG.runningState()).toBe(OtaState.VALID);
+    expect(validG.revokeKey(0)).toBe(Status.InvalidState);
     expect(noSecureBoot.isRevoked(0)).toBe(false);
   });
 
@@ -356,6 +387,50 @@ describe("eFuse: signed images (Secure Boot v2 key digests) and anti-rollback", 
     const g = factoryFlash();
     const e2 = new Efuse({ secureVersion: 1 });
     expect(bootloader(g, table, chip, e2)).toBeNull();
+  });
+});
+
+describe("the chip revision range an image allows (bootloader_common_check_chip_validity)", () => {
+  /** hello_world with other min/max chip revisions in its header, its appended SHA-256 made again. */
+  const withRevisions = (min: number, max: number): Buffer => {
+    const out = Buffer.from(hello);
+    out.writeUInt16LE(min, 15);
+    out.writeUInt16LE(max, 17);
+    const end = parseAppImage(hello).checksumOffset + 1;
+    createHash("sha256").update(out.subarray(0, end)).digest().copy(out, end);
+    return out;
+  };
+  const atChip = (revision: number) => {
+    const f = factoryFlash();
+    const c = chipByName("esp32", revision);
+    return new OtaOps(f, table, c, bootloader(f, table, c)!);
+  };
+
+  it("an image is taken from its minimum revision to its maximum, both included, and refused outside", () => {
+    // (the factory app, hello_world's own range, boots on each of these revisions)
+    expect(install(atChip(100), withRevisions(100, 200)).status).toBe(Status.Ok);
+    expect(install(atChip(200), withRevisions(100, 200)).status).toBe(Status.Ok);
+    expect(install(atChip(99), withRevisions(100, 200))).toEqual({ status: Status.ImageInvalid, reason: "chip_revision" });
+    expect(install(atChip(201), withRevisions(100, 200))).toEqual({ status: Status.ImageInvalid, reason: "chip_revision" });
+    expect(install(atChip(201), withRevisions(100, 0xffff)).status).toBe(Status.Ok); // 0xFFFF: no maximum
+    expect(() => checkImage(withRevisions(301, 0xffff), chipByName("esp32", 300))).toThrow(
+      "image supports chip revisions 301 to any, the chip is 300",
+    );
+  });
+});
+
+describe("bulk writes (large frames)", () => {
+  const frame = (topic: string, data: number[]) =>
+    Uint8Array.from([0x12, 0x34, 0xff, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, ...Buffer.from(topic), 0, ...data]);
+
+  it("a frame is split into its topic and data; a short one, one without 0xff or without the topic's NUL is none", () => {
+    expect(parseLargeFrame(frame("otawriter/write/0", [1, 2]))).toEqual({ topic: "otawriter/write/0", data: Uint8Array.from([1, 2]) });
+    expect(parseLargeFrame(frame("", []))).toEqual({ topic: "", data: new Uint8Array(0) }); // 17 bytes, the shortest
+    expect(parseLargeFrame(frame("", []).subarray(0, 16))).toBeNull();
+    const noFF = frame("t", [1]);
+    noFF[2] = 0xfe;
+    expect(parseLargeFrame(noFF)).toBeNull();
+    expect(parseLargeFrame(frame("t", []).subarray(0, 17))).toBeNull(); // the topic's NUL cut off
   });
 });
 
