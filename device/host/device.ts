@@ -336,8 +336,23 @@ export class EmulatedDevice extends EventEmitter {
       if (size > MAX_SETTING_BYTES) {
         throw new Error(`setting ${k} would take ${size} bytes and the agent reads back at most ${MAX_SETTING_BYTES}; shorten it (for server_url, a shorter OTA_PUBLIC_URL or --server)`);
       }
-      await client.setStringValue(k, JSON.stringify(v));
+      await setAcknowledged(() => client.setStringValue(k, JSON.stringify(v)));
     }
   }
 }
 
+/**
+ * A settings write, sent again when it was not acknowledged: with the VM clock running faster, jacdac-ts's ACK
+ * window (its retries, in VM time) is a few real milliseconds, which a busy machine can miss. Writing the same
+ * value twice is harmless.
+ */
+async function setAcknowledged(send: () => Promise<void>, attempts = 5): Promise<void> {
+  for (let i = 1; ; i++) {
+    try {
+      await send();
+      return;
+    } catch (e) {
+      if (i >= attempts || !(e instanceof Error) || !jd.isAckError(e)) throw e;
+    }
+  }
+}
