@@ -342,17 +342,18 @@ export class EmulatedDevice extends EventEmitter {
 }
 
 /**
- * A settings write, sent again when it was not acknowledged: with the VM clock running faster, jacdac-ts's ACK
- * window (its retries, in VM time) is a few real milliseconds, which a busy machine can miss. Writing the same
- * value twice is harmless.
+ * A settings write, sent again while it is not acknowledged, for up to 10 real seconds: with the VM clock running
+ * faster, jacdac-ts's ACK window (its retries, in VM time) is a few real milliseconds, which a busy machine can
+ * miss many times over. Writing the same value twice is harmless.
  */
-async function setAcknowledged(send: () => Promise<void>, attempts = 5): Promise<void> {
-  for (let i = 1; ; i++) {
+async function setAcknowledged(send: () => Promise<void>, withinMs = 10_000): Promise<void> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
     try {
       await send();
       return;
     } catch (e) {
-      if (i >= attempts || !(e instanceof Error) || !jd.isAckError(e)) throw e;
+      if (Date.now() >= deadline || !(e instanceof Error) || !jd.isAckError(e)) throw e;
     }
   }
 }
