@@ -2,18 +2,18 @@
 // starts the built server on it and measures every operator request beside a poller. The speed targets are
 // only judged at a million devices; here the figures must be real and the fleet's counts right. The same again
 // with `--backend postgres`, on a throwaway cluster of the bench's own.
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { serverBinaries } from "../../bench/postgres";
+import { runNode } from "../helpers/node-process";
 import { ROOT } from "../helpers/server";
 
 const bench = path.join(ROOT, "dist/bench/scale.js");
 
 /** Runs the scale bench on 2,000 devices and checks its figures and what each filter found. */
-function scaleRun(args: string[], backend: string) {
+async function scaleRun(args: string[], backend: string) {
   if (!fs.existsSync(bench)) throw new Error("dist/bench/scale.js is missing: run `npm run build` (npm test builds first)");
-  const r = spawnSync(process.execPath, [bench, "--devices", "2000", ...args], { cwd: ROOT, encoding: "utf8", timeout: 150_000 });
+  const r = await runNode(bench, ["--devices", "2000", ...args], { cwd: ROOT, timeoutMs: 150_000 });
   expect(r.stderr).not.toMatch(/failed:/);
   expect(r.status).toBe(0);
   const lines = r.stdout.trim().split("\n");
@@ -45,5 +45,5 @@ const withPostgres = serverBinaries() !== null || Boolean(process.env.OTA_BENCH_
 describe("scale bench (2,000 devices)", () => {
   it("prints the table and, last, one JSON line; the rollout counts every device it was given", () => scaleRun([], "sqlite"), 180_000);
 
-  (withPostgres ? it : (name: string, fn: () => void, timeout?: number) => it.skip(`${name} [skipped: PostgreSQL's server programs are not installed]`, fn, timeout))("--backend postgres: the same figures and counts from a PostgreSQL database", () => scaleRun(["--backend", "postgres"], "postgres"), 180_000);
+  (withPostgres ? it : (name: string, fn: () => Promise<void>, timeout?: number) => it.skip(`${name} [skipped: PostgreSQL's server programs are not installed]`, fn, timeout))("--backend postgres: the same figures and counts from a PostgreSQL database", () => scaleRun(["--backend", "postgres"], "postgres"), 180_000);
 });

@@ -3,12 +3,12 @@
 // measurements; the speed targets themselves are only judged by the full `npm run bench`. A second, shorter
 // run (`--only` the load phases) exercises `--compare`, with this same build as the baseline. A third runs the
 // PostgreSQL figures (6 and 7) on a throwaway cluster of the bench's own.
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { serverBinaries } from "../../bench/postgres";
 import { HAS_ESPHOME } from "../helpers/fixtures";
+import { runNode } from "../helpers/node-process";
 import { ROOT } from "../helpers/server";
 
 const has = (cmd: string) => ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"].some((d) => fs.existsSync(path.join(d, cmd)));
@@ -24,9 +24,9 @@ const maybePg = withPostgres ? it : (name: string) => it.skip(`${name} [skipped:
 
 const harness = path.join(ROOT, "dist/bench/run.js");
 
-function quickRun(args: string[]) {
+async function quickRun(args: string[]) {
   if (!fs.existsSync(harness)) throw new Error("dist/bench/run.js is missing: run `npm run build` (npm test builds first)");
-  const r = spawnSync(process.execPath, [harness, "--quick", ...args], { cwd: ROOT, encoding: "utf8", timeout: 240_000 });
+  const r = await runNode(harness, ["--quick", ...args], { cwd: ROOT, timeoutMs: 240_000 });
   expect(r.stderr).not.toMatch(/failed:/);
   expect(r.status).toBe(0);
   return { stdout: r.stdout, result: JSON.parse(r.stdout.trim().split("\n").at(-1)!) };
@@ -35,8 +35,8 @@ function quickRun(args: string[]) {
 describe("bench harness (quick run)", () => {
   maybe(
     "prints the table and, last, one JSON line with every figure; no acknowledged report is lost to SIGKILL",
-    () => {
-      const { stdout, result } = quickRun(["--only", "polls,handshake,downloads,reports,pipeline"]);
+    async () => {
+      const { stdout, result } = await quickRun(["--only", "polls,handshake,downloads,reports,pipeline"]);
       expect(stdout).toContain("1 manifest polls, keep-alive (req/s)");
       expect(result.baseline_build).toBeNull();
       expect(result.bare_reference).toBe("node");
@@ -70,8 +70,8 @@ describe("bench harness (quick run)", () => {
 
   maybe(
     "--compare DIR measures that build as the baseline too and adds its figures and ratios; --bare express",
-    () => {
-      const { stdout, result } = quickRun(["--only", "polls,handshake,downloads,reports", "--compare", ROOT, "--bare", "express"]);
+    async () => {
+      const { stdout, result } = await quickRun(["--only", "polls,handshake,downloads,reports", "--compare", ROOT, "--bare", "express"]);
       expect(result.baseline_build).toBe(ROOT);
       expect(stdout).toMatch(/ours\s+baseline\s+nginx/);
       // The bare reference answered through an Express application, and said so.
@@ -104,8 +104,8 @@ describe("bench harness (quick run)", () => {
 
   maybePg(
     "pg-polls and durable-reports: two PostgreSQL server processes against SQLite per CPU-second, reports beside fsyncs",
-    () => {
-      const { stdout, result } = quickRun(["--only", "pg-polls,durable-reports"]);
+    async () => {
+      const { stdout, result } = await quickRun(["--only", "pg-polls,durable-reports"]);
       expect(stdout).toContain("6 manifest polls, keep-alive");
       expect(stdout).toContain("7 durable reports");
       expect(result.polls_keepalive).toBeNull();
@@ -135,10 +135,10 @@ describe("bench harness (quick run)", () => {
     120_000,
   );
 
-  it("--compare refuses a folder that is not a build, saying what to do", () => {
+  it("--compare refuses a folder that is not a build, saying what to do", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-compare-"));
     try {
-      const r = spawnSync(process.execPath, [harness, "--quick", "--compare", dir], { cwd: ROOT, encoding: "utf8", timeout: 30_000 });
+      const r = await runNode(harness, ["--quick", "--compare", dir], { cwd: ROOT, timeoutMs: 30_000 });
       expect(r.status).toBe(1);
       expect(r.stderr).toContain(`--compare ${dir}: dist/server/main.js and node_modules missing`);
       expect(r.stderr).toContain(`run npm ci && npm run build in ${dir}`);
