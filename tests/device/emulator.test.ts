@@ -392,14 +392,7 @@ describe("eFuse: signed images (Secure Boot v2 key digests) and anti-rollback", 
 
 describe("the chip revision range an image allows (bootloader_common_check_chip_validity)", () => {
   /** hello_world with other min/max chip revisions in its header, its appended SHA-256 made again. */
-  const withRevisions = (min: number, max: number): Buffer => {
-    const out = Buffer.from(hello);
-    out.writeUInt16LE(min, 15);
-    out.writeUInt16LE(max, 17);
-    const end = parseAppImage(hello).checksumOffset + 1;
-    createHash("sha256").update(out.subarray(0, end)).digest().copy(out, end);
-    return out;
-  };
+  const withRevisions = (min: number, max: number): Buffer => deriveImage(hello, { minChipRevFull: min, maxChipRevFull: max });
   const atChip = (revision: number) => {
     const f = factoryFlash();
     const c = chipByName("esp32", revision);
