@@ -56,6 +56,8 @@ export interface DeviceOptions {
   paceMs?: number;
   /** Fault injection for tests: writes to lose between the VM and the writer. */
   dropWrite?: (offset: number, length: number, bulk: boolean) => boolean;
+  /** Fault injection for tests: each writer answer's payload on its way to the VM. */
+  mangleAnswer?: (op: WriterOp["op"], payload: Uint8Array) => Uint8Array;
 }
 
 export interface AgentEvent {
@@ -180,6 +182,7 @@ export class EmulatedDevice extends EventEmitter {
         },
         reset: () => this.scheduleReset(),
         dropWrite: this.o.dropWrite,
+        mangleAnswer: this.o.mangleAnswer,
       },
       this.o.bulkWriteMax ?? 4096,
     );

@@ -7,6 +7,16 @@ import { Status } from "./esp/ota-ops";
 const SRV_OTA_WRITER = 0x1f0a7a11;
 
 const CMD = { begin: 0x80, resume: 0x81, write: 0x82, end: 0x83, setBoot: 0x84, markValid: 0x85, markInvalid: 0x86, revokeKey: 0x87 } as const;
+const CMD_OF: Record<WriterOp["op"], number> = {
+  begin: CMD.begin,
+  resume: CMD.resume,
+  write: CMD.write,
+  end: CMD.end,
+  set_boot: CMD.setBoot,
+  mark_valid: CMD.markValid,
+  mark_invalid: CMD.markInvalid,
+  revoke_key: CMD.revokeKey,
+};
 const REG = {
   runningSlot: 0x180,
   imageState: 0x181,
@@ -44,6 +54,8 @@ export interface WriterHooks {
   onOp?: (op: WriterOp) => void;
   /** Fault injection: a write for which this returns true is lost on the way (not carried out, not answered). */
   dropWrite?: (offset: number, length: number, bulk: boolean) => boolean;
+  /** Fault injection: the payload of each answer on its way back (a native writer that answers short or garbled). */
+  mangleAnswer?: (op: WriterOp["op"], payload: Uint8Array) => Uint8Array;
   /** mark_invalid_and_reboot succeeded: reset the chip. */
   reset: () => void;
 }
@@ -78,14 +90,14 @@ export class OtaWriterServer extends jd.JDServiceServer {
       const [size] = pkt.jdunpack<[number]>("u32");
       const r = this.ops.begin(size);
       this.afterWrite();
-      this.reply(CMD.begin, "u8 u8", [r.status, r.slot]);
+      this.reply("begin", "u8 u8", [r.status, r.slot]);
       this.hooks.onOp?.({ op: "begin", status: r.status, size });
     });
     this.addCommand(CMD.resume, (pkt) => {
       const [size, offset] = pkt.jdunpack<[number, number]>("u32 u32");
       const r = this.ops.resume(size, offset);
       this.afterWrite();
-      this.reply(CMD.resume, "u32 u8", [r.written, r.status]);
+      this.reply("resume", "u32 u8", [r.written, r.status]);
       this.hooks.onOp?.({ op: "resume", status: r.status, size, offset });
     });
     this.addCommand(CMD.write, (pkt) => {
@@ -95,18 +107,18 @@ export class OtaWriterServer extends jd.JDServiceServer {
     this.addCommand(CMD.end, (pkt) => {
       const [sha] = pkt.jdunpack<[Uint8Array]>("b");
       const r = this.ops.end(sha);
-      this.reply(CMD.end, "u8 s", [r.status, r.reason]);
+      this.reply("end", "u8 s", [r.status, r.reason]);
       this.hooks.onOp?.({ op: "end", status: r.status, reason: r.reason });
     });
     this.addCommand(CMD.setBoot, () => {
       const st = this.ops.setBoot();
-      this.reply(CMD.setBoot, "u8", [st]);
+      this.reply("set_boot", "u8", [st]);
       this.hooks.onOp?.({ op: "set_boot", status: st });
     });
     this.addCommand(CMD.markValid, () => {
       const st = this.ops.markValid();
       this.imageState.setValues([this.ops.runningState()]);
-      this.reply(CMD.markValid, "u8", [st]);
+      this.reply("mark_valid", "u8", [st]);
       this.hooks.onOp?.({ op: "mark_valid", status: st });
     });
     this.addCommand(CMD.revokeKey, (pkt) => {
@@ -114,7 +126,7 @@ export class OtaWriterServer extends jd.JDServiceServer {
       const st = this.ops.revokeKey(index);
       this.trustedKeys.setValues([this.ops.efuse.trustedMask]);
       this.runningSigners.setValues([this.ops.runningSigners()]);
-      this.reply(CMD.revokeKey, "u8", [st]);
+      this.reply("revoke_key", "u8", [st]);
       this.hooks.onOp?.({ op: "revoke_key", status: st, index });
     });
     this.addCommand(CMD.markInvalid, () => {
@@ -122,7 +134,7 @@ export class OtaWriterServer extends jd.JDServiceServer {
       this.hooks.onOp?.({ op: "mark_invalid", status: st });
       // esp_ota_mark_app_invalid_rollback_and_reboot: on success the chip resets and nothing answers.
       if (st === Status.Ok) this.hooks.reset();
-      else this.reply(CMD.markInvalid, "u8", [st]);
+      else this.reply("mark_invalid", "u8", [st]);
     });
   }
 
@@ -139,7 +151,7 @@ export class OtaWriterServer extends jd.JDServiceServer {
     if (this.hooks.dropWrite?.(offset, data.length, bulk)) return;
     const r = this.ops.write(offset, data);
     this.afterWrite();
-    this.reply(CMD.write, "u32 u32 u8", [offset, r.written, r.status]);
+    this.reply("write", "u32 u32 u8", [offset, r.written, r.status]);
     this.hooks.onOp?.({ op: "write", status: r.status, offset, length: data.length, bulk, data });
   }
 
@@ -147,8 +159,11 @@ export class OtaWriterServer extends jd.JDServiceServer {
     this.bytesWritten.setValues([this.ops.bytesWritten]);
   }
 
-  private reply(code: number, fmt: string, values: jd.PackedValues): void {
-    void this.sendPacketAsync(jd.Packet.jdpacked(code, fmt, values));
+  private reply(op: WriterOp["op"], fmt: string, values: jd.PackedValues): void {
+    const code = CMD_OF[op];
+    let pkt = jd.Packet.jdpacked(code, fmt, values);
+    if (this.hooks.mangleAnswer) pkt = jd.Packet.from(code, this.hooks.mangleAnswer(op, pkt.data));
+    void this.sendPacketAsync(pkt);
   }
 }
 

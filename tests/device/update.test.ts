@@ -125,6 +125,28 @@ describe("device agent: updates end to end", () => {
     expect(dev.flash.read(otaSlots(dev.o.partitions)[1]!.offset, HELLO.length).equals(HELLO)).toBe(true);
   });
 
+  it("an answer from the writer too short to read is never taken for Ok: the install fails and the device keeps its image", async () => {
+    // An empty set_boot answer decodes as status 0 (Ok); a write report cut to 8 bytes as a write of 0 bytes.
+    const cases = [
+      { id: "dev-short-set-boot", op: "set_boot", bytes: 0, error: "the writer answered command 132 with 0 bytes, at least 1 expected" },
+      { id: "dev-short-write", op: "write", bytes: 8, error: "the writer answered a write with 8 bytes, 9 expected" },
+    ] as const;
+    for (const c of cases) {
+      const dev = await env.device({
+        id: c.id,
+        url: env.relay.url,
+        mangleAnswer: (op, payload) => (op === c.op ? payload.subarray(0, c.bytes) : payload),
+      });
+      await dev.powerOn();
+      await reported(dev, "failed", 60_000);
+      const view = await serverView(env.s, c.id);
+      expect(view.reports.find((r) => r.status === "failed")).toMatchObject({ reason: "write_failed", error: c.error });
+      expect(view.reports.map((r) => r.status)).not.toContain("rebooting");
+      expect(dev.running!.image.app.version).toBe("v1.0.0");
+      await dev.powerOff();
+    }
+  });
+
   it("refuses a downgrade by version order, and by secure_version", async () => {
     const newer = await env.device({ id: "dev-newer", url: env.relay.url, factoryVersion: "v9.0.0" });
     await newer.powerOn();

@@ -26,7 +26,7 @@ import { Config } from "./config"
 import { fetchBlock, fetchBlockHashes } from "./download"
 import { detailOf, fail, messageOf, reasonOf } from "./errors"
 import { revokeOldKeys } from "./keys"
-import { Platform, STATE_PENDING_VERIFY, STATE_VALID, W_OK, WriterInfo } from "./platform"
+import { EndResult, Platform, STATE_PENDING_VERIFY, STATE_VALID, W_OK, WriterInfo } from "./platform"
 import { ReportFields, Reporter } from "./reporter"
 
 /** The image is valid; only the "confirmed" report is still to be stored. */
@@ -113,7 +113,12 @@ export class Updater {
             healthy = await this.reporter.send("confirming", this.fields(), false, id)
         }
         if (healthy) {
-            const st = await this.p.writer.markValid()
+            let st = -1
+            try {
+                st = await this.p.writer.markValid()
+            } catch (e) {
+                sys.log("mark_valid: " + messageOf(e))
+            }
             if (st !== W_OK) sys.log("mark_valid answered " + st)
             else info.imageState = STATE_VALID
             this.ck.stage = STAGE_CONFIRMED
@@ -247,7 +252,7 @@ export class Updater {
                 try {
                     await w.write(block, i * m.blockSize, n)
                 } catch (e) {
-                    fail("write_failed", messageOf(e))
+                    fail("write_failed", detailOf(e))
                 }
                 ck.offset = Math.min(m.size, (i + 1) * m.blockSize)
                 await this.save(false)
@@ -272,7 +277,13 @@ export class Updater {
         vf.bytes = m.size
         vf.total = m.size
         await this.reporter.send("verifying", vf, true)
-        const r = await w.end(Buffer.from(m.sha256, "hex"))
+        // A writer that does not answer, or answers too short to read, fails this install like a refusal would.
+        let r: EndResult = null
+        try {
+            r = await w.end(Buffer.from(m.sha256, "hex"))
+        } catch (e) {
+            return await this.failed(reasonOf(e), detailOf(e))
+        }
         if (r.status !== W_OK) {
             if (r.status === W_HASH_MISMATCH)
                 return await this.failed("image_hash_mismatch", "the image written does not have the manifest's SHA-256")
@@ -292,7 +303,12 @@ export class Updater {
         }
         ck.stage = STAGE_ENDED
         await this.save()
-        const bs = await w.setBoot()
+        let bs = 0
+        try {
+            bs = await w.setBoot()
+        } catch (e) {
+            return await this.failed(reasonOf(e), detailOf(e))
+        }
         if (bs === W_SIGNATURE_INVALID)
             return await this.failed("signature_invalid", "set_boot: no signature block verifies under a key this chip trusts")
         if (bs === W_SECURE_VERSION_TOO_LOW)

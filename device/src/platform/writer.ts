@@ -9,6 +9,7 @@
 // the writer offers them, else as 232-byte `write` commands (236-byte payload minus the offset).
 
 import * as ds from "@devicescript/core"
+import { fail } from "../agent/errors"
 import { EndResult, W_GAP, W_OK, Writer, WriterInfo } from "../agent/platform"
 import { request } from "./request"
 
@@ -25,6 +26,12 @@ const COMMAND_PIECE = 232
 const COMMAND_WINDOW = 8 // pieces in flight: fits the runtime's transmit queue
 const BULK_PIECE = 512 // a piece and its frame copy are what a bulk write adds to the heap
 const BULK_WINDOW = 16
+// The fixed part of each report (otawriter.md). A shorter answer cannot be read: decoding it would give
+// zeros, and status 0 is Ok, so it is refused rather than taken for a success.
+const BEGIN_REPORT = 2 // status, slot
+const RESUME_REPORT = 5 // bytes_written, status
+const WRITE_REPORT = 9 // offset, bytes_written, status
+const STATUS_REPORT = 1 // status (end adds its reason, which may be empty)
 const ACK_TIMEOUT_MS = 3000
 const MAX_STALLS = 10
 
@@ -40,6 +47,7 @@ export class OtaWriterClient implements Writer {
     private reports = 0
     private gap = false
     private error = 0
+    private short = -1 // the length of a write report too short to read, else -1
     private bulkMax = 0
     private useBulk: boolean
     private pieceBuf: Buffer = null
@@ -48,8 +56,12 @@ export class OtaWriterClient implements Writer {
         this.useBulk = useBulk
         const self = this // arrow functions cannot use `this` in DeviceScript
         this.role.report().subscribe(pkt => {
-            if (pkt.serviceCommand === CMD_WRITE) self.onWrite(pkt.decode())
-            else self.replies.emit(pkt)
+            if (pkt.serviceCommand !== CMD_WRITE) self.replies.emit(pkt)
+            else if (pkt.payload.length < WRITE_REPORT) {
+                self.short = pkt.payload.length
+                self.reports++
+                self.progress.emit(self.acked)
+            } else self.onWrite(pkt.decode())
         })
     }
 
@@ -98,22 +110,24 @@ export class OtaWriterClient implements Writer {
     }
 
     /** Sends a command and waits for its report; resends a few times when none comes (commands may be lost). */
-    private async call(code: number, send: () => Promise<void>, timeoutMs: number): Promise<any> {
+    private async call(code: number, minBytes: number, send: () => Promise<void>, timeoutMs: number): Promise<any> {
         const pkt = await request(this.replies, send, p => p.serviceCommand === code, timeoutMs, 3)
-        if (!pkt) throw new Error("writer_timeout: no answer to command " + code)
+        if (!pkt) fail("write_failed", "the writer did not answer command " + code)
+        const n = pkt.payload.length
+        if (n < minBytes) fail("write_failed", "the writer answered command " + code + " with " + n + " bytes, at least " + minBytes + " expected")
         return pkt.decode()
     }
 
     async begin(size: number): Promise<number> {
         const role = this.role
-        const d = await this.call(CMD_BEGIN, async () => await role.begin(size), 60000)
+        const d = await this.call(CMD_BEGIN, BEGIN_REPORT, async () => await role.begin(size), 60000)
         if (statusOf(d) === W_OK) this.acked = 0
         return statusOf(d)
     }
 
     async resume(size: number, offset: number): Promise<number> {
         const role = this.role
-        const d = await this.call(CMD_RESUME, async () => await role.resume(size, offset), 10000)
+        const d = await this.call(CMD_RESUME, RESUME_REPORT, async () => await role.resume(size, offset), 10000)
         // [bytes_written, status]
         if (d[1] === W_OK) this.acked = d[0]
         return d[1]
@@ -128,6 +142,7 @@ export class OtaWriterClient implements Writer {
         let sent = offset
         let stalls = 0
         this.error = 0
+        this.short = -1
         this.gap = false
         while (this.acked < end) {
             if (this.acked < offset) throw new Error("the writer holds " + this.acked + " bytes, expected " + offset)
@@ -145,12 +160,13 @@ export class OtaWriterClient implements Writer {
             if (this.reports === seen) {
                 const v = await ds.wait(this.progress, ACK_TIMEOUT_MS)
                 if (v === undefined) {
-                    if (++stalls > MAX_STALLS) throw new Error("writer_timeout: writes not acknowledged")
+                    if (++stalls > MAX_STALLS) fail("write_failed", "the writer acknowledged no write for " + (MAX_STALLS * ACK_TIMEOUT_MS) / 1000 + " s")
                     sent = this.acked // resend everything not acknowledged
                     continue
                 }
             }
-            if (this.error) throw new Error("write_failed: writer status " + this.error + " at offset " + this.acked)
+            if (this.short >= 0) fail("write_failed", "the writer answered a write with " + this.short + " bytes, " + WRITE_REPORT + " expected")
+            if (this.error) fail("write_failed", "writer status " + this.error + " at offset " + this.acked)
             if (this.gap) {
                 this.gap = false
                 sent = this.acked
@@ -161,28 +177,28 @@ export class OtaWriterClient implements Writer {
 
     async end(sha256: Buffer): Promise<EndResult> {
         const role = this.role
-        const d = await this.call(CMD_END, async () => await role.end(sha256), 60000)
+        const d = await this.call(CMD_END, STATUS_REPORT, async () => await role.end(sha256), 60000)
         return { status: d[0], reason: d[1] ? d[1] : "" }
     }
 
     async setBoot(): Promise<number> {
         const role = this.role
-        return statusOf(await this.call(CMD_SET_BOOT, async () => await role.setBoot(), 30000))
+        return statusOf(await this.call(CMD_SET_BOOT, STATUS_REPORT, async () => await role.setBoot(), 30000))
     }
 
     async markValid(): Promise<number> {
         const role = this.role
-        return statusOf(await this.call(CMD_MARK_VALID, async () => await role.markValid(), 10000))
+        return statusOf(await this.call(CMD_MARK_VALID, STATUS_REPORT, async () => await role.markValid(), 10000))
     }
 
     async revokeKey(index: number): Promise<number> {
         const role = this.role
-        return statusOf(await this.call(CMD_REVOKE_KEY, async () => await role.revokeKey(index), 10000))
+        return statusOf(await this.call(CMD_REVOKE_KEY, STATUS_REPORT, async () => await role.revokeKey(index), 10000))
     }
 
     /** On success the chip resets and this never returns; returns only the status of a refusal. */
     async markInvalidAndReboot(): Promise<number> {
         const role = this.role
-        return statusOf(await this.call(CMD_MARK_INVALID, async () => await role.markInvalidAndReboot(), 10000))
+        return statusOf(await this.call(CMD_MARK_INVALID, STATUS_REPORT, async () => await role.markInvalidAndReboot(), 10000))
     }
 }
