@@ -94,6 +94,8 @@ describe("revocation through the operator API", () => {
     for (const token of [forge("admin", "dave"), forge("viewer", "admin")]) {
       const r = await get("/apikeys", token);
       expect(code(r)).toEqual([401, "invalid_token"]);
+      // The same words as any other invalid token: nothing says which claim disagreed with the record.
+      expect(r.json<{ error: { message: string } }>().error.message).toBe("the bearer token is not a valid operator token");
     }
     // The same record under another issuer, audience or algorithm is no operator token either.
     const claims = { subject: "dave", jwtid: dave.jti };
