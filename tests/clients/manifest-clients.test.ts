@@ -4,6 +4,7 @@ import { spawnSync } from "node:child_process";
 import { createHash, createHmac } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { deriveImage } from "../../device/host/esp/factory-image";
 import { storageEnv } from "../helpers/database";
 import { HELLO_WORLD, HELLO_WORLD_C3, HELLO_WORLD_IDF41, HELLO_WORLD_S3, read } from "../helpers/fixtures";
 import { eventually, ROOT, startTestServer, type TestServer } from "../helpers/server";
@@ -112,6 +113,52 @@ describe("version + url manifest clients", () => {
   it("sends no fleet-wide HMAC unless switched on", async () => {
     const m = await s.req("GET", "/firmware/manifest", { headers: key() });
     expect(m.headers["x-manifest-fleet-hmac"]).toBeUndefined();
+  });
+});
+
+describe("GET /firmware/<version>.bin when one chip has that version twice (a rebuild)", () => {
+  let s: TestServer;
+  const key = () => ({ "X-API-Key": s.creds.deviceApiKey });
+  const api = async (method: string, p: string, body: unknown) => {
+    const r = await s.req(method, `/api/v1${p}`, {
+      headers: { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (r.status >= 300) throw new Error(`${method} ${p}: ${r.status} ${r.text()}`);
+  };
+  // The same hello_world, version V5, rebuilt with another secure_version: other bytes, same version and chip.
+  const rebuilt = deriveImage(read(HELLO_WORLD), { secureVersion: 1 });
+
+  beforeAll(async () => {
+    s = await serverWith([[HELLO_WORLD, "hello.bin"]]);
+    fs.writeFileSync(path.join(s.dirs.firmware, "hello-rebuilt.bin"), rebuilt);
+    await eventually(() => s.running.ctx.catalog.imageByName("hello-rebuilt.bin"));
+  });
+  afterAll(async () => s.close());
+
+  it("before any release: the newest build (the one the folder offers)", async () => {
+    const r = await s.req("GET", `/firmware/${V5}.bin`, { headers: { ...key(), "X-Device-Chip": "esp32" } });
+    expect(r.status).toBe(200);
+    expect(sha256(r.body)).toBe(sha256(rebuilt));
+  });
+
+  it("serves the build the device's release gives it (read from the registry: its pin), not just any", async () => {
+    for (const id of ["dev-pinned", "dev-other"]) {
+      await s.req("GET", "/firmware/manifest", { headers: { ...key(), "X-Device-Id": id, "X-Nonce": `nonce-for-${id}-0001`, "X-Device-Chip": "esp32" } });
+    }
+    await s.running.ctx.devices.flush();
+    await api("POST", "/releases", { name: "rebuilt", image: "hello-rebuilt.bin" });
+    await api("POST", "/releases/rebuilt/rollout", { stages: [100] });
+    await api("POST", "/releases", { name: "original", image: "hello.bin", targets: { devices: ["dev-pinned"] } });
+    await api("PATCH", "/devices/dev-pinned", { pinned_release: "original" });
+
+    const get = (id: string) => s.req("GET", `/firmware/${V5}.bin`, { headers: { ...key(), "X-Device-Id": id, "X-Device-Chip": "esp32" } });
+    const pinned = await get("dev-pinned");
+    expect(pinned.status).toBe(200);
+    expect(sha256(pinned.body)).toBe(sha256(read(HELLO_WORLD)));
+    const other = await get("dev-other");
+    expect(other.status).toBe(200);
+    expect(sha256(other.body)).toBe(sha256(rebuilt));
   });
 });
 

@@ -206,7 +206,7 @@ async function imageByVersion(ctx: Context, req: Request, version: string): Prom
   }
   // The same version rebuilt for one chip: the one offered to this device, else the newest.
   const offer = await chooseImage(ctx, { deviceId: req.device?.id ?? null, chip, version: null });
-  return candidates.find((i) => i === offer) ?? candidates[0];
+  return candidates.find((i) => i.sha256 === offer?.sha256) ?? candidates[0];
 }
 
 /** GET|HEAD /firmware/:file — by the name it has in the firmware folder, else <version>.bin by version. */
