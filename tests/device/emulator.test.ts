@@ -111,7 +111,9 @@ describe("esp_ota_ops on the emulated flash", () => {
     expect(ops2.runningState()).toBe(OtaState.VALID);
     const again = bootloader(f, table, chip)!;
     expect(again.partition.name).toBe("app1");
-    expect(new OtaOps(f, table, chip, again).describeRunning()).toMatchObject({ slot: 1, version: "v1.4.1-2-g0296947-dirty" });
+    const ops3 = new OtaOps(f, table, chip, again);
+    expect(ops3.describeRunning()).toMatchObject({ slot: 1, version: "v1.4.1-2-g0296947-dirty" });
+    expect(ops3.nextUpdate().partition.name).toBe("app0"); // after the last slot comes the first
   });
 
   it("a reset before the new image is marked valid aborts it and the previous image boots", () => {
@@ -136,6 +138,19 @@ describe("esp_ota_ops on the emulated flash", () => {
     expect(states(f)[1]!.state).toBe(OtaState.INVALID);
     expect(bootloader(f, table, chip)!.partition.name).toBe("app0");
     expect(bootloader(f, table, chip)!.partition.name).toBe("app0");
+  });
+
+  it("while the factory app runs, mark_valid and mark_invalid are refused and change nothing ('running firmware is factory')", () => {
+    const t = parsePartitionsCsv(fs.readFileSync(path.join(PARTITIONS_DIR, "esp-idf_partitions_two_ota.csv"), "utf8"));
+    const f = new Flash();
+    f.flashAt(t.entries.find((p) => p.name === "factory")!.offset, factory);
+    const ops = new OtaOps(f, t, chip, bootloader(f, t, chip)!);
+    const otadata = Buffer.from(f.read(t.otadata!.offset, t.otadata!.size));
+    expect(ops.runningState()).toBe(OtaState.UNDEFINED);
+    expect(ops.markValid()).toBe(Status.InvalidState);
+    expect(ops.markInvalid()).toBe(Status.InvalidState);
+    expect(f.read(t.otadata!.offset, t.otadata!.size).equals(otadata)).toBe(true);
+    expect(ops.nextUpdate().partition.name).toBe(otaSlots(t)[0]!.name); // from the factory app, the first slot
   });
 
   it("mark_invalid with nothing to go back to is refused", () => {
