@@ -116,6 +116,22 @@ describe("esp_ota_ops on the emulated flash", () => {
     expect(ops3.nextUpdate().partition.name).toBe("app0"); // after the last slot comes the first
   });
 
+  it("an otadata entry whose CRC does not match its sequence number is no entry: the running slot's state is undefined", () => {
+    const f = factoryFlash();
+    const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
+    install(ops, hello);
+    ops.setBoot();
+    const first = bootloader(f, table, chip)!;
+    expect(new OtaOps(f, table, chip, first).runningState()).toBe(OtaState.PENDING_VERIFY);
+    // Clear one bit of the CRC of the entry that selects ota_1 (otadata[1], bytes 28-31): NOR can only clear bits.
+    const at = table.otadata!.offset + 4096 + 28;
+    const crc = f.read(at, 4);
+    const i = crc.findIndex((b) => b !== 0);
+    crc[i] = crc[i]! & (crc[i]! - 1);
+    f.write(at, crc);
+    expect(new OtaOps(f, table, chip, first).runningState()).toBe(OtaState.UNDEFINED);
+  });
+
   it("a reset before the new image is marked valid aborts it and the previous image boots", () => {
     const f = factoryFlash();
     const ops = new OtaOps(f, table, chip, bootloader(f, table, chip)!);
