@@ -8,7 +8,7 @@ import { bootloader, FACTORY_INDEX, otaSlots } from "../../device/host/esp/bootl
 import { Efuse } from "../../device/host/esp/efuse";
 import { deriveImage } from "../../device/host/esp/factory-image";
 import { Flash } from "../../device/host/esp/flash";
-import { checkImage, chipByName } from "../../device/host/esp/image-check";
+import { checkImage, checkSecureVersion, chipByName, ImageCheckError, signerSlots, storedLength } from "../../device/host/esp/image-check";
 import { OtaOps, Status } from "../../device/host/esp/ota-ops";
 import { decodeEntry, newEntry, OtaState, Otadata } from "../../device/host/esp/otadata";
 import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, OTADATA, PARTITIONS_DIR, read, SIGNED_DIR, SIGNED_KEYS_DIR } from "../helpers/fixtures";
@@ -440,6 +440,52 @@ describe("the chip revision range an image allows (bootloader_common_check_chip_
     expect(() => checkImage(withRevisions(301, 0xffff), chipByName("esp32", 300))).toThrow(
       "image supports chip revisions 301 to any, the chip is 300",
     );
+  });
+});
+
+describe("the writer's image checks, called directly", () => {
+  const keyA = read(path.join(SIGNED_KEYS_DIR, "release-ecdsa256.pem"));
+  const keyB = read(path.join(SIGNED_KEYS_DIR, "release-rsa3072.pem"));
+  const refusal = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      return e instanceof ImageCheckError ? { code: e.code, message: e.message } : e;
+    }
+    return null;
+  };
+
+  it("each refusal says what the image is and what the chip is", () => {
+    expect(() => chipByName("esp99", 0)).toThrow("unknown chip esp99");
+    expect(refusal(() => checkImage(hello, chipByName("esp32s3", 0)))).toEqual({ code: "chip_mismatch", message: "image is for esp32, the chip is esp32s3" });
+    const v1 = parseAppImage(deriveImage(hello, { secureVersion: 1 }));
+    expect(refusal(() => checkSecureVersion(v1, new Efuse({ secureVersion: 2 })))).toEqual({
+      code: "secure_version_too_low",
+      message: "the image's secure_version 1 is below the chip's eFuse secure_version 2",
+    });
+    expect(refusal(() => checkSecureVersion(v1, new Efuse({ secureVersion: 1 })))).toBeNull();
+  });
+
+  it("an image's bytes on flash end after its signature sector when one follows it, else at the image's own end", () => {
+    const signed = signImage(hello, [readKey(keyA)]);
+    const img = parseAppImage(signed);
+    expect(storedLength(signed, img)).toBe(signed.length); // the sector ends exactly where the slot does
+    const slot = Buffer.alloc(slot1.size, 0xff);
+    signed.copy(slot);
+    expect(storedLength(slot, img)).toBe(signed.length);
+    expect(storedLength(signed.subarray(0, signed.length - 1), img)).toBe(img.imageLength); // no room for a whole sector
+    const plain = Buffer.alloc(slot1.size, 0xff);
+    hello.copy(plain);
+    expect(storedLength(plain, parseAppImage(hello))).toBe(parseAppImage(hello).imageLength); // no block magic after it
+  });
+
+  it("the digest slots an app verifies under: a damaged block beside a valid one is skipped, as the chip skips it", () => {
+    const efuse = new Efuse({ trustedKeys: [keyB, keyA].map((p, i) => trustedKeyFromPem(p, `key${i}`)) });
+    const both = signImage(hello, [readKey(keyB), readKey(keyA)]);
+    expect(signerSlots(both, parseAppImage(both), efuse)).toBe(0b11);
+    const damaged = Buffer.from(both);
+    damaged[damaged.length - 4096 + 10]! ^= 1; // block 0 (B's): CRC no longer matches
+    expect(signerSlots(damaged, parseAppImage(damaged), efuse)).toBe(0b10);
   });
 });
 
