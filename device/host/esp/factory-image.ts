@@ -1,6 +1,7 @@
 // A factory image for the emulated flash: a real ESP-IDF image with its app descriptor (version,
-// secure_version) or its header's chip revision range changed, and re-sealed as the build would have sealed it: the XOR checksum over the segments and
-// the appended SHA-256 recomputed. The result passes the same verification as any image.
+// secure_version) or its header's chip revision range changed, and re-sealed as the build would have sealed
+// it: the XOR checksum over the segments and the appended SHA-256 recomputed. The result passes the same
+// verification as any image.
 import { createHash } from "node:crypto";
 import { APP_DESC_OFFSET, parseAppImage } from "../../../server/esp";
 

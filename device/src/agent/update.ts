@@ -282,7 +282,7 @@ export class Updater {
         try {
             r = await w.end(Buffer.from(m.sha256, "hex"))
         } catch (e) {
-            return await this.failed(reasonOf(e), detailOf(e))
+            return await this.failed("write_failed", detailOf(e))
         }
         if (r.status !== W_OK) {
             if (r.status === W_HASH_MISMATCH)
@@ -307,7 +307,7 @@ export class Updater {
         try {
             bs = await w.setBoot()
         } catch (e) {
-            return await this.failed(reasonOf(e), detailOf(e))
+            return await this.failed("write_failed", detailOf(e))
         }
         if (bs === W_SIGNATURE_INVALID)
             return await this.failed("signature_invalid", "set_boot: no signature block verifies under a key this chip trusts")
