@@ -17,6 +17,8 @@ export const EXIT = {
   aborted: 7,
   /** `verify`: no signature block verifies under the keys given; `sign`: a detached signature does not verify. */
   signature: 8,
+  /** `rollout watch --timeout`: the rollout neither completed, paused nor was aborted in that time. */
+  timeout: 9,
 } as const;
 
 export class CliError extends Error {

@@ -372,9 +372,13 @@ export function addRemoteCommands(program: Command): void {
     .argument("<rollout>", "a rollout id or the name of its release")
     .description("follow a rollout live: a line whenever it changes; ends when it completes (0), pauses (6) or is aborted (7)")
     .option("--interval <seconds>", "seconds between checks (default 2)", number, 2)
-    .action((ref: string, o: { interval: number }) =>
+    .option("--timeout <seconds>", "give up after this long with exit code 9 (default: watch until it ends)", number)
+    .action((ref: string, o: { interval: number; timeout?: number }) =>
       withApi(async (api) => {
         if (!(o.interval >= 0.1 && o.interval <= 3600)) throw new UsageError("--interval must be between 0.1 and 3600 seconds");
+        if (o.timeout !== undefined && !(o.timeout > 0 && o.timeout <= 30 * 86400)) throw new UsageError("--timeout must be more than 0 and at most 2592000 seconds (30 days)");
+        // A rollout whose devices stop polling never ends by itself: a script needs a way out.
+        const deadline = o.timeout === undefined ? Infinity : Date.now() + o.timeout * 1000;
         let last = "";
         for (;;) {
           const s = await api.call<RolloutStatus>("GET", `/rollouts/${enc(ref)}`);
@@ -385,7 +389,13 @@ export function addRemoteCommands(program: Command): void {
           if (state === "completed") return;
           if (state === "paused") throw new CliError(`rollout paused: ${s.rollout.reason ?? "no reason given"}; resume it with: ota rollout resume ${ref}`, EXIT.paused);
           if (state === "aborted") throw new CliError(`rollout aborted: ${s.rollout.reason ?? "no reason given"}`, EXIT.aborted);
-          await new Promise((r) => setTimeout(r, o.interval * 1000));
+          if (Date.now() >= deadline) {
+            throw new CliError(
+              `rollout still ${state} after ${o.timeout} s (${rolloutLine(s)}); watch it again, or pause it with: ota rollout pause ${ref}`,
+              EXIT.timeout,
+            );
+          }
+          await new Promise((r) => setTimeout(r, Math.min(o.interval * 1000, Math.max(0, deadline - Date.now()))));
         }
       }),
     );

@@ -164,6 +164,14 @@ describe("ota: the operator flow over the API", () => {
     expect(w.status).toBe(6);
     expect(w.stderr).toMatch(/rollout paused: waiting for QA; resume it with: ota rollout resume r3/);
     expect((await ota("rollout", "resume", "r3")).stdout).toMatch(/: running/);
+    // Running, and no device polls: it would never end by itself. --timeout gives up with exit 9.
+    const timedOut = await ota("rollout", "watch", "r3", "--timeout", "1", "--interval", "0.2");
+    expect(timedOut.status).toBe(9);
+    expect(timedOut.stdout).toMatch(/^\d\d:\d\d:\d\d r3 ro_\w+ running stage 1\/\d+ \(10%\) /);
+    expect(timedOut.stderr).toMatch(/rollout still running after 1 s \(r3 ro_\w+ running .*\); watch it again, or pause it with: ota rollout pause r3/);
+    const badTimeout = await ota("rollout", "watch", "r3", "--timeout", "0");
+    expect(badTimeout.status).toBe(2);
+    expect(badTimeout.stderr).toMatch(/--timeout must be more than 0/);
     expect((await ota("rollout", "abort", "r3", "--reason", "wrong build")).stdout).toMatch(/: aborted/);
     const again = await ota("rollout", "resume", "r3");
     expect(again.status).toBe(5);
