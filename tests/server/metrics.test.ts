@@ -10,6 +10,7 @@ import path from "node:path";
 import { BOOTLOADER, HELLO_WORLD_IDF41, PARTITION_TABLE_OTA, read } from "../helpers/fixtures";
 import { mac, Operator, poll, report } from "../helpers/fleet";
 import { ConfigError, loadConfig } from "../../server/infra/config/config";
+import { reportReasonLabel } from "../../server/infra/metrics/metrics";
 import { eventually, ROOT, startTestServer, type Reply, type TestServer } from "../helpers/server";
 
 jest.setTimeout(60_000);
@@ -72,6 +73,24 @@ describe("OTA_METRICS_TOKEN", () => {
       expect((err as Error).message).toContain("OTA_METRICS_TOKEN");
       expect((err as Error).message).not.toContain(value.slice(0, 12));
     }
+  });
+});
+
+describe("ota_reports_total's reason label", () => {
+  it("is the reason itself for every code docs/protocol.md gives the agent's reports, 'none' without one, 'other' else", () => {
+    const doc = fs.readFileSync(path.join(ROOT, "docs/protocol.md"), "utf8");
+    const section = doc.slice(doc.indexOf("## Reports from the device agent"), doc.indexOf("## MQTT update notices"));
+    // The table's last column: the reasons each status may carry, each in backquotes (what is in parentheses
+    // explains a reason and may name fields).
+    const rows = section.split("\n").filter((l) => /^\| `[a-z_]+` \|/.test(l));
+    const reasons = rows.map((r) => r.split("|").at(-2)!.replace(/\([^)]*\)/g, ""));
+    const codes = new Set(reasons.flatMap((r) => [...r.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]!)));
+    expect(codes.size).toBeGreaterThan(15);
+    expect(codes).toContain("waiting_for_rollout_stage");
+    expect([...codes].filter((c) => reportReasonLabel(c) !== c)).toEqual([]);
+    expect(reportReasonLabel(null)).toBe("none");
+    expect(reportReasonLabel("")).toBe("none");
+    expect(reportReasonLabel("something_else")).toBe("other");
   });
 });
 

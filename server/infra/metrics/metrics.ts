@@ -18,6 +18,7 @@ const zeroOutcomes = () => Object.fromEntries(POLL_OUTCOMES.map((o) => [o, 0])) 
 /** Report reasons that are counted by name (the agent's and the documented codes); any other is "other". */
 const REPORT_REASONS: ReadonlySet<string> = new Set([
   "no_firmware",
+  "waiting_for_rollout_stage",
   "network",
   "block_hash_mismatch",
   "block_list_mismatch",
