@@ -331,5 +331,21 @@ describe("where each check starts to refuse, to the byte, and what it says", () 
     const short = Buffer.alloc(32, 0x42);
     short[5] = 0;
     expect(withVersion(short)).toBe("BBBBB");
+    // An empty field (as time and date are with CONFIG_APP_EXCLUDE_PROJECT_TIME_FIELD) is "", not NULs.
+    expect(withVersion(Buffer.alloc(32, 0))).toBe("");
+  });
+
+  it("an image without an appended SHA-256 (hash_appended 0, esptool --dont-append-digest) ends at its checksum byte", () => {
+    const noHash = Buffer.from(good.subarray(0, C + 1));
+    noHash[23] = 0; // the header is outside the checksum: nothing else to re-seal
+    const parsed = parseAppImage(noHash);
+    expect(parsed.header.hashAppended).toBe(false);
+    expect(parsed.appendedSha256).toBeNull();
+    expect(parsed.imageLength).toBe(C + 1);
+    expect(appImageLength(noHash)).toBe(C + 1);
+    // What follows is trailing bytes (a signature sector, say), never taken for a digest.
+    const followed = Buffer.concat([noHash, Buffer.alloc(32, 0x5a)]);
+    expect(parseAppImage(followed)).toMatchObject({ imageLength: C + 1, trailingBytes: 32, appendedSha256: null });
+    expect(appImageLength(followed)).toBe(C + 1);
   });
 });
