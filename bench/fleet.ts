@@ -30,8 +30,15 @@ export interface Fleet {
   serverEnv: Record<string, string>;
 }
 
-/** The real images the bench serves; the 1.5 MB one comes only from ../shared/fixtures (GPL test data). */
-export function fixtureImages(): { small: string; large: string } {
+/** The ESPHome image is GPL test data, never in the repository; a quick run substitutes the largest copyable one. */
+const LARGE = "esp32_esphome-2021.12.0-dev_arduino.bin";
+export const LARGE_SUBSTITUTE = "esp32_hello-world_idf4.1-dev.bin";
+
+/**
+ * The real images the bench serves; the 1.5 MB one comes only from ../shared/fixtures or $OTA_FIXTURES_DIR. A
+ * `quick` run (a smoke run, figures not judged) takes the 144 KB hello-world build in its place when it is absent.
+ */
+export function fixtureImages(quick = false): { small: string; large: string } {
   const root = projectRoot();
   const dirs = [
     process.env.OTA_FIXTURES_DIR && path.join(process.env.OTA_FIXTURES_DIR, "esp32-images"),
@@ -40,11 +47,12 @@ export function fixtureImages(): { small: string; large: string } {
   ].filter((d): d is string => Boolean(d));
   const find = (name: string) => dirs.map((d) => path.join(d, name)).find((f) => fs.existsSync(f));
   const small = find("esp32_hello_world_idf5.2.2.bin");
-  const large = find("esp32_esphome-2021.12.0-dev_arduino.bin");
+  const large = find(LARGE) ?? (quick ? find(LARGE_SUBSTITUTE) : undefined);
   if (!small || !large) {
     throw new Error(
-      `the bench needs the real ESP32 images (esp32_hello_world_idf5.2.2.bin and esp32_esphome-2021.12.0-dev_arduino.bin) ` +
-        `in ../shared/fixtures/esp32-images or $OTA_FIXTURES_DIR/esp32-images; looked in ${dirs.join(", ")}`,
+      `the bench needs the real ESP32 images (esp32_hello_world_idf5.2.2.bin and ${LARGE}) ` +
+        `in ../shared/fixtures/esp32-images or $OTA_FIXTURES_DIR/esp32-images; looked in ${dirs.join(", ")}` +
+        ` (a --quick run takes ${LARGE_SUBSTITUTE} in place of the second)`,
     );
   }
   return { small, large };
@@ -110,8 +118,8 @@ export async function addDevices(env: Record<string, string>, dir: string, count
   return devices;
 }
 
-export async function prepareFleet(dir: string, deviceCount: number): Promise<Fleet> {
-  const images = fixtureImages(); // before anything is made: a missing image stops the run at once
+export async function prepareFleet(dir: string, deviceCount: number, quick = false): Promise<Fleet> {
+  const images = fixtureImages(quick); // before anything is made: a missing image stops the run at once
   const { dataDir, firmwareDir, certDir, env: serverEnv } = benchFolders(dir, "https://ota.bench.example");
   // The large image first, so the small one is the newest and is what manifests offer.
   fs.copyFileSync(images.large, path.join(firmwareDir, path.basename(images.large)));

@@ -161,8 +161,8 @@ async function main(): Promise<void> {
   say(`work folder ${args.dir}; ${cpu.description}`);
 
   say(`preparing ${opts.devices} provisioned devices, certificates and firmware`);
-  const fleet = await prepareFleet(args.dir, opts.devices);
-  const images = fixtureImages();
+  const fleet = await prepareFleet(args.dir, opts.devices, args.quick);
+  const images = fixtureImages(args.quick);
   const large = fs.readFileSync(images.large);
   const largeSha256 = createHash("sha256").update(large).digest("hex");
   const largePath = `/firmware/sha256/${largeSha256}.bin`;
@@ -303,7 +303,7 @@ async function main(): Promise<void> {
       settings: opts,
       polls_keepalive: keepAlive,
       polls_handshake: handshake && { ...handshake, fleet_at_5min: Math.floor(handshake.server_rps * POLL_INTERVAL_S) },
-      downloads: downloads && { ...downloads, image_bytes: large.length },
+      downloads: downloads && { ...downloads, image: path.basename(images.large), image_bytes: large.length },
       slow_downloads: slow,
       reports,
       reports_sigkill: crash,
