@@ -7,6 +7,7 @@ import path from "node:path";
 import { deriveImage } from "../../device/host/esp/factory-image";
 import { storageEnv } from "../helpers/database";
 import { HELLO_WORLD, HELLO_WORLD_C3, HELLO_WORLD_IDF41, HELLO_WORLD_S3, read } from "../helpers/fixtures";
+import { Operator } from "../helpers/fleet";
 import { eventually, ROOT, startTestServer, type TestServer } from "../helpers/server";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -119,13 +120,7 @@ describe("version + url manifest clients", () => {
 describe("GET /firmware/<version>.bin when one chip has that version twice (a rebuild)", () => {
   let s: TestServer;
   const key = () => ({ "X-API-Key": s.creds.deviceApiKey });
-  const api = async (method: string, p: string, body: unknown) => {
-    const r = await s.req(method, `/api/v1${p}`, {
-      headers: { Authorization: `Bearer ${s.creds.operatorToken}`, "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    if (r.status >= 300) throw new Error(`${method} ${p}: ${r.status} ${r.text()}`);
-  };
+  const api = (method: string, p: string, body: unknown) => new Operator(s).ok(method, p, body);
   // The same hello_world, version V5, rebuilt with another secure_version: other bytes, same version and chip.
   const rebuilt = deriveImage(read(HELLO_WORLD), { secureVersion: 1 });
 

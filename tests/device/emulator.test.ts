@@ -11,8 +11,8 @@ import { Flash } from "../../device/host/esp/flash";
 import { checkImage, checkSecureVersion, chipByName, ImageCheckError, signerSlots, storedLength } from "../../device/host/esp/image-check";
 import { OtaOps, Status } from "../../device/host/esp/ota-ops";
 import { decodeEntry, newEntry, OtaState, Otadata } from "../../device/host/esp/otadata";
-import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, OTADATA, PARTITIONS_DIR, read, SIGNED_DIR, SIGNED_KEYS_DIR } from "../helpers/fixtures";
 import { parseLargeFrame } from "../../device/host/writer-service";
+import { BOOTLOADER, HELLO_WORLD, HELLO_WORLD_S3, OTADATA, PARTITIONS_DIR, read, SIGNED_DIR, SIGNED_KEYS_DIR } from "../helpers/fixtures";
 import { ROOT } from "../helpers/server";
 
 const chip = chipByName("esp32", 300);
@@ -21,6 +21,9 @@ const [slot0, slot1] = otaSlots(table) as [NonNullable<ReturnType<typeof otaSlot
 const hello = read(HELLO_WORLD);
 const factory = deriveImage(hello, { version: "v1.0.0" });
 const sha = (b: Buffer) => createHash("sha256").update(b).digest();
+/** Secure Boot v2 test keys: A (ECDSA P-256) and B (RSA-3072). */
+const keyA = read(path.join(SIGNED_KEYS_DIR, "release-ecdsa256.pem"));
+const keyB = read(path.join(SIGNED_KEYS_DIR, "release-rsa3072.pem"));
 
 /** A device as it leaves the factory: Arduino's boot_app0 otadata and the factory app in ota_0. */
 function factoryFlash(t: PartitionTable = table): Flash {
@@ -274,8 +277,6 @@ describe("esp_ota_ops on the emulated flash", () => {
 });
 
 describe("eFuse: signed images (Secure Boot v2 key digests) and anti-rollback", () => {
-  const keyA = read(path.join(SIGNED_KEYS_DIR, "release-ecdsa256.pem"));
-  const keyB = read(path.join(SIGNED_KEYS_DIR, "release-rsa3072.pem"));
   const trust = (...pems: Buffer[]) => pems.map((p, i) => trustedKeyFromPem(p, `key${i}`));
   const signedByA = read(path.join(SIGNED_DIR, "esp32_hello_world_signed_ecdsa256.bin"));
   const signedByB = read(path.join(SIGNED_DIR, "esp32_hello_world_signed_rsa3072.bin"));
@@ -444,8 +445,6 @@ describe("the chip revision range an image allows (bootloader_common_check_chip_
 });
 
 describe("the writer's image checks, called directly", () => {
-  const keyA = read(path.join(SIGNED_KEYS_DIR, "release-ecdsa256.pem"));
-  const keyB = read(path.join(SIGNED_KEYS_DIR, "release-rsa3072.pem"));
   const refusal = (f: () => unknown) => {
     try {
       f();
