@@ -41,6 +41,13 @@ describe("key derivation", () => {
     expect(seen.size).toBe(50);
   });
 
+  it("a fleet key's id never starts with '-', which a command line would read as an option", () => {
+    // One random id in 64 would; of 2,000, at least one would all but surely (1 - (63/64)^2000).
+    const ids = Array.from({ length: 2000 }, () => newFleetKey().id);
+    expect(ids.filter((id) => id.startsWith("-"))).toEqual([]);
+    expect(ids.some((id) => id.startsWith("_"))).toBe(true); // the rest of the alphabet stays
+  });
+
   it("separates secrets, labels, ids and generations", () => {
     const a = randomBytes(32);
     const b = randomBytes(32);

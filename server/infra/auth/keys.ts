@@ -66,8 +66,10 @@ export function rolloutBucketKey(master: Buffer): Buffer {
   return derive(master, "rollout-bucket");
 }
 
+/** A new fleet key. Its id is typed on command lines (`ota apikey revoke ID`), so it never starts with "-". */
 export function newFleetKey(): { key: string; id: string } {
-  const raw = randomBytes(32).toString("base64url");
+  let raw = randomBytes(32).toString("base64url");
+  while (raw.startsWith("-")) raw = randomBytes(32).toString("base64url");
   return { key: FLEET_KEY_PREFIX + raw, id: raw.slice(0, 8) };
 }
 
