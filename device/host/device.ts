@@ -9,7 +9,7 @@ import { bootloader, otaSlots, type BootedApp } from "./esp/bootloader";
 import { Efuse, type EfuseOptions } from "./esp/efuse";
 import { Flash } from "./esp/flash";
 import { chipByName, type Chip } from "./esp/image-check";
-import { OtaOps } from "./esp/ota-ops";
+import { OtaOps, type StatusCode } from "./esp/ota-ops";
 import { Otadata, stateName } from "./esp/otadata";
 import { VmClockScheduler } from "./vm/loader";
 import { VmInstance, type SocketEvent, type VmFlash } from "./vm/vm";
@@ -58,6 +58,8 @@ export interface DeviceOptions {
   dropWrite?: (offset: number, length: number, bulk: boolean) => boolean;
   /** Fault injection for tests: each writer answer's payload on its way to the VM. */
   mangleAnswer?: (op: WriterOp["op"], payload: Uint8Array) => Uint8Array;
+  /** Fault injection for tests: set_boot, mark_valid or revoke_key not carried out, answered with this status. */
+  failOp?: (op: WriterOp["op"]) => StatusCode | undefined;
 }
 
 export interface AgentEvent {
@@ -183,6 +185,7 @@ export class EmulatedDevice extends EventEmitter {
         reset: () => this.scheduleReset(),
         dropWrite: this.o.dropWrite,
         mangleAnswer: this.o.mangleAnswer,
+        failOp: this.o.failOp,
       },
       this.o.bulkWriteMax ?? 4096,
     );

@@ -56,6 +56,11 @@ export interface WriterHooks {
   dropWrite?: (offset: number, length: number, bulk: boolean) => boolean;
   /** Fault injection: the payload of each answer on its way back (a native writer that answers short or garbled). */
   mangleAnswer?: (op: WriterOp["op"], payload: Uint8Array) => Uint8Array;
+  /**
+   * Fault injection: a set_boot, mark_valid or revoke_key for which this returns a status is not carried out and
+   * is answered with that status (a native writer whose flash or eFuse write failed).
+   */
+  failOp?: (op: WriterOp["op"]) => StatusCode | undefined;
   /** mark_invalid_and_reboot succeeded: reset the chip. */
   reset: () => void;
 }
@@ -111,19 +116,19 @@ export class OtaWriterServer extends jd.JDServiceServer {
       this.hooks.onOp?.({ op: "end", status: r.status, reason: r.reason });
     });
     this.addCommand(CMD.setBoot, () => {
-      const st = this.ops.setBoot();
+      const st = this.hooks.failOp?.("set_boot") ?? this.ops.setBoot();
       this.reply("set_boot", "u8", [st]);
       this.hooks.onOp?.({ op: "set_boot", status: st });
     });
     this.addCommand(CMD.markValid, () => {
-      const st = this.ops.markValid();
+      const st = this.hooks.failOp?.("mark_valid") ?? this.ops.markValid();
       this.imageState.setValues([this.ops.runningState()]);
       this.reply("mark_valid", "u8", [st]);
       this.hooks.onOp?.({ op: "mark_valid", status: st });
     });
     this.addCommand(CMD.revokeKey, (pkt) => {
       const [index] = pkt.jdunpack<[number]>("u8");
-      const st = this.ops.revokeKey(index);
+      const st = this.hooks.failOp?.("revoke_key") ?? this.ops.revokeKey(index);
       this.trustedKeys.setValues([this.ops.efuse.trustedMask]);
       this.runningSigners.setValues([this.ops.runningSigners()]);
       this.reply("revoke_key", "u8", [st]);

@@ -4,6 +4,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { otaSlots } from "../../device/host/esp/bootloader";
+import type { BootEvent } from "../../device/host/device";
 import { deriveImage } from "../../device/host/esp/factory-image";
 import { deviceTestEnv, foreignWrites, HELLO, HELLO_VERSION, reported, serverView } from "../helpers/device";
 import { eventually } from "../helpers/server";
@@ -145,6 +146,58 @@ describe("device agent: updates end to end", () => {
       expect(dev.running!.image.app.version).toBe("v1.0.0");
       await dev.powerOff();
     }
+  });
+
+  it("a new image the writer does not mark valid is never reported confirmed: it is rolled back, and the next try confirms", async () => {
+    let refused = 0; // the first install's two mark_valid commands fail; after that the writer works again
+    const dev = await env.device({
+      id: "dev-mark-refused",
+      url: env.relay.url,
+      failOp: (op) => (op === "mark_valid" && refused < 2 ? (refused++, 7) /* FlashError */ : undefined),
+    });
+    const boots: BootEvent[] = [];
+    dev.on("boot", (b: BootEvent) => boots.push(b));
+    await dev.powerOn();
+    const rb = await reported(dev, "rolled_back", 60_000);
+    expect(rb).toMatchObject({ reason: "not_confirmed", version: "v1.0.0", target_version: HELLO_VERSION });
+    expect(dev.ops.filter((o) => o.op === "mark_valid").map((o) => o.status)).toEqual([7, 7]); // tried twice
+    expect(dev.ops.find((o) => o.op === "mark_invalid")).toMatchObject({ status: 0 });
+    expect(boots.slice(0, 3).map((b) => [b.slot, b.state])).toEqual([
+      ["app0", "undefined"],
+      ["app1", "pending_verify"],
+      ["app0", "undefined"],
+    ]);
+    const reports = (await serverView(env.s, "dev-mark-refused")).reports;
+    const error = `${HELLO_VERSION} passed its health check but the writer did not mark it valid; v1.0.0 runs again`;
+    expect(reports.find((r) => r.status === "rolled_back")).toMatchObject({ reason: "not_confirmed", error });
+    // The event line is shortened to fit the console's line buffer; the report keeps the whole error.
+    expect(error.startsWith(String(rb.error).replace(/\.\.\.$/, ""))).toBe(true);
+    let statuses = reports.map((r) => r.status);
+    expect(statuses).not.toContain("confirmed");
+    expect(statuses.indexOf("rolled_back")).toBeGreaterThan(statuses.indexOf("confirming"));
+
+    // The writer works again: the next try installs and confirms.
+    await reported(dev, "confirmed", 60_000);
+    expect(dev.running!.image.app.version).toBe(HELLO_VERSION);
+    expect(dev.otadataStates().map((e) => e.state)).toContain("valid");
+    statuses = (await serverView(env.s, "dev-mark-refused")).reports.map((r) => r.status);
+    expect(statuses.filter((s) => s === "confirmed")).toHaveLength(1);
+    await dev.powerOff();
+  }, 150_000);
+
+  it("a mark_valid whose answer is lost after it took is confirmed from the writer's image_state, not rolled back", async () => {
+    const dev = await env.device({
+      id: "dev-mark-unread",
+      url: env.relay.url,
+      mangleAnswer: (op, payload) => (op === "mark_valid" ? payload.subarray(0, 0) : payload),
+    });
+    await dev.powerOn();
+    await reported(dev, "confirmed", 60_000);
+    expect(dev.ops.filter((o) => o.op === "mark_valid").map((o) => o.status)).toEqual([0]);
+    expect(dev.ops.find((o) => o.op === "mark_invalid")).toBeUndefined();
+    expect(dev.running!.partition.name).toBe("app1");
+    expect((await serverView(env.s, "dev-mark-unread")).reports.map((r) => r.status)).not.toContain("rolled_back");
+    await dev.powerOff();
   });
 
   it("refuses a downgrade by version order, and by secure_version", async () => {

@@ -10,6 +10,7 @@ export const STAGE_ENDED = "ended" // the writer checked the whole image
 export const STAGE_REBOOTING = "rebooting"
 export const STAGE_CONFIRMING = "confirming" // first boot of the new image, health check running
 export const STAGE_HEALTH_FAILED = "health_failed" // health check failed: rolling back
+export const STAGE_MARK_FAILED = "mark_failed" // health check passed but the writer did not mark the image valid: rolling back
 export const STAGE_FAILED = "failed" // the last try did not stick; `attempts` counts tries
 
 export interface Checkpoint {

@@ -98,6 +98,8 @@ export interface Writer {
     end(sha256: Buffer): Promise<EndResult>
     setBoot(): Promise<number>
     markValid(): Promise<number>
+    /** The running image's state (STATE_*), read again from the writer. */
+    imageState(): Promise<number>
     markInvalidAndReboot(): Promise<number>
     /** Revokes the eFuse key digest in slot `index` for good (esp_ota_revoke_secure_boot_public_key). */
     revokeKey(index: number): Promise<number>

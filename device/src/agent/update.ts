@@ -17,6 +17,7 @@ import {
     STAGE_ENDED,
     STAGE_FAILED,
     STAGE_HEALTH_FAILED,
+    STAGE_MARK_FAILED,
     STAGE_REBOOTING,
     clearCheckpoint,
     saveCheckpoint,
@@ -40,6 +41,9 @@ const W_HASH_MISMATCH = 5
 const W_IMAGE_INVALID = 6
 const W_SIGNATURE_INVALID = 11
 const W_SECURE_VERSION_TOO_LOW = 12
+
+/** mark_valid commands before a new image that passed its health check is rolled back all the same. */
+const MARK_VALID_TRIES = 2
 
 function short(sha: string): string {
     return sha.slice(0, 12)
@@ -86,8 +90,8 @@ export class Updater {
 
     /**
      * First boot of a new image: the health check is to reach the server and have a report stored. If it
-     * passes the image is marked valid; if not it is marked invalid and the device resets into the previous
-     * image.
+     * passes the image is marked valid; if it fails, or the writer does not mark the image valid, the image is
+     * marked invalid and the device resets into the previous one.
      */
     private async confirmNewImage(): Promise<void> {
         const info = this.info
@@ -112,24 +116,58 @@ export class Updater {
             if (t > 0) await sys.sleep(this.cfg.healthWaitS * 1000)
             healthy = await this.reporter.send("confirming", this.fields(), false, id)
         }
-        if (healthy) {
-            let st = -1
+        if (!healthy) {
+            await this.rollBack(STAGE_HEALTH_FAILED, "health_check_failed", "the health check failed")
+            return
+        }
+        if (!(await this.markValid())) {
+            // Still pending verification, so the bootloader would roll it back at the next reset anyway: do it now,
+            // and never report as confirmed an image the writer did not mark valid.
+            await this.rollBack(STAGE_MARK_FAILED, "write_failed", "the writer did not mark the image valid")
+            return
+        }
+        info.imageState = STATE_VALID
+        this.ck.stage = STAGE_CONFIRMED
+        await this.save()
+        if (this.cfg.revokeKeys) await revokeOldKeys(this.p, info)
+        await this.settle()
+    }
+
+    /**
+     * Marks the running image valid. True once the writer answers Ok or, when its answer was refused, lost or
+     * unreadable, once its image_state register says valid (the mark may have taken all the same).
+     */
+    private async markValid(): Promise<boolean> {
+        const sys = this.p.sys
+        const w = this.p.writer
+        for (let t = 0; t < MARK_VALID_TRIES; t++) {
             try {
-                st = await this.p.writer.markValid()
+                const st = await w.markValid()
+                if (st === W_OK) return true
+                sys.log("mark_valid answered " + st)
             } catch (e) {
                 sys.log("mark_valid: " + messageOf(e))
             }
-            if (st !== W_OK) sys.log("mark_valid answered " + st)
-            else info.imageState = STATE_VALID
-            this.ck.stage = STAGE_CONFIRMED
-            await this.save()
-            if (this.cfg.revokeKeys) await revokeOldKeys(this.p, info)
-            await this.settle()
-            return
+            try {
+                if ((await w.imageState()) === STATE_VALID) return true
+            } catch (e) {
+                sys.log("image_state: " + messageOf(e))
+            }
         }
-        this.ck.stage = STAGE_HEALTH_FAILED
+        return false
+    }
+
+    /**
+     * Marks the new image invalid and resets into the previous one; `settle` reports it after the reset. Returns
+     * only when there is no previous image: then this one is kept rather than brick the device, and the install
+     * is reported failed with `reason` (`what` says in words what went wrong).
+     */
+    private async rollBack(stage: string, reason: string, what: string): Promise<void> {
+        const info = this.info
+        const sys = this.p.sys
+        this.ck.stage = stage
         await this.save()
-        sys.emit({ state: "rolling_back", reason: "health_check_failed", version: info.runningVersion })
+        sys.emit({ state: "rolling_back", reason: reason, version: info.runningVersion })
         await this.p.http.close()
         const st = await this.p.writer.markInvalidAndReboot()
         // Still here: there is no other image to go back to. Keep this one rather than brick the device.
@@ -139,8 +177,8 @@ export class Updater {
         this.ck.attempts++
         await this.save()
         const f = this.fields()
-        f.reason = "health_check_failed"
-        f.error = "the health check failed but there is no previous image to roll back to"
+        f.reason = reason
+        f.error = what + " but there is no previous image to roll back to"
         await this.reporter.send("failed", f, true)
     }
 
@@ -153,7 +191,8 @@ export class Updater {
         const ck = this.ck
         if (!ck) return
         const st = ck.stage
-        const afterReboot = st === STAGE_REBOOTING || st === STAGE_CONFIRMING || st === STAGE_HEALTH_FAILED
+        const afterReboot =
+            st === STAGE_REBOOTING || st === STAGE_CONFIRMING || st === STAGE_HEALTH_FAILED || st === STAGE_MARK_FAILED
         if (st === STAGE_CONFIRMED || (afterReboot && ck.sha === this.info.runningSha256 && this.info.imageState !== STATE_PENDING_VERIFY)) {
             if (st !== STAGE_CONFIRMED) {
                 ck.stage = STAGE_CONFIRMED
@@ -171,10 +210,13 @@ export class Updater {
         if (afterReboot) {
             const f = this.fields()
             f.reason = st === STAGE_HEALTH_FAILED ? "health_check_failed" : "not_confirmed"
-            f.error =
+            const why =
                 st === STAGE_HEALTH_FAILED
-                    ? ck.version + " did not pass its health check; " + this.info.runningVersion + " runs again"
-                    : ck.version + " was reset before it was confirmed; " + this.info.runningVersion + " runs again"
+                    ? " did not pass its health check; "
+                    : st === STAGE_MARK_FAILED
+                      ? " passed its health check but the writer did not mark it valid; "
+                      : " was reset before it was confirmed; "
+            f.error = ck.version + why + this.info.runningVersion + " runs again"
             if (await this.reporter.send("rolled_back", f, false, "rb-" + short(ck.sha) + "-" + ck.attempts)) {
                 ck.stage = STAGE_FAILED
                 ck.attempts++

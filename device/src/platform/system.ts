@@ -7,6 +7,9 @@ import { fail } from "../agent/errors"
 import { Store, System } from "../agent/platform"
 import { request } from "./request"
 
+/** Longest event line: the runtime's console line buffer holds 300 bytes, "> " and the newline included. */
+const MAX_EVENT_LINE = 280
+
 export class DeviceSystem implements System {
     millis(): number {
         return ds.millis()
@@ -28,8 +31,16 @@ export class DeviceSystem implements System {
         return hmac(key, "sha256", data)
     }
     emit(event: any): void {
-        // One line per state change: "ota {json}" (the host emulator and device:sim read these).
-        console.log("ota " + JSON.stringify(event))
+        // One line per state change: "ota {json}" (the host emulator and device:sim read these). A console line
+        // longer than the runtime's line buffer is cut and could no longer be read, so a long error is shortened
+        // (the report to the server keeps it whole).
+        let line = "ota " + JSON.stringify(event)
+        while (line.length > MAX_EVENT_LINE && typeof event.error === "string" && event.error.length > 0) {
+            const keep = event.error.length - (line.length - MAX_EVENT_LINE) - 3
+            event.error = keep > 0 ? event.error.slice(0, keep) + "..." : ""
+            line = "ota " + JSON.stringify(event)
+        }
+        console.log(line)
     }
     log(message: string): void {
         console.log("agent: " + message)

@@ -191,6 +191,10 @@ export class OtaWriterClient implements Writer {
         return statusOf(await this.call(CMD_MARK_VALID, STATUS_REPORT, async () => await role.markValid(), 10000))
     }
 
+    async imageState(): Promise<number> {
+        return await this.role.imageState.read()
+    }
+
     async revokeKey(index: number): Promise<number> {
         const role = this.role
         return statusOf(await this.call(CMD_REVOKE_KEY, STATUS_REPORT, async () => await role.revokeKey(index), 10000))
