@@ -7,8 +7,8 @@ import { fail } from "../agent/errors"
 import { Store, System } from "../agent/platform"
 import { request } from "./request"
 
-/** Longest event line: the runtime's console line buffer holds 300 bytes, "> " and the newline included. */
-const MAX_EVENT_LINE = 280
+/** Longest event line in bytes: the runtime's console line buffer holds 300, with "> " before and a NUL after. */
+const MAX_EVENT_LINE = 296
 
 export class DeviceSystem implements System {
     millis(): number {
@@ -35,10 +35,12 @@ export class DeviceSystem implements System {
         // longer than the runtime's line buffer is cut and could no longer be read, so a long error is shortened
         // (the report to the server keeps it whole).
         let line = "ota " + JSON.stringify(event)
-        while (line.length > MAX_EVENT_LINE && typeof event.error === "string" && event.error.length > 0) {
-            const keep = event.error.length - (line.length - MAX_EVENT_LINE) - 3
+        let over = Buffer.from(line).length - MAX_EVENT_LINE
+        while (over > 0 && typeof event.error === "string" && event.error.length > 0) {
+            const keep = event.error.length - over - 3
             event.error = keep > 0 ? event.error.slice(0, keep) + "..." : ""
             line = "ota " + JSON.stringify(event)
+            over = Buffer.from(line).length - MAX_EVENT_LINE
         }
         console.log(line)
     }
