@@ -131,9 +131,12 @@ describe("OTA_WORKERS=3 on PostgreSQL", () => {
       expect(await db.rows("SELECT subject FROM operator_tokens")).toEqual([{ subject: "admin" }]);
       expect(await db.rows("SELECT label FROM api_keys")).toEqual([{ label: "development" }]);
     });
-    // Three workers, each listening once, none of them the primary.
-    const started = out.filter((l) => l.msg === "OTA server listening");
-    expect(new Set(started.map((l) => l.worker))).toEqual(new Set([1, 2, 3]));
+    // Three workers, each listening once, none of them the primary. A worker's log is buffered (flushed every 250
+    // ms), so its line may come after the primary's "all server processes listening".
+    const listening = () => lines(p).filter((l) => l.msg === "OTA server listening");
+    await eventually(() => listening().length >= 3, 10_000);
+    const started = listening();
+    expect(started.map((l) => l.worker).sort()).toEqual([1, 2, 3]);
     expect(started.every((l) => l.pid !== p.child.pid)).toBe(true);
   });
 
