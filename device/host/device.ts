@@ -58,7 +58,7 @@ export interface DeviceOptions {
   dropWrite?: (offset: number, length: number, bulk: boolean) => boolean;
   /** Fault injection for tests: each writer answer's payload on its way to the VM. */
   mangleAnswer?: (op: WriterOp["op"], payload: Uint8Array) => Uint8Array;
-  /** Fault injection for tests: set_boot, mark_valid or revoke_key not carried out, answered with this status. */
+  /** Fault injection for tests: set_boot, mark_valid, mark_invalid or revoke_key not carried out, answered with this status. */
   failOp?: (op: WriterOp["op"]) => StatusCode | undefined;
 }
 

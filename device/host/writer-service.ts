@@ -57,8 +57,8 @@ export interface WriterHooks {
   /** Fault injection: the payload of each answer on its way back (a native writer that answers short or garbled). */
   mangleAnswer?: (op: WriterOp["op"], payload: Uint8Array) => Uint8Array;
   /**
-   * Fault injection: a set_boot, mark_valid or revoke_key for which this returns a status is not carried out and
-   * is answered with that status (a native writer whose flash or eFuse write failed).
+   * Fault injection: a set_boot, mark_valid, mark_invalid or revoke_key for which this returns a status is not
+   * carried out and is answered with that status (a native writer whose flash or eFuse write failed).
    */
   failOp?: (op: WriterOp["op"]) => StatusCode | undefined;
   /** mark_invalid_and_reboot succeeded: reset the chip. */
@@ -135,7 +135,7 @@ export class OtaWriterServer extends jd.JDServiceServer {
       this.hooks.onOp?.({ op: "revoke_key", status: st, index });
     });
     this.addCommand(CMD.markInvalid, () => {
-      const st = this.ops.markInvalid();
+      const st = this.hooks.failOp?.("mark_invalid") ?? this.ops.markInvalid();
       this.hooks.onOp?.({ op: "mark_invalid", status: st });
       // esp_ota_mark_app_invalid_rollback_and_reboot: on success the chip resets and nothing answers.
       if (st === Status.Ok) this.hooks.reset();

@@ -185,6 +185,27 @@ describe("device agent: updates end to end", () => {
     await dev.powerOff();
   }, 150_000);
 
+  it("with no previous image to go back to, a new image the writer does not mark valid is kept and the install reported failed", async () => {
+    const dev = await env.device({
+      id: "dev-mark-kept",
+      url: env.relay.url,
+      failOp: (op) => (op === "mark_valid" ? 7 /* FlashError */ : op === "mark_invalid" ? 9 /* RollbackImpossible */ : undefined),
+    });
+    await dev.powerOn();
+    await reported(dev, "failed", 60_000);
+    const reports = (await serverView(env.s, "dev-mark-kept")).reports;
+    expect(reports.find((r) => r.status === "failed")).toMatchObject({
+      reason: "write_failed",
+      version: HELLO_VERSION,
+      error: "the writer did not mark the image valid but there is no previous image to roll back to",
+    });
+    expect(reports.map((r) => r.status)).not.toContain("confirmed");
+    expect(dev.ops.filter((o) => o.op === "mark_invalid").map((o) => o.status)).toEqual([9]);
+    expect(dev.ops.filter((o) => o.op === "mark_valid").map((o) => o.status)).toEqual([7, 7, 7, 7]); // twice before, twice after
+    expect(dev.running!.image.app.version).toBe(HELLO_VERSION); // kept rather than bricked
+    await dev.powerOff();
+  });
+
   it("a mark_valid whose answer is lost after it took is confirmed from the writer's image_state, not rolled back", async () => {
     const dev = await env.device({
       id: "dev-mark-unread",

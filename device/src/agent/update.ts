@@ -172,7 +172,7 @@ export class Updater {
         const st = await this.p.writer.markInvalidAndReboot()
         // Still here: there is no other image to go back to. Keep this one rather than brick the device.
         sys.log("rollback impossible (writer status " + st + "): keeping " + info.runningVersion)
-        await this.p.writer.markValid()
+        await this.markValid()
         this.ck.stage = STAGE_FAILED
         this.ck.attempts++
         await this.save()
