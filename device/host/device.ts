@@ -348,11 +348,12 @@ export class EmulatedDevice extends EventEmitter {
 }
 
 /**
- * A settings write, sent again while it is not acknowledged, for up to 10 real seconds: with the VM clock running
+ * A settings write, sent again while it is not acknowledged, for up to 30 real seconds: with the VM clock running
  * faster, jacdac-ts's ACK window (its retries, in VM time) is a few real milliseconds, which a busy machine can
- * miss many times over. Writing the same value twice is harmless.
+ * miss many times over (seen for 10 s on 2 cores running several VMs beside Chromium). Writing the same value
+ * twice is harmless.
  */
-async function setAcknowledged(send: () => Promise<void>, withinMs = 10_000): Promise<void> {
+async function setAcknowledged(send: () => Promise<void>, withinMs = 30_000): Promise<void> {
   const deadline = Date.now() + withinMs;
   for (;;) {
     try {
